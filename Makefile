@@ -1,0 +1,43 @@
+# xdpsec — see README.md. `make demo` and `make test` do their own set-up.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+BIN := bin
+# Integration tests run daemons and strongSwan in namespaces; keep the suite
+# bounded so a hang fails fast instead of eating CI's budget.
+TEST_TIMEOUT ?= 20m
+
+.PHONY: all build deps test test-short demo generate lint clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+deps:
+	@./scripts/deps.sh
+
+# Everything, as root: unit, fuzz seeds, BPF, namespace and interop tests.
+# Packages run one at a time (-p 1): the integration tests share the two CPUs
+# with daemons and charon processes, and parallel packages only add timeouts.
+test: deps lint
+	$(GO) test -p 1 -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# Unit tests only (no root, no namespaces): quick feedback while coding.
+test-short:
+	$(GO) test -short ./...
+
+demo: deps build
+	$(BIN)/xdpsec-bench demo --bin $(BIN)
+
+generate:
+	$(GO) generate ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN)
+	$(GO) clean -testcache

@@ -1,0 +1,201 @@
+// Command xdpsecctl controls a running xdpsecd over its API socket.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/xdpsec/xdpsec/control"
+	"github.com/xdpsec/xdpsec/control/api"
+)
+
+func main() {
+	if err := newRootCommand(os.Stdout).ExecuteContext(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "xdpsecctl:", err)
+		os.Exit(1)
+	}
+}
+
+type globals struct {
+	socket string
+	json   bool
+}
+
+func (g *globals) client() *api.Client { return api.NewClient(g.socket) }
+
+func newRootCommand(out io.Writer) *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "xdpsecctl",
+		Short: "Control a running xdpsecd",
+		Long: `xdpsecctl talks to xdpsecd over its API socket (HTTP/JSON under /v1/).
+Output is a table for people; --json prints the API's JSON for scripts.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	defaultSocket := api.DefaultSocket
+	if env := os.Getenv("XDPSEC_SOCKET"); env != "" {
+		defaultSocket = env
+	}
+	root.PersistentFlags().StringVarP(&g.socket, "socket", "s", defaultSocket, "daemon API socket (env XDPSEC_SOCKET)")
+	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON instead of tables")
+	root.SetOut(out)
+	root.AddCommand(statusCommand(g), connsCommand(g), reloadCommand(g), versionCommand(g))
+	return root
+}
+
+func statusCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the daemon's version, uptime, configuration file and data plane",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := g.client().Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			tw := newTable(cmd.OutOrStdout())
+			fmt.Fprintf(tw, "version:\t%s\n", st.Version)
+			fmt.Fprintf(tw, "pid:\t%d\n", st.PID)
+			fmt.Fprintf(tw, "uptime:\t%s (since %s)\n",
+				(time.Duration(st.UptimeSeconds) * time.Second).String(), st.StartedAt.Local().Format(time.DateTime))
+			fmt.Fprintf(tw, "config:\t%s (loaded %s)\n", st.ConfigFile, st.ConfigLoadedAt.Local().Format(time.DateTime))
+			fmt.Fprintf(tw, "data plane:\t%s\n", st.DataplaneMode)
+			fmt.Fprintf(tw, "connections:\t%d\n", st.Connections)
+			return tw.Flush()
+		},
+	}
+}
+
+func connsCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "conns",
+		Short: "List the configured connections and their children",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conns, err := g.client().Conns(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), conns)
+			}
+			return printConns(cmd.OutOrStdout(), conns)
+		},
+	}
+}
+
+func printConns(w io.Writer, conns []api.Conn) error {
+	if len(conns) == 0 {
+		_, err := fmt.Fprintln(w, "no connections configured")
+		return err
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, "CONN\tLOCAL\tREMOTE\tLOCAL ID\tREMOTE ID\tAUTH\tSTART\tIKE PROPOSALS\tESP PROPOSALS")
+	for _, c := range conns {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, orAny(c.LocalAddr), c.RemoteAddr,
+			c.LocalID, c.RemoteID, c.Auth, c.StartAction,
+			strings.Join(c.IKEProposals, ","), strings.Join(c.ESPProposals, ","))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = newTable(w)
+	fmt.Fprintln(tw, "CONN/CHILD\tMODE\tLOCAL TS\tREMOTE TS\tLIFETIME\tREPLAY WINDOW")
+	for _, c := range conns {
+		for _, ch := range c.Children {
+			fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%s\t%d\n", c.Name, ch.Name, ch.Mode,
+				strings.Join(ch.LocalTS, ","), strings.Join(ch.RemoteTS, ","), ch.Lifetime, ch.ReplayWindow)
+		}
+	}
+	return tw.Flush()
+}
+
+func reloadCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "reload",
+		Short: "Re-read the daemon's configuration file (like SIGHUP)",
+		Long: `reload makes the daemon re-read its configuration file. An invalid file is
+refused with every problem listed and the running configuration stays as it
+is; connections whose settings did not change keep their SAs.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res, err := g.client().Reload(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			tw := newTable(cmd.OutOrStdout())
+			fmt.Fprintf(tw, "added:\t%s\n", listOrNone(res.Added))
+			fmt.Fprintf(tw, "removed:\t%s\n", listOrNone(res.Removed))
+			fmt.Fprintf(tw, "changed:\t%s\n", listOrNone(res.Changed))
+			fmt.Fprintf(tw, "unchanged:\t%s\n", listOrNone(res.Unchanged))
+			return tw.Flush()
+		},
+	}
+}
+
+func versionCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the versions of xdpsecctl and, if reachable, of xdpsecd",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			type versions struct {
+				Client string `json:"client"`
+				Daemon string `json:"daemon,omitempty"`
+			}
+			v := versions{Client: control.Version()}
+			// The client version is useful even when no daemon runs.
+			if st, err := g.client().Status(cmd.Context()); err == nil {
+				v.Daemon = st.Version
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), v)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "xdpsecctl %s\n", v.Client)
+			if v.Daemon != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "xdpsecd   %s\n", v.Daemon)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "xdpsecd   not reachable at %s\n", g.socket)
+			}
+			return nil
+		},
+	}
+}
+
+func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0) }
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func listOrNone(names []string) string {
+	if len(names) == 0 {
+		return "-"
+	}
+	return strings.Join(names, ", ")
+}
+
+func orAny(addr string) string {
+	if addr == "" {
+		return "%any"
+	}
+	return addr
+}

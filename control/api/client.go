@@ -1,0 +1,116 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// DefaultSocket is where the daemon listens unless the config says otherwise.
+const DefaultSocket = "/run/xdpsec/xdpsec.sock"
+
+// UnreachableError means nothing answered on the socket: the daemon is not
+// running, or runs with another api.socket.
+type UnreachableError struct {
+	Socket string
+	Err    error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("cannot reach xdpsecd at %s: is it running?", e.Socket)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// Client talks to one daemon's API socket.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the daemon listening on socket.
+func NewClient(socket string) *Client {
+	dialer := &net.Dialer{Timeout: 3 * time.Second}
+	transport := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", socket)
+		},
+		DisableKeepAlives: true,
+	}
+	return &Client{socket: socket, http: &http.Client{Transport: transport, Timeout: 30 * time.Second}}
+}
+
+// Status fetches the daemon's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	err := c.do(ctx, http.MethodGet, "/v1/status", &s)
+	return s, err
+}
+
+// Conns fetches the configured connections.
+func (c *Client) Conns(ctx context.Context) ([]Conn, error) {
+	var conns []Conn
+	err := c.do(ctx, http.MethodGet, "/v1/conns", &conns)
+	return conns, err
+}
+
+// SAs fetches the IKE SAs and their CHILD SAs.
+func (c *Client) SAs(ctx context.Context) ([]IKESA, error) {
+	var sas []IKESA
+	err := c.do(ctx, http.MethodGet, "/v1/sas", &sas)
+	return sas, err
+}
+
+// Up asks the daemon to initiate conn and waits until it is established or
+// has failed.
+func (c *Client) Up(ctx context.Context, conn string) error {
+	var out struct {
+		Conn string `json:"conn"`
+	}
+	return c.do(ctx, http.MethodPost, "/v1/conns/"+url.PathEscape(conn)+"/up", &out)
+}
+
+// Reload asks the daemon to re-read its configuration file.
+func (c *Client) Reload(ctx context.Context) (ReloadResult, error) {
+	var r ReloadResult
+	err := c.do(ctx, http.MethodPost, "/v1/reload", &r)
+	return r, err
+}
+
+func (c *Client) do(ctx context.Context, method, path string, out any) error {
+	// The host part is ignored by the unix dialer but must be a valid URL.
+	req, err := http.NewRequestWithContext(ctx, method, "http://xdpsecd"+path, nil)
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var opErr *net.OpError
+		if errors.As(err, &opErr) && opErr.Op == "dial" {
+			return &UnreachableError{Socket: c.socket, Err: err}
+		}
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var apiErr Error
+		if json.Unmarshal(body, &apiErr) == nil && apiErr.Error != "" {
+			return errors.New(apiErr.Error)
+		}
+		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("decode response: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,106 @@
+// Package api is the daemon's management interface: HTTP/JSON on a unix
+// socket under /v1/. xdpsecctl is its only client; the types here are the
+// wire contract, so fields are only ever added, never renamed.
+package api
+
+import (
+	"errors"
+	"time"
+)
+
+// ErrUnknownConn is returned by backends for a connection name not in the
+// running configuration.
+var ErrUnknownConn = errors.New("no such connection")
+
+// Status describes the running daemon.
+type Status struct {
+	Version        string    `json:"version"`
+	PID            int       `json:"pid"`
+	StartedAt      time.Time `json:"started_at"`
+	UptimeSeconds  float64   `json:"uptime_seconds"`
+	ConfigFile     string    `json:"config_file"`
+	ConfigLoadedAt time.Time `json:"config_loaded_at"`
+	DataplaneMode  string    `json:"dataplane_mode"`
+	Connections    int       `json:"connections"`
+}
+
+// Conn is one configured connection as the daemon currently runs it.
+type Conn struct {
+	Name         string   `json:"name"`
+	LocalAddr    string   `json:"local_addr"`
+	RemoteAddr   string   `json:"remote_addr"`
+	LocalID      string   `json:"local_id"`
+	RemoteID     string   `json:"remote_id"`
+	Auth         string   `json:"auth"`
+	IKEProposals []string `json:"ike_proposals"`
+	ESPProposals []string `json:"esp_proposals"`
+	IKELifetime  string   `json:"ike_lifetime"`
+	DPDDelay     string   `json:"dpd_delay"`
+	DPDAction    string   `json:"dpd_action"`
+	StartAction  string   `json:"start_action"`
+	Encap        string   `json:"encap"`
+	Children     []Child  `json:"children"`
+}
+
+// Child is one configured CHILD SA template of a connection.
+type Child struct {
+	Name         string   `json:"name"`
+	Mode         string   `json:"mode"`
+	LocalTS      []string `json:"local_ts"`
+	RemoteTS     []string `json:"remote_ts"`
+	Lifetime     string   `json:"lifetime"`
+	ReplayWindow int      `json:"replay_window"`
+}
+
+// ReloadResult reports what a reload changed.
+type ReloadResult struct {
+	Added     []string `json:"added"`
+	Removed   []string `json:"removed"`
+	Changed   []string `json:"changed"`
+	Unchanged []string `json:"unchanged"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// IKESA is one IKE SA as `xdpsecctl sas` shows it. SPIs are hex strings:
+// 64-bit values do not survive JSON numbers in every consumer.
+type IKESA struct {
+	Conn        string    `json:"conn"`
+	State       string    `json:"state"`
+	Initiator   bool      `json:"initiator"`
+	SPIi        string    `json:"spi_i"`
+	SPIr        string    `json:"spi_r"`
+	Local       string    `json:"local"`
+	Remote      string    `json:"remote"`
+	NAT         NAT       `json:"nat"`
+	Proposal    string    `json:"proposal"`
+	Established time.Time `json:"established,omitzero"`
+	Children    []ChildSA `json:"children"`
+}
+
+// NAT says on which side NAT detection found a translation.
+type NAT struct {
+	Local  bool `json:"local"`
+	Remote bool `json:"remote"`
+}
+
+// ChildSA is one CHILD SA of an IKE SA. Counters follow the data plane's
+// view; with data plane none they stay zero.
+type ChildSA struct {
+	Name       string   `json:"name"`
+	State      string   `json:"state"`
+	SPIIn      string   `json:"spi_in"`
+	SPIOut     string   `json:"spi_out"`
+	Mode       string   `json:"mode"`
+	Encap      bool     `json:"encap"`
+	Proposal   string   `json:"proposal"`
+	LocalTS    []string `json:"local_ts"`
+	RemoteTS   []string `json:"remote_ts"`
+	BytesIn    uint64   `json:"bytes_in"`
+	BytesOut   uint64   `json:"bytes_out"`
+	PacketsIn  uint64   `json:"packets_in"`
+	PacketsOut uint64   `json:"packets_out"`
+}

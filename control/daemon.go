@@ -1,0 +1,402 @@
+// Package control is the daemon's brain: it owns the running configuration,
+// the API server and (as they arrive) the IKE layer and the data plane.
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/xdpsec/xdpsec/control/api"
+	"github.com/xdpsec/xdpsec/control/config"
+)
+
+// supportedModes lists the data planes this build can run. Modes the config
+// schema knows but the build lacks are refused at startup rather than
+// silently ignored: an operator must never believe traffic is protected when
+// nothing processes it.
+func supportedModes() []string { return []string{"none"} }
+
+// Options configures a Daemon.
+type Options struct {
+	// ConfigPath is re-read on every reload.
+	ConfigPath string
+	Logger     *zap.Logger
+	// Level is the logger's level; a reload applies log.level to it unless
+	// LevelPinned says the operator chose it on the command line.
+	Level       zap.AtomicLevel
+	LevelPinned bool
+}
+
+// Daemon is one running xdpsecd instance.
+type Daemon struct {
+	opts    Options
+	log     *zap.Logger
+	started time.Time
+	metrics *daemonMetrics
+
+	// reloadMu serialises reloads (SIGHUP and API may race); mu guards the
+	// running configuration for readers.
+	reloadMu sync.Mutex
+	mu       sync.RWMutex
+	cfg      *config.Config
+	loadedAt time.Time
+}
+
+// CheckSupported reports whether this build can run the configuration as a
+// whole (beyond the schema validation the config package does).
+func CheckSupported(cfg *config.Config) error {
+	if !slices.Contains(supportedModes(), cfg.Dataplane.Mode) {
+		return fmt.Errorf("dataplane.mode %q is not available in this build yet (available: %v): set dataplane.mode: none to run IKE without a data plane",
+			cfg.Dataplane.Mode, supportedModes())
+	}
+	return nil
+}
+
+// New prepares a daemon for an already validated configuration.
+func New(cfg *config.Config, opts Options) (*Daemon, error) {
+	if opts.Logger == nil {
+		return nil, errors.New("no logger")
+	}
+	if err := CheckSupported(cfg); err != nil {
+		return nil, err
+	}
+	d := &Daemon{
+		opts:     opts,
+		log:      opts.Logger,
+		started:  time.Now(),
+		cfg:      cfg,
+		loadedAt: time.Now(),
+		metrics:  newDaemonMetrics(),
+	}
+	d.metrics.connections.Set(float64(len(cfg.Connections)))
+	return d, nil
+}
+
+// Run serves the API (and metrics) until ctx is cancelled. The socket is
+// removed on return.
+func (d *Daemon) Run(ctx context.Context) error {
+	cfg := d.config()
+	ln, err := api.Listen(cfg.API.Socket)
+	if err != nil {
+		return fmt.Errorf("api socket: %w", err)
+	}
+	d.log.Info("xdpsecd started",
+		zap.String("version", Version()),
+		zap.String("config", d.opts.ConfigPath),
+		zap.String("dataplane", cfg.Dataplane.Mode),
+		zap.String("api", cfg.API.Socket),
+		zap.Int("connections", len(cfg.Connections)))
+	for i := range cfg.Connections {
+		d.logConnection("connection loaded", &cfg.Connections[i])
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+
+	if cfg.Metrics.Listen != "" {
+		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := d.serveMetrics(ctx, mln); err != nil {
+				errc <- err
+			}
+		}()
+		d.log.Info("metrics listening", zap.String("listen", mln.Addr().String()))
+	}
+
+	srv := api.NewServer(d, d.log.Named("api"))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ctx, ln); err != nil {
+			errc <- err
+		}
+	}()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		cancel()
+	}
+	wg.Wait()
+	d.log.Info("xdpsecd stopped")
+	return runErr
+}
+
+func (d *Daemon) serveMetrics(ctx context.Context, ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(d.metrics.registry, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("metrics server: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	<-errc
+	return err
+}
+
+func (d *Daemon) config() *config.Config {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.cfg
+}
+
+// Reload re-reads the configuration file. An invalid file, or one that
+// changes what only a restart can change, leaves the running configuration
+// untouched; connections whose settings did not change keep their SAs.
+func (d *Daemon) Reload(ctx context.Context) (api.ReloadResult, error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+
+	next, err := config.Load(d.opts.ConfigPath)
+	if err != nil {
+		d.metrics.reloads.WithLabelValues("failure").Inc()
+		d.log.Error("reload failed, keeping the running configuration",
+			zap.String("config", d.opts.ConfigPath), zap.Error(err))
+		return api.ReloadResult{}, fmt.Errorf("reload %s: %w", d.opts.ConfigPath, err)
+	}
+	cur := d.config()
+	if err := restartOnlyChanges(cur, next); err != nil {
+		d.metrics.reloads.WithLabelValues("failure").Inc()
+		d.log.Error("reload refused, keeping the running configuration",
+			zap.String("config", d.opts.ConfigPath), zap.Error(err))
+		return api.ReloadResult{}, err
+	}
+	res := diffConnections(cur, next)
+
+	d.mu.Lock()
+	d.cfg = next
+	d.loadedAt = time.Now()
+	d.mu.Unlock()
+
+	if !d.opts.LevelPinned {
+		if lvl, err := ParseLevel(next.Log.Level); err == nil {
+			d.opts.Level.SetLevel(lvl)
+		}
+	}
+	d.metrics.reloads.WithLabelValues("success").Inc()
+	d.metrics.connections.Set(float64(len(next.Connections)))
+	for _, name := range res.Added {
+		d.logConnection("connection added", findConn(next, name))
+	}
+	for _, name := range res.Changed {
+		d.logConnection("connection changed", findConn(next, name))
+	}
+	for _, name := range res.Removed {
+		d.log.Info("connection removed", zap.String("conn", name))
+	}
+	d.log.Info("configuration reloaded",
+		zap.String("config", d.opts.ConfigPath),
+		zap.Int("added", len(res.Added)), zap.Int("removed", len(res.Removed)),
+		zap.Int("changed", len(res.Changed)), zap.Int("unchanged", len(res.Unchanged)))
+	return res, nil
+}
+
+// restartOnlyChanges refuses reloads that touch settings bound at startup
+// (sockets, interfaces, data plane), since applying half of them would leave
+// the daemon in a state no file describes.
+func restartOnlyChanges(cur, next *config.Config) error {
+	var changed []string
+	if cur.API != next.API {
+		changed = append(changed, "api")
+	}
+	if cur.Metrics != next.Metrics {
+		changed = append(changed, "metrics")
+	}
+	if !reflect.DeepEqual(cur.Dataplane, next.Dataplane) {
+		changed = append(changed, "dataplane")
+	}
+	if !reflect.DeepEqual(cur.IKE, next.IKE) {
+		changed = append(changed, "ike")
+	}
+	if len(changed) > 0 {
+		return fmt.Errorf("reload changes %v, which only take effect on restart: restart xdpsecd (or revert them) to reload", changed)
+	}
+	return nil
+}
+
+func diffConnections(cur, next *config.Config) api.ReloadResult {
+	res := api.ReloadResult{Added: []string{}, Removed: []string{}, Changed: []string{}, Unchanged: []string{}}
+	for i := range next.Connections {
+		n := &next.Connections[i]
+		c := findConn(cur, n.Name)
+		switch {
+		case c == nil:
+			res.Added = append(res.Added, n.Name)
+		case reflect.DeepEqual(*c, *n):
+			res.Unchanged = append(res.Unchanged, n.Name)
+		default:
+			res.Changed = append(res.Changed, n.Name)
+		}
+	}
+	for i := range cur.Connections {
+		if findConn(next, cur.Connections[i].Name) == nil {
+			res.Removed = append(res.Removed, cur.Connections[i].Name)
+		}
+	}
+	return res
+}
+
+func findConn(cfg *config.Config, name string) *config.Connection {
+	for i := range cfg.Connections {
+		if cfg.Connections[i].Name == name {
+			return &cfg.Connections[i]
+		}
+	}
+	return nil
+}
+
+func (d *Daemon) logConnection(msg string, c *config.Connection) {
+	children := make([]string, 0, len(c.Children))
+	for _, ch := range c.Children {
+		children = append(children, ch.Name)
+	}
+	d.log.Info(msg,
+		zap.String("conn", c.Name),
+		zap.String("local", c.LocalAddr),
+		zap.String("remote", c.RemoteAddr),
+		zap.Stringer("local_id", c.LocalID),
+		zap.Stringer("remote_id", c.RemoteID),
+		zap.String("auth", c.Auth),
+		zap.String("start_action", c.StartAction),
+		zap.Strings("children", children))
+}
+
+// Status implements api.Backend.
+func (d *Daemon) Status(context.Context) api.Status {
+	d.mu.RLock()
+	cfg, loadedAt := d.cfg, d.loadedAt
+	d.mu.RUnlock()
+	return api.Status{
+		Version:        Version(),
+		PID:            os.Getpid(),
+		StartedAt:      d.started.UTC(),
+		UptimeSeconds:  time.Since(d.started).Seconds(),
+		ConfigFile:     d.opts.ConfigPath,
+		ConfigLoadedAt: loadedAt.UTC(),
+		DataplaneMode:  cfg.Dataplane.Mode,
+		Connections:    len(cfg.Connections),
+	}
+}
+
+// Conns implements api.Backend.
+func (d *Daemon) Conns(context.Context) []api.Conn {
+	cfg := d.config()
+	out := make([]api.Conn, 0, len(cfg.Connections))
+	for i := range cfg.Connections {
+		out = append(out, apiConn(&cfg.Connections[i]))
+	}
+	return out
+}
+
+func apiConn(c *config.Connection) api.Conn {
+	conn := api.Conn{
+		Name:         c.Name,
+		LocalAddr:    c.LocalAddr,
+		RemoteAddr:   c.RemoteAddr,
+		LocalID:      c.LocalID.String(),
+		RemoteID:     c.RemoteID.String(),
+		Auth:         c.Auth,
+		IKEProposals: proposalStrings(c.IKEProposals),
+		ESPProposals: proposalStrings(c.ESPProposals),
+		IKELifetime:  c.IKELifetime.String(),
+		DPDDelay:     c.DPDDelay.String(),
+		DPDAction:    c.DPDAction,
+		StartAction:  c.StartAction,
+		Encap:        c.Encap,
+		Children:     make([]api.Child, 0, len(c.Children)),
+	}
+	for _, ch := range c.Children {
+		conn.Children = append(conn.Children, api.Child{
+			Name:         ch.Name,
+			Mode:         ch.Mode,
+			LocalTS:      prefixStrings(ch.LocalTS),
+			RemoteTS:     prefixStrings(ch.RemoteTS),
+			Lifetime:     ch.Lifetime.String(),
+			ReplayWindow: ch.ReplayWindow,
+		})
+	}
+	return conn
+}
+
+func proposalStrings[P fmt.Stringer](ps []P) []string {
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.String())
+	}
+	return out
+}
+
+func prefixStrings[P fmt.Stringer](ps []P) []string { return proposalStrings(ps) }
+
+// daemonMetrics are the daemon-level Prometheus metrics. Each daemon has its
+// own registry so several instances in one process (tests) never collide.
+type daemonMetrics struct {
+	registry    *prometheus.Registry
+	connections prometheus.Gauge
+	reloads     *prometheus.CounterVec
+}
+
+func newDaemonMetrics() *daemonMetrics {
+	m := &daemonMetrics{
+		registry: prometheus.NewRegistry(),
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "xdpsec_connections_configured",
+			Help: "Connections in the running configuration.",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "xdpsec_config_reloads_total",
+			Help: "Configuration reloads by result (success, failure).",
+		}, []string{"result"}),
+	}
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "xdpsec_build_info",
+		Help:        "Always 1; the version label identifies the binary.",
+		ConstLabels: prometheus.Labels{"version": Version()},
+	})
+	build.Set(1)
+	m.registry.MustRegister(m.connections, m.reloads, build,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Both label values exist from the start so rate() works before the first failure.
+	m.reloads.WithLabelValues("success")
+	m.reloads.WithLabelValues("failure")
+	return m
+}
+
+// SAs implements api.Backend.
+func (d *Daemon) SAs(context.Context) []api.IKESA { return []api.IKESA{} }
+
+// Initiate implements api.Backend.
+func (d *Daemon) Initiate(_ context.Context, conn string) error {
+	if findConn(d.config(), conn) == nil {
+		return fmt.Errorf("%q: %w", conn, api.ErrUnknownConn)
+	}
+	return errors.New("this build has no IKE engine yet: connections cannot be brought up")
+}

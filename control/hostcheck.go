@@ -1,0 +1,35 @@
+package control
+
+import (
+	"fmt"
+	"net"
+
+	"github.com/xdpsec/xdpsec/control/config"
+)
+
+// HostProblems checks the configuration against this host: what the schema
+// cannot know, such as whether the named interfaces exist and whether this
+// build has the chosen data plane. It returns every problem found.
+func HostProblems(cfg *config.Config) []string {
+	var problems []string
+	if err := CheckSupported(cfg); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if cfg.Dataplane.Mode == "none" {
+		return problems
+	}
+	// The TUN port is created by the daemon, so only the NICs must exist.
+	for _, iface := range []struct{ key, name string }{
+		{"dataplane.wan", cfg.Dataplane.WAN},
+		{"dataplane.lan", cfg.Dataplane.LAN},
+		{"dataplane.offload.dev", cfg.Dataplane.Offload.Dev},
+	} {
+		if iface.name == "" {
+			continue
+		}
+		if _, err := net.InterfaceByName(iface.name); err != nil {
+			problems = append(problems, fmt.Sprintf("%s: interface %q does not exist on this host", iface.key, iface.name))
+		}
+	}
+	return problems
+}

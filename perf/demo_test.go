@@ -1,0 +1,47 @@
+package perf
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xdpsec/xdpsec/internal/netlab"
+)
+
+// TestDemo runs what `make demo` runs, so the first thing a user tries
+// cannot rot unnoticed.
+func TestDemo(t *testing.T) {
+	netlab.RequireRoot(t)
+	if testing.Short() {
+		t.Skip("builds binaries and a namespace lab")
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = "/usr/local/go/bin/go"
+	}
+	bin := t.TempDir()
+	if out, err := exec.Command(goBin, "build", "-o", bin+"/", "github.com/xdpsec/xdpsec/cmd/xdpsecd", "github.com/xdpsec/xdpsec/cmd/xdpsecctl").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out, logs strings.Builder
+	if err := RunDemo(ctx, DemoOptions{BinDir: bin, Out: &out, DaemonLog: &logs}); err != nil {
+		t.Fatalf("demo: %v\noutput:\n%s\ndaemon logs:\n%s", err, out.String(), logs.String())
+	}
+	text := out.String()
+	t.Logf("demo output:\n%s", text)
+	for _, want := range []string{
+		"3 packets transmitted, 3 received",
+		"data plane:   none",
+		"peer/lan",
+		"10.1.0.0/24",
+		"all namespaces removed",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("demo output lacks %q", want)
+		}
+	}
+}
