@@ -14,13 +14,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/xdpsec/xdpsec/control/api"
 	"github.com/xdpsec/xdpsec/control/config"
+	"github.com/xdpsec/xdpsec/ike"
+	"github.com/xdpsec/xdpsec/offload"
+	"github.com/xdpsec/xdpsec/offload/none"
 )
 
 // supportedModes lists the data planes this build can run. Modes the config
@@ -46,6 +47,8 @@ type Daemon struct {
 	log     *zap.Logger
 	started time.Time
 	metrics *daemonMetrics
+	dp      offload.Dataplane
+	engine  *ike.Engine
 
 	// reloadMu serialises reloads (SIGHUP and API may race); mu guards the
 	// running configuration for readers.
@@ -53,6 +56,9 @@ type Daemon struct {
 	mu       sync.RWMutex
 	cfg      *config.Config
 	loadedAt time.Time
+	// runCtx lives as long as Run; negotiations started by a reload use it
+	// rather than the request that asked for the reload.
+	runCtx context.Context
 }
 
 // CheckSupported reports whether this build can run the configuration as a
@@ -73,25 +79,71 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	if err := CheckSupported(cfg); err != nil {
 		return nil, err
 	}
+	// Translating now catches a config the IKE layer cannot run before
+	// anything is opened.
+	if _, err := ikeConns(cfg); err != nil {
+		return nil, err
+	}
 	d := &Daemon{
 		opts:     opts,
 		log:      opts.Logger,
 		started:  time.Now(),
 		cfg:      cfg,
 		loadedAt: time.Now(),
-		metrics:  newDaemonMetrics(),
+		dp:       none.New(),
 	}
+	d.metrics = newDaemonMetrics()
 	d.metrics.connections.Set(float64(len(cfg.Connections)))
 	return d, nil
+}
+
+// open opens the API socket and the IKE engine for the running
+// configuration. It holds reloadMu so that a SIGHUP arriving during
+// start-up is applied after, not lost between, these steps.
+func (d *Daemon) open(runCtx context.Context) (net.Listener, *config.Config, error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	cfg := d.config()
+	// The API socket comes first: it tells a second daemon with the same
+	// configuration apart from a port conflict with some other program.
+	ln, err := api.Listen(cfg.API.Socket)
+	if err != nil {
+		return nil, nil, fmt.Errorf("api socket: %w", err)
+	}
+	conns, err := ikeConns(cfg)
+	if err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
+	engine, err := ike.New(ike.Options{
+		Logger:          d.log.Named("ike"),
+		Listen:          cfg.IKE.Listen,
+		CookieThreshold: cfg.IKE.CookieThreshold,
+		Installer:       &installer{dp: d.dp, log: d.log.Named("dataplane")},
+	})
+	if err != nil {
+		ln.Close()
+		return nil, nil, fmt.Errorf("ike: %w", err)
+	}
+	engine.SetConns(conns)
+	d.mu.Lock()
+	d.engine, d.runCtx = engine, runCtx
+	d.mu.Unlock()
+	d.metrics.registry.MustRegister(newIKECollector(engine))
+	return ln, cfg, nil
 }
 
 // Run serves the API (and metrics) until ctx is cancelled. The socket is
 // removed on return.
 func (d *Daemon) Run(ctx context.Context) error {
-	cfg := d.config()
-	ln, err := api.Listen(cfg.API.Socket)
+	// Whatever happens below, the data plane is left empty: SAs never
+	// outlive the daemon that negotiated them.
+	defer d.dp.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ln, cfg, err := d.open(ctx)
 	if err != nil {
-		return fmt.Errorf("api socket: %w", err)
+		return err
 	}
 	d.log.Info("xdpsecd started",
 		zap.String("version", Version()),
@@ -103,10 +155,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.logConnection("connection loaded", &cfg.Connections[i])
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := d.engine.Run(ctx); err != nil {
+			errc <- fmt.Errorf("ike: %w", err)
+		}
+	}()
+	for i := range cfg.Connections {
+		d.startConn(ctx, &wg, &cfg.Connections[i])
+	}
 
 	if cfg.Metrics.Listen != "" {
 		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
@@ -191,10 +252,22 @@ func (d *Daemon) Reload(ctx context.Context) (api.ReloadResult, error) {
 	}
 	res := diffConnections(cur, next)
 
+	conns, err := ikeConns(next)
+	if err != nil {
+		d.metrics.reloads.WithLabelValues("failure").Inc()
+		return api.ReloadResult{}, err
+	}
 	d.mu.Lock()
 	d.cfg = next
 	d.loadedAt = time.Now()
+	runCtx, engine := d.runCtx, d.engine
 	d.mu.Unlock()
+	// Connections whose settings did not change keep their SAs: the
+	// engine only touches what differs. Before Run has opened the engine
+	// there is nothing to update: open reads the new configuration.
+	if engine != nil {
+		engine.SetConns(conns)
+	}
 
 	if !d.opts.LevelPinned {
 		if lvl, err := ParseLevel(next.Log.Level); err == nil {
@@ -204,10 +277,18 @@ func (d *Daemon) Reload(ctx context.Context) (api.ReloadResult, error) {
 	d.metrics.reloads.WithLabelValues("success").Inc()
 	d.metrics.connections.Set(float64(len(next.Connections)))
 	for _, name := range res.Added {
-		d.logConnection("connection added", findConn(next, name))
+		c := findConn(next, name)
+		d.logConnection("connection added", c)
+		if engine != nil {
+			d.startConn(runCtx, nil, c)
+		}
 	}
 	for _, name := range res.Changed {
-		d.logConnection("connection changed", findConn(next, name))
+		c := findConn(next, name)
+		d.logConnection("connection changed", c)
+		if engine != nil {
+			d.startConn(runCtx, nil, c)
+		}
 	}
 	for _, name := range res.Removed {
 		d.log.Info("connection removed", zap.String("conn", name))
@@ -356,47 +437,40 @@ func proposalStrings[P fmt.Stringer](ps []P) []string {
 
 func prefixStrings[P fmt.Stringer](ps []P) []string { return proposalStrings(ps) }
 
-// daemonMetrics are the daemon-level Prometheus metrics. Each daemon has its
-// own registry so several instances in one process (tests) never collide.
-type daemonMetrics struct {
-	registry    *prometheus.Registry
-	connections prometheus.Gauge
-	reloads     *prometheus.CounterVec
-}
-
-func newDaemonMetrics() *daemonMetrics {
-	m := &daemonMetrics{
-		registry: prometheus.NewRegistry(),
-		connections: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "xdpsec_connections_configured",
-			Help: "Connections in the running configuration.",
-		}),
-		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "xdpsec_config_reloads_total",
-			Help: "Configuration reloads by result (success, failure).",
-		}, []string{"result"}),
+// startConn initiates a connection configured with start_action start. It
+// runs in the background: a peer that is not up yet must not hold up the
+// daemon, and the engine's retransmissions cover a peer that starts late.
+func (d *Daemon) startConn(ctx context.Context, wg *sync.WaitGroup, c *config.Connection) {
+	if c.StartAction != "start" {
+		return
 	}
-	build := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name:        "xdpsec_build_info",
-		Help:        "Always 1; the version label identifies the binary.",
-		ConstLabels: prometheus.Labels{"version": Version()},
-	})
-	build.Set(1)
-	m.registry.MustRegister(m.connections, m.reloads, build,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	// Both label values exist from the start so rate() works before the first failure.
-	m.reloads.WithLabelValues("success")
-	m.reloads.WithLabelValues("failure")
-	return m
+	if wg != nil {
+		wg.Add(1)
+	}
+	go func() {
+		if wg != nil {
+			defer wg.Done()
+		}
+		if err := d.engine.Initiate(ctx, c.Name); err != nil && ctx.Err() == nil {
+			d.log.Error("initiation failed", zap.String("conn", c.Name), zap.Error(err))
+		}
+	}()
 }
 
 // SAs implements api.Backend.
-func (d *Daemon) SAs(context.Context) []api.IKESA { return []api.IKESA{} }
+func (d *Daemon) SAs(ctx context.Context) []api.IKESA {
+	st, err := d.dp.Stats(ctx)
+	if err != nil {
+		d.log.Warn("data plane counters unavailable", zap.Error(err))
+	}
+	return apiSAs(d.engine.SAs(), counterIndex(st))
+}
 
-// Initiate implements api.Backend.
-func (d *Daemon) Initiate(_ context.Context, conn string) error {
+// Initiate implements api.Backend: it brings a connection up and waits
+// for the outcome.
+func (d *Daemon) Initiate(ctx context.Context, conn string) error {
 	if findConn(d.config(), conn) == nil {
 		return fmt.Errorf("%q: %w", conn, api.ErrUnknownConn)
 	}
-	return errors.New("this build has no IKE engine yet: connections cannot be brought up")
+	return d.engine.Initiate(ctx, conn)
 }

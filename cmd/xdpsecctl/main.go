@@ -48,7 +48,7 @@ Output is a table for people; --json prints the API's JSON for scripts.`,
 	root.PersistentFlags().StringVarP(&g.socket, "socket", "s", defaultSocket, "daemon API socket (env XDPSEC_SOCKET)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON instead of tables")
 	root.SetOut(out)
-	root.AddCommand(statusCommand(g), connsCommand(g), reloadCommand(g), versionCommand(g))
+	root.AddCommand(statusCommand(g), connsCommand(g), sasCommand(g), upCommand(g), reloadCommand(g), versionCommand(g))
 	return root
 }
 
@@ -121,6 +121,99 @@ func printConns(w io.Writer, conns []api.Conn) error {
 		}
 	}
 	return tw.Flush()
+}
+
+func sasCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "sas",
+		Short: "List the IKE SAs and their CHILD SAs",
+		Long: `sas lists every IKE SA with its state, role, addresses, NAT detection,
+SPIs and negotiated algorithms, and under it each CHILD SA with its SPIs,
+mode, encapsulation, traffic selectors and traffic counters.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			sas, err := g.client().SAs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), sas)
+			}
+			return printSAs(cmd.OutOrStdout(), sas)
+		},
+	}
+}
+
+// printSAs lays SAs out like `swanctl --list-sas`: one block per IKE SA,
+// its children indented under it.
+func printSAs(w io.Writer, sas []api.IKESA) error {
+	if len(sas) == 0 {
+		_, err := fmt.Fprintln(w, "no SAs")
+		return err
+	}
+	for i, sa := range sas {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		role := "responder"
+		if sa.Initiator {
+			role = "initiator"
+		}
+		fmt.Fprintf(w, "%s: %s, %s, %s -> %s, nat: %s\n", sa.Conn, sa.State, role, sa.Local, sa.Remote, natText(sa.NAT))
+		fmt.Fprintf(w, "  IKE SPIs %s_i %s_r, %s, established %s\n", sa.SPIi, sa.SPIr, orDash(sa.Proposal), ageText(sa.Established))
+		for _, c := range sa.Children {
+			encap := "ESP"
+			if c.Encap {
+				encap = "ESP-in-UDP"
+			}
+			fmt.Fprintf(w, "  %s: %s, %s, %s, SPIs %s_in %s_out, %s\n", c.Name, c.State, strings.ToLower(c.Mode), encap, c.SPIIn, c.SPIOut, orDash(c.Proposal))
+			fmt.Fprintf(w, "    %s === %s\n", strings.Join(c.LocalTS, ","), strings.Join(c.RemoteTS, ","))
+			fmt.Fprintf(w, "    in %d bytes, %d packets; out %d bytes, %d packets\n", c.BytesIn, c.PacketsIn, c.BytesOut, c.PacketsOut)
+		}
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func natText(n api.NAT) string {
+	switch {
+	case n.Local && n.Remote:
+		return "both"
+	case n.Local:
+		return "local"
+	case n.Remote:
+		return "remote"
+	default:
+		return "none"
+	}
+}
+
+func ageText(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return time.Since(t).Truncate(time.Second).String() + " ago"
+}
+
+func upCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "up CONN",
+		Short: "Initiate a connection and wait until it is established or has failed",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := g.client().Up(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "connection %s established\n", args[0])
+			return nil
+		},
+	}
 }
 
 func reloadCommand(g *globals) *cobra.Command {

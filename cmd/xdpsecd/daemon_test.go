@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/xdpsec/xdpsec/control/api"
+	"github.com/xdpsec/xdpsec/internal/netlab"
 )
 
 // binaries are built once per test binary run; the tests exercise the real
@@ -76,16 +77,6 @@ func newLabDir(t *testing.T) labDir {
 	return d
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func (d labDir) writeConfig(t *testing.T, metrics string, conns ...string) {
 	t.Helper()
 	var b strings.Builder
@@ -116,25 +107,59 @@ func connYAML(name, remote, psk string) string {
 }
 
 type daemon struct {
-	cmd  *exec.Cmd
+	ns   *netlab.NS
+	proc *netlab.Process
 	logs *syncBuffer
-	done chan error
 }
 
+// get fetches url from inside the daemon's namespace: the connection is
+// made on a thread in the namespace, then used from anywhere.
+func (dm *daemon) get(t *testing.T, url string) string {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
+			derr := dm.ns.Do(func() error {
+				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, derr
+		},
+	}}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
+}
+
+// startDaemon runs xdpsecd in a network namespace of its own, so its IKE
+// sockets on 500/4500 never touch the host's; the API socket is a file and
+// reachable from the test as it is.
 func startDaemon(t *testing.T, bins binaries, d labDir, extra ...string) *daemon {
+	t.Helper()
+	netlab.RequireRoot(t)
+	return startDaemonIn(t, bins, netlab.NewTestNS(t, netlab.RandomPrefix("xd"), "gw"), d, extra...)
+}
+
+// startDaemonIn runs xdpsecd in ns and waits until its API answers.
+func startDaemonIn(t *testing.T, bins binaries, ns *netlab.NS, d labDir, extra ...string) *daemon {
 	t.Helper()
 	logs := &syncBuffer{}
 	cmd := exec.Command(bins.daemon, append([]string{"--config", d.config}, extra...)...)
 	cmd.Stdout = logs
 	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
+	proc, err := ns.Start(cmd, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	dm := &daemon{cmd: cmd, logs: logs, done: make(chan error, 1)}
-	go func() { dm.done <- cmd.Wait() }()
+	dm := &daemon{ns: ns, proc: proc, logs: logs}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-dm.done
+		_ = proc.Stop(5 * time.Second)
 		t.Logf("xdpsecd log:\n%s", logs.String())
 	})
 	deadline := time.Now().Add(15 * time.Second)
@@ -144,15 +169,21 @@ func startDaemon(t *testing.T, bins binaries, d labDir, extra ...string) *daemon
 			return dm
 		}
 		select {
-		case err := <-dm.done:
-			dm.done <- err
-			t.Fatalf("xdpsecd exited before listening: %v\n%s", err, logs.String())
+		case <-proc.Done():
+			t.Fatalf("xdpsecd exited before listening: %v\n%s", proc.Err(), logs.String())
 		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("xdpsecd did not open %s within 15s\n%s", d.socket, logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (dm *daemon) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := dm.proc.Cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -218,7 +249,8 @@ func connNames(conns []api.Conn) []string {
 func TestDaemonLifecycle(t *testing.T) {
 	bins := buildBinaries(t)
 	d := newLabDir(t)
-	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	// The daemon has a namespace of its own, so the default port is free.
+	metricsAddr := "127.0.0.1:9469"
 	d.writeConfig(t, metricsAddr, connYAML("site-b", "198.51.100.2", d.psk), connYAML("site-c", "203.0.113.3", d.psk))
 	dm := startDaemon(t, bins, d)
 
@@ -235,7 +267,7 @@ func TestDaemonLifecycle(t *testing.T) {
 
 	var st api.Status
 	ctlJSON(t, bins, d.socket, &st, "status")
-	if st.DataplaneMode != "none" || st.Connections != 2 || st.ConfigFile != d.config || st.Version == "" || st.PID != dm.cmd.Process.Pid {
+	if st.DataplaneMode != "none" || st.Connections != 2 || st.ConfigFile != d.config || st.Version == "" || st.PID != dm.proc.Pid() {
 		t.Errorf("status = %+v", st)
 	}
 
@@ -268,23 +300,18 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Errorf("status table (exit %d):\n%s", code, table)
 	}
 
-	resp, err := http.Get("http://" + metricsAddr + "/metrics")
-	if err != nil {
-		t.Fatalf("metrics: %v", err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(body), "xdpsec_connections_configured 2") {
-		t.Errorf("metrics lack xdpsec_connections_configured 2:\n%.2000s", body)
+	body := dm.get(t, "http://"+metricsAddr+"/metrics")
+	for _, want := range []string{"xdpsec_connections_configured 2", `xdpsec_ike_sas{state="ESTABLISHED"} 0`, "xdpsec_ike_half_open_sas 0"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q:\n%.3000s", want, body)
+		}
 	}
 
 	// A broken file on SIGHUP: the error is logged, the old config stays.
 	if err := os.WriteFile(d.config, []byte("connections:\n  - name: x\n    childs: []\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := dm.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	dm.signal(t, syscall.SIGHUP)
 	dm.waitLog(t, "reload failed, keeping the running configuration", "childs")
 	ctlJSON(t, bins, d.socket, &conns, "conns")
 	if got := strings.Join(connNames(conns), ","); got != "site-b,site-c" {
@@ -297,9 +324,7 @@ func TestDaemonLifecycle(t *testing.T) {
 
 	// A good file: site-c removed, site-d added, site-b untouched.
 	d.writeConfig(t, metricsAddr, connYAML("site-b", "198.51.100.2", d.psk), connYAML("site-d", "203.0.113.4", d.psk))
-	if err := dm.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	dm.signal(t, syscall.SIGHUP)
 	dm.waitLog(t, "configuration reloaded", "connection removed", "site-d")
 	ctlJSON(t, bins, d.socket, &conns, "conns")
 	if got := strings.Join(connNames(conns), ","); got != "site-b,site-d" {
@@ -311,13 +336,10 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Errorf("reload of an unchanged file = %+v", res)
 	}
 
-	if err := dm.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	dm.signal(t, syscall.SIGTERM)
 	select {
-	case err := <-dm.done:
-		dm.done <- err
-		if err != nil {
+	case <-dm.proc.Done():
+		if err := dm.proc.Err(); err != nil {
 			t.Fatalf("xdpsecd exit after SIGTERM: %v", err)
 		}
 	case <-time.After(10 * time.Second):

@@ -43,7 +43,7 @@ func NewClient(socket string) *Client {
 		},
 		DisableKeepAlives: true,
 	}
-	return &Client{socket: socket, http: &http.Client{Transport: transport, Timeout: 30 * time.Second}}
+	return &Client{socket: socket, http: &http.Client{Transport: transport}}
 }
 
 // Status fetches the daemon's status.
@@ -67,9 +67,18 @@ func (c *Client) SAs(ctx context.Context) ([]IKESA, error) {
 	return sas, err
 }
 
+// UpTimeout bounds `up`: IKE gives up on a silent peer after about 165 s of
+// retransmissions (RFC 7296 2.4 back-off), and the answer must outlast it.
+const UpTimeout = 3 * time.Minute
+
+// defaultTimeout bounds requests whose context has no deadline.
+const defaultTimeout = 30 * time.Second
+
 // Up asks the daemon to initiate conn and waits until it is established or
 // has failed.
 func (c *Client) Up(ctx context.Context, conn string) error {
+	ctx, cancel := context.WithTimeout(ctx, UpTimeout)
+	defer cancel()
 	var out struct {
 		Conn string `json:"conn"`
 	}
@@ -84,6 +93,11 @@ func (c *Client) Reload(ctx context.Context) (ReloadResult, error) {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, out any) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultTimeout)
+		defer cancel()
+	}
 	// The host part is ignored by the unix dialer but must be a valid URL.
 	req, err := http.NewRequestWithContext(ctx, method, "http://xdpsecd"+path, nil)
 	if err != nil {

@@ -87,8 +87,9 @@ func NewServer(backend Backend, log *zap.Logger) *Server {
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		ErrorLog:          zap.NewStdLog(log.Named("http")),
+		// `up` waits for a negotiation: allow it more than UpTimeout.
+		WriteTimeout: UpTimeout + 10*time.Second,
+		ErrorLog:     zap.NewStdLog(log.Named("http")),
 	}
 	return s
 }

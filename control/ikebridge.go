@@ -1,0 +1,221 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.uber.org/zap"
+
+	"github.com/xdpsec/xdpsec/control/api"
+	"github.com/xdpsec/xdpsec/control/config"
+	"github.com/xdpsec/xdpsec/ike"
+	"github.com/xdpsec/xdpsec/offload"
+)
+
+// ikeConns translates the configuration into what the IKE layer runs. The
+// config package has already validated everything, so an error here means
+// the two packages disagree, which is a bug worth refusing to start on.
+func ikeConns(cfg *config.Config) ([]ike.Conn, error) {
+	conns := make([]ike.Conn, 0, len(cfg.Connections))
+	for i := range cfg.Connections {
+		c := &cfg.Connections[i]
+		ic := ike.Conn{
+			Name:         c.Name,
+			PSK:          []byte(c.PSK),
+			IKEProposals: c.IKEProposals,
+			ForceEncap:   c.Encap == "always",
+			IKELifetime:  c.IKELifetime,
+			DPDDelay:     c.DPDDelay,
+		}
+		if a, any := c.LocalAddress(); !any {
+			ic.LocalAddr = a
+		}
+		if a, any := c.RemoteAddress(); !any {
+			ic.RemoteAddr = a
+		}
+		var err error
+		if ic.LocalID, err = ikeIdentity(c.LocalID); err != nil {
+			return nil, fmt.Errorf("connections[%d].local_id: %w", i, err)
+		}
+		if ic.RemoteID, err = ikeIdentity(c.RemoteID); err != nil {
+			return nil, fmt.Errorf("connections[%d].remote_id: %w", i, err)
+		}
+		for _, ch := range c.Children {
+			mode := ike.ModeTunnel
+			if ch.Mode == "transport" {
+				mode = ike.ModeTransport
+			}
+			ic.Children = append(ic.Children, ike.Child{
+				Name:         ch.Name,
+				LocalTS:      ch.LocalTS,
+				RemoteTS:     ch.RemoteTS,
+				Mode:         mode,
+				ESPProposals: c.ESPProposals,
+				Lifetime:     ch.Lifetime,
+				ReplayWindow: ch.ReplayWindow,
+			})
+		}
+		conns = append(conns, ic)
+	}
+	return conns, nil
+}
+
+func ikeIdentity(id config.Identity) (ike.Identity, error) {
+	if id.IsZero() {
+		return ike.Identity{}, nil
+	}
+	return ike.NewIdentity(id.Type.String(), id.Value)
+}
+
+// installer hands negotiated CHILD SAs to the data plane in the safe order:
+// inbound SA first (the peer may send as soon as it has the response),
+// then outbound SA, then the policies that steer traffic into it. Removal
+// runs the other way round, so no packet ever finds a policy without SA.
+type installer struct {
+	dp  offload.Dataplane
+	log *zap.Logger
+}
+
+var _ ike.Installer = (*installer)(nil)
+
+func (in *installer) AllocSPI(ctx context.Context, _, _ string) (uint32, error) {
+	return in.dp.AllocSPI(ctx)
+}
+
+func (in *installer) InstallChild(ctx context.Context, sa ike.ChildSA) error {
+	inSA, outSA := offloadSAs(sa)
+	if err := in.dp.AddSA(ctx, inSA); err != nil {
+		return fmt.Errorf("install inbound sa: %w", err)
+	}
+	if err := in.dp.AddSA(ctx, outSA); err != nil {
+		return errors.Join(fmt.Errorf("install outbound sa: %w", err), in.dp.DelSA(ctx, inSA.SPI, offload.In))
+	}
+	var added []offload.Policy
+	for _, p := range childPolicies(sa) {
+		if err := in.dp.AddPolicy(ctx, p); err != nil {
+			errs := []error{fmt.Errorf("install policy %s %s -> %s: %w", p.Dir, p.Src, p.Dst, err)}
+			for _, a := range added {
+				errs = append(errs, in.dp.DelPolicy(ctx, a))
+			}
+			errs = append(errs, in.dp.DelSA(ctx, outSA.SPI, offload.Out), in.dp.DelSA(ctx, inSA.SPI, offload.In))
+			return errors.Join(errs...)
+		}
+		added = append(added, p)
+	}
+	in.log.Info("child sa installed",
+		zap.String("conn", sa.Conn), zap.String("child", sa.Child),
+		zap.String("spi_in", fmt.Sprintf("%08x", sa.SPIIn)), zap.String("spi_out", fmt.Sprintf("%08x", sa.SPIOut)),
+		zap.Bool("encap", sa.Encap), zap.String("dataplane", in.dp.Name()))
+	return nil
+}
+
+func (in *installer) DeleteChild(ctx context.Context, sa ike.ChildSA) error {
+	var errs []error
+	for _, p := range childPolicies(sa) {
+		if err := in.dp.DelPolicy(ctx, p); err != nil && !errors.Is(err, offload.ErrNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	for _, k := range []struct {
+		spi uint32
+		dir offload.Direction
+	}{{sa.SPIOut, offload.Out}, {sa.SPIIn, offload.In}} {
+		if err := in.dp.DelSA(ctx, k.spi, k.dir); err != nil && !errors.Is(err, offload.ErrNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func offloadSAs(sa ike.ChildSA) (in, out offload.SA) {
+	mode := offload.Tunnel
+	if sa.Mode == ike.ModeTransport {
+		mode = offload.Transport
+	}
+	base := offload.SA{
+		Conn: sa.Conn, Child: sa.Child,
+		Encr: sa.Encr, KeyBits: sa.KeyBits, Integ: sa.Integ, ESN: sa.ESN,
+		Mode: mode, LocalTS: sa.LocalTS, RemoteTS: sa.RemoteTS,
+		ReplayWindow: sa.ReplayWindow,
+		Lifetime:     offload.Lifetime{HardTime: sa.Lifetime},
+	}
+	in, out = base, base
+	in.Dir, in.SPI = offload.In, sa.SPIIn
+	in.EncrKey, in.IntegKey = sa.EncrKeyIn, sa.IntegKeyIn
+	in.Src, in.Dst = sa.Remote.Addr(), sa.Local.Addr()
+	out.Dir, out.SPI = offload.Out, sa.SPIOut
+	out.EncrKey, out.IntegKey = sa.EncrKeyOut, sa.IntegKeyOut
+	out.Src, out.Dst = sa.Local.Addr(), sa.Remote.Addr()
+	if sa.Encap {
+		in.Encap = &offload.Encap{SrcPort: sa.Remote.Port(), DstPort: sa.Local.Port()}
+		out.Encap = &offload.Encap{SrcPort: sa.Local.Port(), DstPort: sa.Remote.Port()}
+	}
+	return in, out
+}
+
+// childPolicies are the SPD entries of a child: one outbound protect policy
+// and one inbound check per selector pair of the same address family.
+func childPolicies(sa ike.ChildSA) []offload.Policy {
+	mode := offload.Tunnel
+	if sa.Mode == ike.ModeTransport {
+		mode = offload.Transport
+	}
+	var ps []offload.Policy
+	for _, l := range sa.LocalTS {
+		for _, r := range sa.RemoteTS {
+			if l.Addr().Is4() != r.Addr().Is4() {
+				continue
+			}
+			ps = append(ps,
+				offload.Policy{Conn: sa.Conn, Child: sa.Child, Dir: offload.Out, Src: l, Dst: r,
+					Action: offload.Protect, SPI: sa.SPIOut, Mode: mode,
+					TunnelSrc: sa.Local.Addr(), TunnelDst: sa.Remote.Addr()},
+				offload.Policy{Conn: sa.Conn, Child: sa.Child, Dir: offload.In, Src: r, Dst: l,
+					Action: offload.Protect, SPI: sa.SPIIn, Mode: mode,
+					TunnelSrc: sa.Remote.Addr(), TunnelDst: sa.Local.Addr()})
+		}
+	}
+	return ps
+}
+
+// apiSAs renders the engine's SAs with the data plane's counters.
+func apiSAs(sas []ike.IKESAInfo, counters map[saCounterKey]offload.SACounters) []api.IKESA {
+	out := make([]api.IKESA, 0, len(sas))
+	for _, s := range sas {
+		a := api.IKESA{
+			Conn: s.Conn, State: s.State, Initiator: s.Initiator,
+			SPIi: fmt.Sprintf("%016x", s.SPIi), SPIr: fmt.Sprintf("%016x", s.SPIr),
+			Local: s.Local.String(), Remote: s.Remote.String(),
+			NAT:      api.NAT{Local: s.NATLocal, Remote: s.NATRemote},
+			Proposal: s.Proposal, Established: s.Established.UTC(),
+			Children: make([]api.ChildSA, 0, len(s.Children)),
+		}
+		for _, c := range s.Children {
+			in := counters[saCounterKey{c.SPIIn, offload.In}]
+			outC := counters[saCounterKey{c.SPIOut, offload.Out}]
+			a.Children = append(a.Children, api.ChildSA{
+				Name: c.Name, State: c.State,
+				SPIIn: fmt.Sprintf("%08x", c.SPIIn), SPIOut: fmt.Sprintf("%08x", c.SPIOut),
+				Mode: c.Mode, Encap: c.Encap, Proposal: c.Proposal,
+				LocalTS: prefixStrings(c.LocalTS), RemoteTS: prefixStrings(c.RemoteTS),
+				BytesIn: in.Bytes, PacketsIn: in.Packets, BytesOut: outC.Bytes, PacketsOut: outC.Packets,
+			})
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+type saCounterKey struct {
+	spi uint32
+	dir offload.Direction
+}
+
+func counterIndex(st offload.Stats) map[saCounterKey]offload.SACounters {
+	m := make(map[saCounterKey]offload.SACounters, len(st.SAs))
+	for _, c := range st.SAs {
+		m[saCounterKey{c.SPI, c.Dir}] = c
+	}
+	return m
+}

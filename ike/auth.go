@@ -1,0 +1,323 @@
+package ike
+
+import (
+	"context"
+	"crypto/hmac"
+	"errors"
+	"fmt"
+
+	"go.uber.org/zap"
+
+	"github.com/xdpsec/xdpsec/ike/crypto"
+	"github.com/xdpsec/xdpsec/ike/message"
+)
+
+// keyPad is the PSK padding string of RFC 7296 2.15.
+const keyPad = "Key Pad for IKEv2"
+
+// pskAuth computes AUTH = prf(prf(PSK, "Key Pad for IKEv2"), <SignedOctets>)
+// with SignedOctets = RealMessage | Nonce of the peer | prf(SK_p, IDBody)
+// (RFC 7296 2.15).
+func pskAuth(prf *crypto.PRF, psk, realMsg, peerNonce, skp []byte, id *message.ID) ([]byte, error) {
+	body, err := id.AppendBody(nil)
+	if err != nil {
+		return nil, fmt.Errorf("encode ID: %w", err)
+	}
+	macedID := prf.Compute(skp, body)
+	return prf.Compute(prf.Compute(psk, []byte(keyPad)), realMsg, peerNonce, macedID), nil
+}
+
+// authPayloads collects what an IKE_AUTH message carries.
+type authPayloads struct {
+	idi, idr      *message.ID
+	auth          *message.Auth
+	sa            *message.SA
+	tsi, tsr      *message.TS
+	transport     bool
+	initialContac bool
+	errN          *message.Notify
+}
+
+func collectAuth(ps []message.Payload) authPayloads {
+	var a authPayloads
+	for _, p := range ps {
+		switch p := p.(type) {
+		case *message.ID:
+			if p.Responder {
+				a.idr = p
+			} else {
+				a.idi = p
+			}
+		case *message.Auth:
+			a.auth = p
+		case *message.SA:
+			a.sa = p
+		case *message.TS:
+			if p.Responder {
+				a.tsr = p
+			} else {
+				a.tsi = p
+			}
+		case *message.Notify:
+			switch {
+			case p.NotifyType == message.NotifyUseTransportMode:
+				a.transport = true
+			case p.NotifyType == message.NotifyInitialContact:
+				a.initialContac = true
+			case p.IsError() && a.errN == nil:
+				a.errN = p
+			}
+		}
+	}
+	return a
+}
+
+func idOf(p *message.ID) Identity {
+	return Identity{Type: p.IDType, Data: append([]byte(nil), p.Data...)}
+}
+
+// sendAuth builds and sends the initiator's IKE_AUTH request.
+func (sa *ikeSA) sendAuth() error {
+	c := sa.conn
+	idi := sa.localID.payload(false)
+	authData, err := pskAuth(sa.prf, c.PSK, sa.initReq, sa.nr, sa.keys.SKpi, idi)
+	if err != nil {
+		return err
+	}
+	ps := []message.Payload{idi}
+	if !c.RemoteID.IsZero() {
+		ps = append(ps, c.RemoteID.payload(true))
+	}
+	ps = append(ps, &message.Auth{Method: message.AuthSharedKeyMIC, Data: authData},
+		&message.Notify{NotifyType: message.NotifyInitialContact})
+	if len(c.Children) > 0 {
+		ch := &c.Children[0]
+		spi, err := sa.allocSPI(ch.Name)
+		if err != nil {
+			return err
+		}
+		sa.pendingChild, sa.pendingSPI = ch, spi
+		if ch.Mode == ModeTransport {
+			ps = append(ps, &message.Notify{NotifyType: message.NotifyUseTransportMode})
+		}
+		ps = append(ps,
+			&message.SA{Proposals: toWire(ch.ESPProposals, message.ProtocolESP, spiBytes(spi))},
+			&message.TS{Selectors: selectors(ch.LocalTS)},
+			&message.TS{Responder: true, Selectors: selectors(ch.RemoteTS)},
+		)
+	}
+	pkt, err := sa.protect(message.ExchangeIKEAuth, sa.nextReqID, false, ps)
+	if err != nil {
+		return err
+	}
+	sa.sendRequest(message.ExchangeIKEAuth, pkt)
+	return nil
+}
+
+func (sa *ikeSA) allocSPI(child string) (uint32, error) {
+	if inst := sa.e.opts.Installer; inst != nil {
+		ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
+		defer cancel()
+		spi, err := inst.AllocSPI(ctx, sa.connName(), child)
+		if err != nil {
+			return 0, fmt.Errorf("allocate SPI for child %q: %w", child, err)
+		}
+		return spi, nil
+	}
+	for {
+		b := randomBytes(4)
+		spi := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+		// SPIs 1-255 are reserved by IANA (RFC 4303 2.1).
+		if spi > 255 {
+			return spi, nil
+		}
+	}
+}
+
+func spiBytes(spi uint32) []byte {
+	return []byte{byte(spi >> 24), byte(spi >> 16), byte(spi >> 8), byte(spi)}
+}
+
+// authFailedMsg is the operator's hint for a PSK authentication failure.
+const authFailedMsg = "authentication failed for peer %s: pre-shared key mismatch?"
+
+// processAuthRequest is the responder's IKE_AUTH.
+func (sa *ikeSA) processAuthRequest(pk packet) {
+	e := sa.e
+	exch := message.ExchangeIKEAuth.String()
+	ps, err := sa.unprotect(pk.b)
+	if err != nil {
+		e.stats.drop(DropIntegrity)
+		return
+	}
+	// The request is authentic: follow the peer to the NAT-T port and to
+	// its (possibly NAT-mapped) address.
+	sa.local, sa.remote, sa.natt = pk.local, pk.from, pk.natt
+	a := collectAuth(ps)
+	if a.idi == nil || a.auth == nil {
+		e.log.Warn("IKE_AUTH request without IDi or AUTH (EAP is not supported); sending INVALID_SYNTAX",
+			sa.fields(zap.String("exchange", exch))...)
+		sa.respondError(pk, message.NotifyInvalidSyntax, ResultError)
+		sa.remove(errors.New("invalid IKE_AUTH request"))
+		return
+	}
+	sa.peerID = idOf(a.idi)
+	conn := sa.pickConn(a)
+	if conn == nil {
+		e.log.Warn(fmt.Sprintf("authentication failed for peer %s: no connection accepts identity %s", sa.remote, sa.peerID),
+			sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
+		sa.respondError(pk, message.NotifyAuthenticationFailed, ResultAuthFailed)
+		sa.remove(errors.New("no matching connection"))
+		return
+	}
+	sa.conn = conn
+	sa.localID = conn.LocalID
+	if sa.localID.IsZero() {
+		id := message.IDFromAddr(sa.local.Addr(), true)
+		sa.localID = Identity{Type: id.IDType, Data: id.Data}
+	}
+	want, err := pskAuth(sa.prf, conn.PSK, sa.initReq, sa.nr, sa.keys.SKpi, a.idi)
+	if err != nil || a.auth.Method != message.AuthSharedKeyMIC || len(conn.PSK) == 0 || !hmac.Equal(want, a.auth.Data) {
+		reason := fmt.Sprintf(authFailedMsg, sa.remote)
+		if a.auth.Method != message.AuthSharedKeyMIC {
+			reason = fmt.Sprintf("authentication failed for peer %s: it uses %s, we only accept pre-shared keys", sa.remote, a.auth.Method)
+		}
+		e.log.Warn(reason, sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
+		sa.respondError(pk, message.NotifyAuthenticationFailed, ResultAuthFailed)
+		sa.remove(errors.New("authentication failed"))
+		return
+	}
+	if a.initialContac {
+		e.log.Debug("peer sent INITIAL_CONTACT", sa.fields()...)
+	}
+	idr := sa.localID.payload(true)
+	ourAuth, err := pskAuth(sa.prf, conn.PSK, sa.initResp, sa.ni, sa.keys.SKpr, idr)
+	if err != nil {
+		sa.respondError(pk, message.NotifyAuthenticationFailed, ResultError)
+		sa.remove(err)
+		return
+	}
+	out := []message.Payload{idr, &message.Auth{Method: message.AuthSharedKeyMIC, Data: ourAuth}}
+	sa.setEstablished()
+	childOut, child, childErr := sa.respondChild(a)
+	out = append(out, childOut...)
+	pkt, err := sa.protect(message.ExchangeIKEAuth, pk.h.MessageID, true, out)
+	if err != nil {
+		sa.remove(err)
+		return
+	}
+	sa.respond(pk.h.MessageID, pk, pkt)
+	e.stats.exchange(exch, false, ResultOK)
+	e.log.Info("IKE SA established", sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID),
+		zap.String("proposal", sa.ikeProp.String()), zap.Bool("nat_local", sa.natLocal), zap.Bool("nat_remote", sa.natRemote))...)
+	if childErr == nil && child != nil {
+		e.log.Info("CHILD SA established", sa.fields(zap.String("child", child.sa.Child),
+			zap.String("spis", fmt.Sprintf("%08x_i %08x_o", child.sa.SPIIn, child.sa.SPIOut)),
+			zap.Any("local_ts", child.sa.LocalTS), zap.Any("remote_ts", child.sa.RemoteTS))...)
+	}
+}
+
+// pickConn chooses, among the connections matching the addresses, the one
+// whose remote identity matches IDi (an exact match before a wildcard) and
+// whose local identity matches the IDr the initiator asked for, if any.
+func (sa *ikeSA) pickConn(a authPayloads) *Conn {
+	var wild *Conn
+	for _, c := range sa.candidates {
+		if !sa.acceptsIKE(c) {
+			continue
+		}
+		if a.idr != nil && !c.LocalID.IsZero() && !c.LocalID.Equal(idOf(a.idr)) {
+			continue
+		}
+		switch {
+		case c.RemoteID.Equal(sa.peerID):
+			return c
+		case c.RemoteID.IsZero() && wild == nil:
+			wild = c
+		}
+	}
+	return wild
+}
+
+// acceptsIKE reports whether connection c would have accepted the proposal
+// negotiated in IKE_SA_INIT under another connection.
+func (sa *ikeSA) acceptsIKE(c *Conn) bool {
+	if c == sa.conn {
+		return true
+	}
+	_, ok := selectProposal([]message.Proposal{sa.ikeProp.wire(message.ProtocolIKE)}, c.IKEProposals, message.ProtocolIKE, 0)
+	return ok
+}
+
+// respondError answers the current request with an error notification.
+func (sa *ikeSA) respondError(pk packet, n message.NotifyType, result string) {
+	sa.e.stats.exchange(pk.h.Exchange.String(), false, result)
+	pkt, err := sa.protect(pk.h.Exchange, pk.h.MessageID, true, []message.Payload{&message.Notify{NotifyType: n}})
+	if err != nil {
+		return
+	}
+	sa.respond(pk.h.MessageID, pk, pkt)
+}
+
+// processAuthResponse is the initiator's end of IKE_AUTH.
+func (sa *ikeSA) processAuthResponse(pk packet) {
+	e := sa.e
+	exch := message.ExchangeIKEAuth.String()
+	ps, err := sa.unprotect(pk.b)
+	if err != nil {
+		e.stats.drop(DropIntegrity)
+		return
+	}
+	sa.completeRequest()
+	a := collectAuth(ps)
+	if a.auth == nil || a.idr == nil {
+		n := message.NotifyInvalidSyntax
+		if a.errN != nil {
+			n = a.errN.NotifyType
+		}
+		if n == message.NotifyAuthenticationFailed {
+			e.log.Warn(fmt.Sprintf(authFailedMsg, sa.remote)+" (peer sent AUTHENTICATION_FAILED)",
+				sa.fields(zap.String("exchange", exch), zap.Stringer("notify", n))...)
+			e.stats.exchange(exch, true, ResultAuthFailed)
+		} else {
+			e.log.Warn("IKE_AUTH failed: peer sent an error", sa.fields(zap.String("exchange", exch), zap.Stringer("notify", n))...)
+			e.stats.exchange(exch, true, ResultError)
+		}
+		sa.fail(fmt.Errorf("IKE_AUTH: peer %s sent %s", sa.remote, n))
+		return
+	}
+	sa.peerID = idOf(a.idr)
+	var authErr error
+	switch {
+	case !sa.conn.RemoteID.IsZero() && !sa.conn.RemoteID.Equal(sa.peerID):
+		authErr = fmt.Errorf("peer identified as %s, expected %s", sa.peerID, sa.conn.RemoteID)
+	case a.auth.Method != message.AuthSharedKeyMIC:
+		authErr = fmt.Errorf("peer authenticates with %s, we only accept pre-shared keys", a.auth.Method)
+	default:
+		want, err := pskAuth(sa.prf, sa.conn.PSK, sa.initResp, sa.ni, sa.keys.SKpr, a.idr)
+		if err != nil || !hmac.Equal(want, a.auth.Data) {
+			authErr = errors.New("pre-shared key mismatch")
+		}
+	}
+	if authErr != nil {
+		msg := fmt.Sprintf(authFailedMsg, sa.remote)
+		e.log.Warn(msg, sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID), zap.Error(authErr))...)
+		e.stats.exchange(exch, true, ResultAuthFailed)
+		// RFC 7296 2.21.2: tell the responder in an INFORMATIONAL.
+		if pkt, err := sa.protect(message.ExchangeInformational, sa.nextReqID, false,
+			[]message.Payload{&message.Notify{NotifyType: message.NotifyAuthenticationFailed}}); err == nil {
+			sa.e.transmit(sa.local, sa.remote, pkt)
+		}
+		sa.fail(fmt.Errorf("IKE_AUTH: AUTHENTICATION_FAILED: %w", authErr))
+		return
+	}
+	sa.setEstablished()
+	e.stats.exchange(exch, true, ResultOK)
+	e.log.Info("IKE SA established", sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID),
+		zap.String("proposal", sa.ikeProp.String()), zap.Bool("nat_local", sa.natLocal), zap.Bool("nat_remote", sa.natRemote))...)
+	if sa.pendingChild == nil {
+		sa.finish(nil)
+		return
+	}
+	sa.finish(sa.acceptChild(a))
+}

@@ -1,0 +1,515 @@
+package ike
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/xdpsec/xdpsec/ike/message"
+)
+
+// Defaults of Options.
+const (
+	DefaultPort              = 500
+	DefaultNATPort           = 4500
+	DefaultCookieThreshold   = 1000
+	DefaultRetransmitTimeout = 4 * time.Second
+	DefaultRetransmitBase    = 1.8
+	DefaultRetransmitTries   = 5
+	DefaultHalfOpenTimeout   = 30 * time.Second
+)
+
+const (
+	// shutdownGrace bounds the Delete exchanges Run sends on its way out.
+	shutdownGrace = time.Second
+	// installTimeout bounds each Installer call.
+	installTimeout = 5 * time.Second
+	// maxDatagram is the largest IKE datagram we read.
+	maxDatagram = 65535
+	// maxInitRetries bounds COOKIE and INVALID_KE_PAYLOAD round trips of
+	// one Initiate, so two misconfigured peers cannot loop forever.
+	maxInitRetries = 5
+)
+
+// ErrClosed is returned by Initiate once the engine has stopped.
+var ErrClosed = errors.New("ike engine stopped")
+
+// Engine runs IKEv2 for a set of connections.
+type Engine struct {
+	opts    Options
+	log     *zap.Logger
+	socks   []*udpSocket
+	probe   *routeProbe
+	cookies *cookieJar
+	stats   *counters
+
+	// ctx lives as long as the engine and bounds Installer calls.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// mu guards the maps below. Lock order: an ikeSA's mu may be held
+	// when taking e.mu, never the other way round.
+	mu       sync.Mutex
+	conns    []*Conn
+	sas      map[uint64]*ikeSA // by our own SPI
+	initIdx  map[initKey]*ikeSA
+	halfOpen int
+	closed   bool
+	lastLog  map[string]time.Time
+
+	// dropHook, set only by tests before Run, discards received datagrams
+	// to simulate loss.
+	dropHook func(h message.Header) bool
+}
+
+// initKey finds a responder's half-open SA for a retransmitted IKE_SA_INIT.
+type initKey struct {
+	remote netip.AddrPort
+	spii   uint64
+}
+
+// New opens the UDP sockets in the calling thread's network namespace and
+// returns an engine that serves them once Run is called.
+func New(opts Options) (*Engine, error) {
+	e := newEngine(opts)
+	addrs := e.opts.Listen
+	if len(addrs) == 0 {
+		addrs = []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()}
+	}
+	for _, a := range addrs {
+		for _, p := range []struct {
+			port int
+			natt bool
+		}{{e.opts.Port, false}, {e.opts.NATPort, true}} {
+			s, err := listenUDP(a, p.port, p.natt)
+			if err != nil {
+				// A host without IPv6 still serves IPv4 on the wildcard.
+				if len(e.opts.Listen) == 0 && a.Is6() {
+					e.log.Debug("no IPv6 IKE socket", zap.Error(err))
+					continue
+				}
+				e.closeSockets()
+				return nil, err
+			}
+			e.socks = append(e.socks, s)
+		}
+	}
+	e.probe = newRouteProbe()
+	return e, nil
+}
+
+// newEngine builds an engine without sockets (tests and fuzzing feed its
+// packet handler directly).
+func newEngine(opts Options) *Engine {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Port == 0 {
+		opts.Port = DefaultPort
+	}
+	if opts.NATPort == 0 {
+		opts.NATPort = DefaultNATPort
+	}
+	if opts.CookieThreshold <= 0 {
+		opts.CookieThreshold = DefaultCookieThreshold
+	}
+	if opts.HalfOpenLimit <= 0 {
+		opts.HalfOpenLimit = 10 * opts.CookieThreshold
+	}
+	if opts.RetransmitTimeout <= 0 {
+		opts.RetransmitTimeout = DefaultRetransmitTimeout
+	}
+	if opts.RetransmitBase < 1 {
+		opts.RetransmitBase = DefaultRetransmitBase
+	}
+	if opts.RetransmitTries <= 0 {
+		opts.RetransmitTries = DefaultRetransmitTries
+	}
+	if opts.HalfOpenTimeout <= 0 {
+		opts.HalfOpenTimeout = DefaultHalfOpenTimeout
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Engine{
+		opts: opts, log: opts.Logger.Named("ike"),
+		cookies: newCookieJar(time.Now), stats: newCounters(),
+		ctx: ctx, cancel: cancel,
+		sas: map[uint64]*ikeSA{}, initIdx: map[initKey]*ikeSA{}, lastLog: map[string]time.Time{},
+		probe: &routeProbe{fd4: -1, fd6: -1},
+	}
+}
+
+func (e *Engine) closeSockets() {
+	for _, s := range e.socks {
+		_ = s.conn.Close()
+	}
+}
+
+// Run serves the sockets until ctx is done, then deletes every established
+// IKE SA (an INFORMATIONAL Delete, best effort and bounded), removes their
+// CHILD SAs through the Installer and closes the sockets.
+func (e *Engine) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, s := range e.socks {
+		wg.Go(func() { e.readLoop(s) })
+	}
+	<-ctx.Done()
+	e.shutdown()
+	e.closeSockets()
+	wg.Wait()
+	e.probe.close()
+	e.cancel()
+	return nil
+}
+
+func (e *Engine) shutdown() {
+	e.mu.Lock()
+	e.closed = true
+	all := make([]*ikeSA, 0, len(e.sas))
+	for _, sa := range e.sas {
+		all = append(all, sa)
+	}
+	e.mu.Unlock()
+	var waits []chan struct{}
+	for _, sa := range all {
+		sa.mu.Lock()
+		if sa.state == stateEstablished {
+			sa.startDelete("shutting down")
+			if sa.deleted != nil {
+				waits = append(waits, sa.deleted)
+			}
+		} else {
+			sa.remove(ErrClosed)
+		}
+		sa.mu.Unlock()
+	}
+	// A context, not a timer: its Done channel stays closed, so once the
+	// grace is over no further wait blocks.
+	grace, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	for _, w := range waits {
+		select {
+		case <-w:
+		case <-grace.Done():
+		}
+	}
+	for _, sa := range all {
+		sa.mu.Lock()
+		sa.remove(ErrClosed)
+		sa.mu.Unlock()
+	}
+}
+
+func (e *Engine) readLoop(s *udpSocket) {
+	buf := make([]byte, maxDatagram)
+	oob := make([]byte, 128)
+	for {
+		n, from, local, err := s.read(buf, oob)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			e.log.Debug("ike socket read", zap.Error(err))
+			continue
+		}
+		e.handlePacket(buf[:n], from, local, s.natt)
+	}
+}
+
+// SetConns replaces the configuration. IKE SAs of connections that are gone
+// or whose configuration changed are deleted; the others are untouched.
+func (e *Engine) SetConns(conns []Conn) {
+	next := make([]*Conn, len(conns))
+	for i := range conns {
+		c := conns[i]
+		next[i] = &c
+	}
+	e.mu.Lock()
+	keep := map[*Conn]*Conn{}
+	for _, old := range e.conns {
+		for i, n := range next {
+			if n.Name == old.Name && reflect.DeepEqual(*n, *old) {
+				// Keep the old pointer so SAs referring to it stay
+				// attached to the current configuration.
+				keep[old] = old
+				next[i] = old
+			}
+		}
+	}
+	e.conns = next
+	var stale []*ikeSA
+	for _, sa := range e.sas {
+		stale = append(stale, sa)
+	}
+	e.mu.Unlock()
+	for _, sa := range stale {
+		sa.mu.Lock()
+		if sa.conn != nil && keep[sa.conn] == nil {
+			e.log.Info("connection removed or changed, deleting its IKE SA", sa.fields()...)
+			if sa.state == stateEstablished {
+				sa.startDelete("configuration changed")
+			} else {
+				sa.fail(fmt.Errorf("connection %q removed or changed", sa.conn.Name))
+			}
+		}
+		sa.mu.Unlock()
+	}
+}
+
+func (e *Engine) conn(name string) *Conn {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, c := range e.conns {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// candidates returns the connections a responder may use for a request from
+// remote to local: exact remote address matches first, then %any ones.
+func (e *Engine) candidates(local, remote netip.Addr) []*Conn {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var exact, anyc []*Conn
+	for _, c := range e.conns {
+		if c.LocalAddr.IsValid() && !c.LocalAddr.IsUnspecified() && c.LocalAddr.Unmap() != local.Unmap() {
+			continue
+		}
+		switch {
+		case c.RemoteAddr.IsValid() && !c.RemoteAddr.IsUnspecified():
+			if c.RemoteAddr.Unmap() == remote.Unmap() {
+				exact = append(exact, c)
+			}
+		default:
+			anyc = append(anyc, c)
+		}
+	}
+	return append(exact, anyc...)
+}
+
+// Initiate establishes connection conn: IKE_SA_INIT, IKE_AUTH and its first
+// CHILD SA. It returns once the SAs are up or the attempt failed; the error
+// names the cause (a notification from the peer, a timeout, ...). When only
+// the CHILD SA fails the IKE SA stays established and the error says so.
+func (e *Engine) Initiate(ctx context.Context, conn string) error {
+	c := e.conn(conn)
+	if c == nil {
+		return fmt.Errorf("initiate %q: no such connection", conn)
+	}
+	if !c.RemoteAddr.IsValid() || c.RemoteAddr.IsUnspecified() {
+		return fmt.Errorf("initiate %q: remote address is %%any, responder only", conn)
+	}
+	if len(c.IKEProposals) == 0 || len(c.IKEProposals[0].KE) == 0 {
+		return fmt.Errorf("initiate %q: no IKE proposal with a key exchange", conn)
+	}
+	sa, err := e.newInitiatorSA(c)
+	if err != nil {
+		return fmt.Errorf("initiate %q: %w", conn, err)
+	}
+	sa.mu.Lock()
+	err = sa.startInit()
+	if err != nil {
+		sa.remove(err)
+	}
+	sa.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("initiate %q: %w", conn, err)
+	}
+	select {
+	case err := <-sa.done:
+		return err
+	case <-ctx.Done():
+		sa.mu.Lock()
+		if sa.state != stateEstablished {
+			sa.fail(ctx.Err())
+		}
+		sa.mu.Unlock()
+		// The SA may have finished just now; prefer its result.
+		select {
+		case err := <-sa.done:
+			return err
+		default:
+			return fmt.Errorf("initiate %q: %w", conn, ctx.Err())
+		}
+	}
+}
+
+// SAs lists the IKE SAs.
+func (e *Engine) SAs() []IKESAInfo {
+	e.mu.Lock()
+	all := make([]*ikeSA, 0, len(e.sas))
+	for _, sa := range e.sas {
+		all = append(all, sa)
+	}
+	e.mu.Unlock()
+	out := make([]IKESAInfo, 0, len(all))
+	for _, sa := range all {
+		sa.mu.Lock()
+		if !sa.gone {
+			out = append(out, sa.info())
+		}
+		sa.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b IKESAInfo) int {
+		if a.Conn != b.Conn {
+			if a.Conn < b.Conn {
+				return -1
+			}
+			return 1
+		}
+		return a.Established.Compare(b.Established)
+	})
+	return out
+}
+
+// Stats returns a snapshot of the counters.
+func (e *Engine) Stats() Stats {
+	s := e.stats.snapshot()
+	e.mu.Lock()
+	s.HalfOpen = e.halfOpen
+	s.IKESAs = len(e.sas)
+	e.mu.Unlock()
+	return s
+}
+
+// newSPI returns a fresh, non-zero SPI not in use; the caller registers it.
+func (e *Engine) newSPILocked() uint64 {
+	for {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		spi := binary.BigEndian.Uint64(b[:])
+		if spi != 0 && e.sas[spi] == nil {
+			return spi
+		}
+	}
+}
+
+// transmit sends an already framed datagram (with the non-ESP marker when
+// it goes over the NAT-T port) from local to remote.
+func (e *Engine) transmit(local, remote netip.AddrPort, b []byte) {
+	natt := int(local.Port()) == e.opts.NATPort
+	port := e.opts.Port
+	if natt {
+		port = e.opts.NATPort
+	}
+	v6 := remote.Addr().Is6() && !remote.Addr().Is4In6()
+	var s *udpSocket
+	for _, c := range e.socks {
+		if int(c.local.Port()) != port || c.v6 != v6 {
+			continue
+		}
+		if c.wildcard || c.local.Addr() == local.Addr().Unmap() || !local.Addr().IsValid() {
+			s = c
+			break
+		}
+	}
+	if s == nil {
+		e.log.Debug("no socket to send from", zap.Stringer("local", local), zap.Stringer("remote", remote))
+		return
+	}
+	if err := s.write(b, local.Addr(), remote); err != nil {
+		e.log.Debug("ike send", zap.Stringer("remote", remote), zap.Error(err))
+	}
+}
+
+// frame prefixes the non-ESP marker for the NAT-T port (RFC 3948 2.2).
+func frame(natt bool, ike []byte) []byte {
+	if !natt {
+		return ike
+	}
+	out := make([]byte, 4+len(ike))
+	copy(out[4:], ike)
+	return out
+}
+
+// rateLimited reports whether a log line of kind key was written within
+// the last second; lines caused by unauthenticated packets go through it
+// so that a flood cannot flood the log.
+func (e *Engine) rateLimited(key string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := time.Now()
+	if t, ok := e.lastLog[key]; ok && now.Sub(t) < time.Second {
+		return true
+	}
+	if len(e.lastLog) > 1024 {
+		clear(e.lastLog)
+	}
+	e.lastLog[key] = now
+	return false
+}
+
+// handlePacket processes one datagram received on the IKE port (natt false)
+// or the NAT-T port.
+func (e *Engine) handlePacket(b []byte, from, local netip.AddrPort, natt bool) {
+	if natt {
+		var ok bool
+		if b, ok = message.StripNonESPMarker(b); !ok {
+			e.stats.drop(DropNonIKE)
+			return
+		}
+	}
+	h, err := message.DecodeHeader(b)
+	if err != nil {
+		e.stats.drop(DropMalformed)
+		return
+	}
+	if e.dropHook != nil && e.dropHook(h) {
+		return
+	}
+	if h.Exchange == message.ExchangeIKESAInit && !h.IsResponse() && h.SPIr == 0 {
+		if !h.IsInitiator() {
+			e.stats.drop(DropMalformed)
+			return
+		}
+		e.handleInitRequest(b, h, from, local, natt)
+		return
+	}
+	// The I flag marks the original initiator's messages: we are then the
+	// original responder and our SPI is SPIr.
+	ours, theirs := h.SPIi, h.SPIr
+	if h.IsInitiator() {
+		ours, theirs = h.SPIr, h.SPIi
+	}
+	e.mu.Lock()
+	sa := e.sas[ours]
+	e.mu.Unlock()
+	if sa == nil {
+		e.stats.drop(DropUnknownSPI)
+		return
+	}
+	sa.mu.Lock()
+	defer sa.mu.Unlock()
+	if sa.gone || sa.initiator == h.IsInitiator() {
+		e.stats.drop(DropUnknownSPI)
+		return
+	}
+	if sa.peerSPI() != theirs && !(sa.initiator && sa.spir == 0 && h.Exchange == message.ExchangeIKESAInit) {
+		e.stats.drop(DropUnknownSPI)
+		return
+	}
+	pk := packet{b: b, h: h, from: from, local: local, natt: natt}
+	if h.IsResponse() {
+		sa.handleResponse(pk)
+	} else {
+		sa.handleRequest(pk)
+	}
+}
+
+type packet struct {
+	b           []byte
+	h           message.Header
+	from, local netip.AddrPort
+	natt        bool
+}

@@ -1,0 +1,513 @@
+package ike
+
+import (
+	"crypto/hmac"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/xdpsec/xdpsec/ike/crypto"
+	"github.com/xdpsec/xdpsec/ike/message"
+)
+
+const nonceLen = 32
+
+// maxInitLen is the largest IKE_SA_INIT request accepted (strongSwan's
+// default max_packet); real ones are well under 3000 bytes.
+const maxInitLen = 10000
+
+func (e *Engine) newInitiatorSA(c *Conn) (*ikeSA, error) {
+	local := c.LocalAddr
+	if !local.IsValid() || local.IsUnspecified() {
+		var err error
+		if local, err = e.probe.source(c.RemoteAddr); err != nil {
+			return nil, err
+		}
+	}
+	port := uint16(e.opts.Port)
+	if c.ForceEncap {
+		port = uint16(e.opts.NATPort)
+	}
+	sa := &ikeSA{
+		e: e, conn: c, initiator: true,
+		local:   netip.AddrPortFrom(local.Unmap(), port),
+		remote:  netip.AddrPortFrom(c.RemoteAddr.Unmap(), port),
+		natt:    c.ForceEncap,
+		localID: c.LocalID,
+		done:    make(chan error, 1),
+	}
+	if sa.localID.IsZero() {
+		id := message.IDFromAddr(sa.local.Addr(), false)
+		sa.localID = Identity{Type: id.IDType, Data: id.Data}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, ErrClosed
+	}
+	sa.spii = e.newSPILocked()
+	e.sas[sa.spii] = sa
+	return sa, nil
+}
+
+// startInit (re)sends IKE_SA_INIT with a fresh key exchange of group g (the
+// first configured one when g is zero).
+func (sa *ikeSA) startInit() error { return sa.sendInit(0) }
+
+func (sa *ikeSA) sendInit(group uint16) error {
+	c := sa.conn
+	if group == 0 {
+		group = uint16(c.IKEProposals[0].KE[0])
+	}
+	if sa.kex == nil || sa.kex.Group() != group {
+		kex, err := crypto.NewKeyExchange(group)
+		if err != nil {
+			return fmt.Errorf("key exchange %s: %w", message.KEGroup(group), err)
+		}
+		sa.kex = kex
+		sa.ni = randomBytes(nonceLen)
+	}
+	var ps []message.Payload
+	if sa.cookie != nil {
+		// The COOKIE goes first (RFC 7296 2.6).
+		ps = append(ps, &message.Notify{NotifyType: message.NotifyCookie, Data: sa.cookie})
+	}
+	ps = append(ps,
+		&message.SA{Proposals: toWire(c.IKEProposals, message.ProtocolIKE, nil)},
+		&message.KE{Group: message.KEGroup(group), Data: sa.kex.PublicKey()},
+		&message.Nonce{Data: sa.ni},
+	)
+	ps = append(ps, sa.natdPayloads(0)...)
+	m := &message.Message{
+		Header:   message.Header{SPIi: sa.spii, Exchange: message.ExchangeIKESAInit, Flags: message.FlagInitiator},
+		Payloads: ps,
+	}
+	b, err := m.Encode()
+	if err != nil {
+		return fmt.Errorf("encode IKE_SA_INIT: %w", err)
+	}
+	sa.initReq = b
+	sa.nextReqID = 0
+	sa.sendRequest(message.ExchangeIKESAInit, frame(sa.natt, b))
+	return nil
+}
+
+// natdPayloads returns NAT_DETECTION_SOURCE_IP and _DESTINATION_IP for a
+// message with these SPIs. With ForceEncap the source hash is random, which
+// makes the peer see us behind a NAT and both sides use UDP 4500
+// (RFC 7296 2.23 allows faking it).
+func (sa *ikeSA) natdPayloads(spir uint64) []message.Payload {
+	src := natHash(sa.spii, spir, sa.local)
+	if sa.conn != nil && sa.conn.ForceEncap {
+		src = randomBytes(message.NATDetectionHashLen)
+	}
+	return []message.Payload{
+		&message.Notify{NotifyType: message.NotifyNATDetectionSourceIP, Data: src},
+		&message.Notify{NotifyType: message.NotifyNATDetectionDestinationIP, Data: natHash(sa.spii, spir, sa.remote)},
+	}
+}
+
+// detectNAT evaluates the peer's NAT-D notifications of a message with the
+// given SPIs that came from 'from' to 'to'. ok is false when the peer sent
+// none (it does not support NAT-T).
+func detectNAT(ns []*message.Notify, spii, spir uint64, from, to netip.AddrPort) (natLocal, natRemote, ok bool) {
+	var srcs, dsts [][]byte
+	for _, n := range ns {
+		h, err := n.NATDetectionHash()
+		if err != nil {
+			continue
+		}
+		if n.NotifyType == message.NotifyNATDetectionSourceIP {
+			srcs = append(srcs, h)
+		} else {
+			dsts = append(dsts, h)
+		}
+	}
+	if len(srcs) == 0 || len(dsts) == 0 {
+		return false, false, false
+	}
+	natRemote = true
+	want := natHash(spii, spir, from)
+	for _, h := range srcs {
+		if hmac.Equal(h, want) {
+			natRemote = false
+		}
+	}
+	natLocal = true
+	want = natHash(spii, spir, to)
+	for _, h := range dsts {
+		if hmac.Equal(h, want) {
+			natLocal = false
+		}
+	}
+	return natLocal, natRemote, true
+}
+
+// initPayloads collects what an IKE_SA_INIT message carries.
+type initPayloads struct {
+	sa       *message.SA
+	ke       *message.KE
+	nonce    *message.Nonce
+	notifies []*message.Notify
+	natd     []*message.Notify
+	cookie   []byte
+	errN     *message.Notify
+}
+
+func collectInit(ps []message.Payload) initPayloads {
+	var ip initPayloads
+	for _, p := range ps {
+		switch p := p.(type) {
+		case *message.SA:
+			ip.sa = p
+		case *message.KE:
+			ip.ke = p
+		case *message.Nonce:
+			ip.nonce = p
+		case *message.Notify:
+			ip.notifies = append(ip.notifies, p)
+			switch {
+			case p.NotifyType == message.NotifyNATDetectionSourceIP || p.NotifyType == message.NotifyNATDetectionDestinationIP:
+				ip.natd = append(ip.natd, p)
+			case p.NotifyType == message.NotifyCookie:
+				if c, err := p.Cookie(); err == nil {
+					ip.cookie = c
+				}
+			case p.IsError() && ip.errN == nil:
+				ip.errN = p
+			}
+		}
+	}
+	return ip
+}
+
+// processInitResponse handles the responder's IKE_SA_INIT answer.
+func (sa *ikeSA) processInitResponse(pk packet) {
+	e := sa.e
+	m, err := message.Decode(pk.b)
+	if err != nil {
+		e.stats.drop(DropMalformed)
+		return
+	}
+	ip := collectInit(m.Payloads)
+	exch := message.ExchangeIKESAInit.String()
+	switch {
+	case ip.cookie != nil && ip.sa == nil:
+		if sa.initTries >= maxInitRetries {
+			sa.failInit(fmt.Errorf("IKE_SA_INIT: peer %s keeps demanding COOKIEs", sa.remote), ResultCookie)
+			return
+		}
+		sa.initTries++
+		sa.cookie = append([]byte(nil), ip.cookie...)
+		e.log.Debug("peer demands a COOKIE, retrying", sa.fields()...)
+		sa.out.timer.Stop()
+		sa.out = nil
+		if err := sa.sendInit(sa.kex.Group()); err != nil {
+			sa.failInit(err, ResultError)
+		}
+		return
+	case ip.errN != nil && ip.errN.NotifyType == message.NotifyInvalidKEPayload:
+		g, err := ip.errN.InvalidKEGroup()
+		if err != nil || !sa.offersGroup(uint16(g)) || uint16(g) == sa.kex.Group() || sa.initTries >= maxInitRetries {
+			e.log.Warn("peer asks for a key exchange group we do not propose",
+				sa.fields(zap.String("exchange", exch), zap.Stringer("group", g), zap.String("ours", confString(sa.conn.IKEProposals)))...)
+			sa.failInit(fmt.Errorf("IKE_SA_INIT: peer %s sent INVALID_KE_PAYLOAD asking for %s, which we do not propose", sa.remote, g), ResultInvalidKE)
+			return
+		}
+		sa.initTries++
+		e.stats.exchange(exch, true, ResultInvalidKE)
+		e.log.Debug("peer wants another key exchange group, retrying", sa.fields(zap.Stringer("group", g))...)
+		sa.out.timer.Stop()
+		sa.out = nil
+		// A cookie belongs to the first request; the responder asks
+		// again if it still wants one.
+		sa.cookie = nil
+		if err := sa.sendInit(uint16(g)); err != nil {
+			sa.failInit(err, ResultError)
+		}
+		return
+	case ip.errN != nil:
+		n := ip.errN.NotifyType
+		result := ResultError
+		msg := "IKE_SA_INIT failed: peer sent an error notification"
+		if n == message.NotifyNoProposalChosen {
+			result = ResultNoProposal
+			msg = "no common IKE proposal: peer sent NO_PROPOSAL_CHOSEN"
+		}
+		e.log.Warn(msg, sa.fields(zap.String("exchange", exch), zap.Stringer("notify", n),
+			zap.String("ours", confString(sa.conn.IKEProposals)))...)
+		sa.failInit(fmt.Errorf("IKE_SA_INIT: peer %s sent %s", sa.remote, n), result)
+		return
+	}
+	if ip.sa == nil || ip.ke == nil || ip.nonce == nil || pk.h.SPIr == 0 {
+		e.stats.drop(DropMalformed)
+		return
+	}
+	prop, err := acceptAnswer(ip.sa, sa.conn.IKEProposals, message.ProtocolIKE)
+	if err == nil && prop.ke != uint16(ip.ke.Group) {
+		err = fmt.Errorf("responder chose %s but sent a %s key exchange", message.KEGroup(prop.ke), ip.ke.Group)
+	}
+	if err == nil && prop.ke != sa.kex.Group() {
+		err = fmt.Errorf("responder chose %s, our key exchange is %s", message.KEGroup(prop.ke), message.KEGroup(sa.kex.Group()))
+	}
+	if err != nil {
+		e.log.Warn("invalid IKE_SA_INIT response", sa.fields(zap.String("exchange", exch), zap.Error(err))...)
+		sa.failInit(fmt.Errorf("IKE_SA_INIT: %w", err), ResultError)
+		return
+	}
+	gir, err := sa.kex.SharedSecret(ip.ke.Data)
+	if err != nil {
+		e.stats.drop(DropInvalidKE)
+		return
+	}
+	sa.spir = pk.h.SPIr
+	sa.nr = append([]byte(nil), ip.nonce.Data...)
+	sa.initResp = append([]byte(nil), pk.b...)
+	if err := sa.deriveKeys(prop, gir); err != nil {
+		sa.failInit(err, ResultError)
+		return
+	}
+	if nl, nr, ok := detectNAT(ip.natd, sa.spii, sa.spir, pk.from, pk.local); ok {
+		sa.natLocal, sa.natRemote = nl, nr
+		if nl || nr || sa.conn.ForceEncap {
+			// Float to the NAT-T port (RFC 7296 2.23).
+			sa.natt = true
+			sa.local = netip.AddrPortFrom(sa.local.Addr(), uint16(e.opts.NATPort))
+			sa.remote = netip.AddrPortFrom(sa.remote.Addr(), uint16(e.opts.NATPort))
+		}
+	}
+	sa.completeRequest()
+	e.stats.exchange(exch, true, ResultOK)
+	if err := sa.sendAuth(); err != nil {
+		sa.failInit(err, ResultError)
+	}
+}
+
+func (sa *ikeSA) offersGroup(g uint16) bool {
+	for _, p := range sa.conn.IKEProposals {
+		for _, k := range p.KE {
+			if uint16(k) == g {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (sa *ikeSA) failInit(err error, result string) {
+	sa.e.stats.exchange(message.ExchangeIKESAInit.String(), true, result)
+	sa.fail(err)
+}
+
+// deriveKeys computes the IKE SA's keys after IKE_SA_INIT.
+func (sa *ikeSA) deriveKeys(prop chosen, gir []byte) error {
+	prf, err := crypto.NewPRF(prop.prf)
+	if err != nil {
+		return fmt.Errorf("prf: %w", err)
+	}
+	var si, sr [8]byte
+	putSPI(si[:], sa.spii)
+	putSPI(sr[:], sa.spir)
+	keys, err := crypto.DeriveIKEKeys(prop.suite(), gir, sa.ni, sa.nr, si[:], sr[:])
+	if err != nil {
+		return fmt.Errorf("derive IKE keys: %w", err)
+	}
+	seal, open, err := keys.SKCiphers(prop.suite(), sa.initiator)
+	if err != nil {
+		return fmt.Errorf("sk ciphers: %w", err)
+	}
+	sa.ikeProp, sa.prf, sa.keys, sa.seal, sa.open = prop, prf, keys, seal, open
+	return nil
+}
+
+func putSPI(b []byte, spi uint64) {
+	for i := range 8 {
+		b[i] = byte(spi >> (56 - 8*i))
+	}
+}
+
+// sendStatelessInit answers an IKE_SA_INIT request with a single
+// notification and keeps no state (COOKIE, INVALID_KE_PAYLOAD,
+// NO_PROPOSAL_CHOSEN).
+func (e *Engine) sendStatelessInit(h message.Header, pk packet, n *message.Notify) {
+	m := &message.Message{
+		Header:   message.Header{SPIi: h.SPIi, Exchange: message.ExchangeIKESAInit, Flags: message.FlagResponse},
+		Payloads: []message.Payload{n},
+	}
+	b, err := m.Encode()
+	if err != nil {
+		return
+	}
+	e.transmit(pk.local, pk.from, frame(pk.natt, b))
+}
+
+// handleInitRequest is the responder's IKE_SA_INIT.
+func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip.AddrPort, natt bool) {
+	pk := packet{b: b, h: h, from: from, local: local, natt: natt}
+	exch := message.ExchangeIKESAInit.String()
+	if h.MessageID != 0 {
+		e.stats.drop(DropUnexpectedMsgID)
+		return
+	}
+	if len(b) > maxInitLen {
+		// Each half-open SA keeps its request for AUTH; a cap on its
+		// size keeps the half-open table's memory bounded.
+		e.stats.drop(DropMalformed)
+		return
+	}
+	key := initKey{from, h.SPIi}
+	e.mu.Lock()
+	dup := e.initIdx[key]
+	halfOpen, closed := e.halfOpen, e.closed
+	e.mu.Unlock()
+	if dup != nil {
+		dup.mu.Lock()
+		// Only a byte-identical retransmission gets the cached answer; a
+		// new request under the same SPI (another KE, a cookie) after we
+		// already answered is a protocol error we ignore.
+		if !dup.gone && dup.haveResp && string(dup.initReq) == string(b) {
+			e.stats.add(&e.stats.cached)
+			e.transmit(local, from, dup.lastResp)
+		} else {
+			e.stats.drop(DropUnexpected)
+		}
+		dup.mu.Unlock()
+		return
+	}
+	if closed {
+		return
+	}
+	if halfOpen >= e.opts.HalfOpenLimit {
+		e.stats.drop(DropHalfOpenLimit)
+		if !e.rateLimited("halfopen") {
+			e.log.Warn("half-open IKE SA limit reached, dropping IKE_SA_INIT requests (flood?)",
+				zap.Int("limit", e.opts.HalfOpenLimit), zap.Stringer("peer", from))
+		}
+		return
+	}
+	m, err := message.Decode(b)
+	if err != nil {
+		e.stats.drop(DropMalformed)
+		return
+	}
+	ip := collectInit(m.Payloads)
+	if ip.sa == nil || ip.ke == nil || ip.nonce == nil {
+		e.stats.drop(DropMalformed)
+		return
+	}
+	if halfOpen >= e.opts.CookieThreshold && !e.cookies.valid(ip.cookie, ip.nonce.Data, from.Addr(), h.SPIi) {
+		e.stats.add(&e.stats.cookies)
+		e.stats.exchange(exch, false, ResultCookie)
+		e.sendStatelessInit(h, pk, &message.Notify{NotifyType: message.NotifyCookie, Data: e.cookies.make(ip.nonce.Data, from.Addr(), h.SPIi)})
+		return
+	}
+	spiField := zap.String("spi", fmt.Sprintf("%016x_i", h.SPIi))
+	cands := e.candidates(local.Addr(), from.Addr())
+	if len(cands) == 0 {
+		e.stats.exchange(exch, false, ResultNoProposal)
+		if !e.rateLimited("noconfig " + from.Addr().String()) {
+			e.log.Warn("no connection configured for this peer address; sending NO_PROPOSAL_CHOSEN",
+				zap.Stringer("peer", from), zap.Stringer("local", local), spiField, zap.String("exchange", exch))
+		}
+		e.sendStatelessInit(h, pk, &message.Notify{NotifyType: message.NotifyNoProposalChosen})
+		return
+	}
+	var (
+		conn *Conn
+		prop chosen
+	)
+	for _, c := range cands {
+		if p, ok := selectProposal(ip.sa.Proposals, c.IKEProposals, message.ProtocolIKE, uint16(ip.ke.Group)); ok {
+			conn, prop = c, p
+			break
+		}
+	}
+	if conn == nil {
+		e.stats.exchange(exch, false, ResultNoProposal)
+		if !e.rateLimited("noprop " + from.Addr().String()) {
+			e.log.Warn("no common IKE proposal; sending NO_PROPOSAL_CHOSEN",
+				zap.String("conn", cands[0].Name), zap.Stringer("peer", from), spiField, zap.String("exchange", exch),
+				zap.String("received", offerString(ip.sa.Proposals)), zap.String("configured", confString(cands[0].IKEProposals)))
+		}
+		e.sendStatelessInit(h, pk, &message.Notify{NotifyType: message.NotifyNoProposalChosen})
+		return
+	}
+	if prop.ke != uint16(ip.ke.Group) {
+		e.stats.exchange(exch, false, ResultInvalidKE)
+		e.log.Debug("asking peer for another key exchange group", zap.String("conn", conn.Name), zap.Stringer("peer", from),
+			zap.Stringer("received", ip.ke.Group), zap.Stringer("wanted", message.KEGroup(prop.ke)))
+		e.sendStatelessInit(h, pk, message.NewInvalidKEPayload(message.KEGroup(prop.ke)))
+		return
+	}
+	kex, err := crypto.NewKeyExchange(prop.ke)
+	if err != nil {
+		e.stats.drop(DropInvalidKE)
+		return
+	}
+	gir, err := kex.SharedSecret(ip.ke.Data)
+	if err != nil {
+		e.stats.drop(DropInvalidKE)
+		return
+	}
+	sa := &ikeSA{
+		e: e, conn: conn, candidates: cands, spii: h.SPIi,
+		local: local, remote: from, initFrom: from, natt: natt,
+		kex: kex, ni: append([]byte(nil), ip.nonce.Data...), nr: randomBytes(nonceLen),
+		initReq: append([]byte(nil), b...), expectReqID: 1,
+	}
+	e.mu.Lock()
+	if e.initIdx[key] != nil || e.closed {
+		// A retransmission processed by another socket's reader won.
+		e.mu.Unlock()
+		return
+	}
+	sa.spir = e.newSPILocked()
+	e.sas[sa.spir] = sa
+	e.initIdx[key] = sa
+	e.halfOpen++
+	sa.halfOpen = true
+	e.mu.Unlock()
+
+	sa.mu.Lock()
+	defer sa.mu.Unlock()
+	if err := sa.deriveKeys(prop, gir); err != nil {
+		e.log.Warn("IKE key derivation failed", sa.fields(zap.Error(err))...)
+		sa.remove(err)
+		return
+	}
+	var natd []message.Payload
+	if nl, nr, ok := detectNAT(ip.natd, sa.spii, 0, from, local); ok {
+		sa.natLocal, sa.natRemote = nl, nr
+		natd = sa.natdPayloads(sa.spir)
+	}
+	ps := []message.Payload{
+		&message.SA{Proposals: []message.Proposal{prop.wire(message.ProtocolIKE)}},
+		&message.KE{Group: message.KEGroup(prop.ke), Data: kex.PublicKey()},
+		&message.Nonce{Data: sa.nr},
+	}
+	ps = append(ps, natd...)
+	resp := &message.Message{
+		Header:   message.Header{SPIi: sa.spii, SPIr: sa.spir, Exchange: message.ExchangeIKESAInit, Flags: message.FlagResponse},
+		Payloads: ps,
+	}
+	rb, err := resp.Encode()
+	if err != nil {
+		sa.remove(err)
+		return
+	}
+	sa.initResp = rb
+	sa.respond(0, pk, frame(natt, rb))
+	sa.expiry = time.AfterFunc(e.opts.HalfOpenTimeout, func() {
+		sa.mu.Lock()
+		defer sa.mu.Unlock()
+		if sa.state == stateConnecting && !sa.gone {
+			e.stats.exchange(message.ExchangeIKEAuth.String(), false, ResultTimeout)
+			e.log.Debug("half-open IKE SA expired", sa.fields()...)
+			sa.remove(errors.New("half-open IKE SA expired"))
+		}
+	})
+	e.stats.exchange(exch, false, ResultOK)
+}

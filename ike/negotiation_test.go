@@ -1,0 +1,249 @@
+package ike
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/xdpsec/xdpsec/ike/message"
+	"github.com/xdpsec/xdpsec/internal/netlab"
+)
+
+// TestFailures runs the negotiation failures between two xdpsec engines and
+// checks the notification on the wire (through the initiator's error), the
+// operator's log line on both ends, and that nothing half-open is left.
+func TestFailures(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
+	v4 := lab.V4
+	const ike, esp = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
+	cases := []struct {
+		name      string
+		modify    func(a, b *Conn)
+		reverse   bool   // gwB initiates
+		errHas    string // in Initiate's error
+		iniLog    []string
+		respLog   []string
+		ikeSAKept bool // the IKE SA survives (only the CHILD SA failed)
+	}{
+		{name: "psk-a-initiates", modify: func(a, b *Conn) { b.PSK = []byte("another-psk-0123456789") },
+			errHas: "AUTHENTICATION_FAILED", iniLog: []string{"authentication failed for peer", "pre-shared key mismatch?", "conn=s2s"},
+			respLog: []string{"authentication failed for peer 192.0.2.1:500: pre-shared key mismatch?", "remote_id=gw-a.example.com"}},
+		{name: "psk-b-initiates", reverse: true, modify: func(a, b *Conn) { b.PSK = []byte("another-psk-0123456789") },
+			errHas: "AUTHENTICATION_FAILED", iniLog: []string{"authentication failed for peer", "pre-shared key mismatch?"},
+			respLog: []string{"authentication failed for peer 192.0.2.2:500: pre-shared key mismatch?"}},
+		{name: "responder-auth-rejected", modify: func(a, b *Conn) { a.RemoteID = mustID(t, "fqdn", "gw-b.example.com"); b.LocalID = Identity{} },
+			errHas: "AUTHENTICATION_FAILED", iniLog: []string{"authentication failed for peer", "peer identified as 192.0.2.2"},
+			respLog: []string{"peer rejected our authentication (AUTHENTICATION_FAILED)"}},
+		{name: "unknown-identity", modify: func(a, b *Conn) { a.LocalID = mustID(t, "fqdn", "mallory.example.com") },
+			errHas: "AUTHENTICATION_FAILED", iniLog: []string{"authentication failed for peer"},
+			respLog: []string{"no connection accepts identity mallory.example.com"}},
+		{name: "ike-proposal", modify: func(a, b *Conn) { b.IKEProposals = mustIKE(t, "aes128-sha256-modp3072") },
+			errHas: "NO_PROPOSAL_CHOSEN", iniLog: []string{"no common IKE proposal", "ours=aes256gcm16-prfsha256-x25519"},
+			respLog: []string{"no common IKE proposal", "received=ENCR_AES_GCM_16_256", "CURVE25519", "configured=aes128-sha256-prfsha256-modp3072"}},
+		{name: "esp-proposal", modify: func(a, b *Conn) { b.Children[0].ESPProposals = mustESP(t, "aes128-sha256") },
+			errHas: "NO_PROPOSAL_CHOSEN", ikeSAKept: true, iniLog: []string{"no common ESP proposal", "aes256gcm16"},
+			respLog: []string{"no common ESP proposal", "received ENCR_AES_GCM_16_256/NO_ESN", "configured aes128-sha256"}},
+		{name: "ts", modify: func(a, b *Conn) { b.Children[0].RemoteTS = []netip.Prefix{pfx("10.9.0.0/24")} },
+			errHas: "TS_UNACCEPTABLE", ikeSAKept: true, iniLog: []string{"TS_UNACCEPTABLE", "local 10.1.0.0/24 remote 10.2.0.0/24"},
+			respLog: []string{"traffic selectors unacceptable", "received TSi 10.1.0.0/24 TSr 10.2.0.0/24", "configured local 10.2.0.0/24 remote 10.9.0.0/24"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ca, cb := siteConns(t, v4, ike, esp)
+			tc.modify(&ca, &cb)
+			a := startEngine(t, lab.GwA, "gwA", fastOpts(), 0x1000)
+			b := startEngine(t, lab.GwB, "gwB", fastOpts(), 0x2000)
+			a.e.SetConns([]Conn{ca})
+			b.e.SetConns([]Conn{cb})
+			ini, resp := a, b
+			if tc.reverse {
+				ini, resp = b, a
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err := ini.e.Initiate(ctx, "s2s")
+			if err == nil || !strings.Contains(err.Error(), tc.errHas) {
+				t.Fatalf("Initiate error %v, want one naming %s", err, tc.errHas)
+			}
+			if e, ok := findLog(ini.logs, tc.iniLog...); !ok {
+				t.Errorf("initiator did not log %q", tc.iniLog)
+			} else if e.ContextMap()["conn"] != "s2s" || e.ContextMap()["peer"] == nil || e.ContextMap()["spi"] == nil || e.ContextMap()["exchange"] == nil {
+				t.Errorf("initiator's line lacks conn/peer/spi/exchange: %v", e.ContextMap())
+			}
+			waitFor(t, 3*time.Second, "responder's log line", func() bool { _, ok := findLog(resp.logs, tc.respLog...); return ok })
+			for _, s := range []*side{ini, resp} {
+				if tc.ikeSAKept {
+					if sas := s.e.SAs(); len(sas) != 1 || sas[0].State != "ESTABLISHED" || len(sas[0].Children) != 0 {
+						t.Errorf("want the IKE SA established without children: %+v", sas)
+					}
+					if n := len(s.inst.children()); n != 0 {
+						t.Errorf("%d CHILD SAs installed", n)
+					}
+				} else {
+					waitFor(t, 3*time.Second, "no SAs left", func() bool { return len(s.e.SAs()) == 0 })
+				}
+				if st := s.e.Stats(); st.HalfOpen != 0 {
+					t.Errorf("half-open gauge %d", st.HalfOpen)
+				}
+			}
+		})
+	}
+}
+
+func TestInvalidKERetry(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
+	ca, cb := siteConns(t, lab.V4, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
+	ca.IKEProposals = mustIKE(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16-prfsha256-ecp256")
+	cb.IKEProposals = mustIKE(t, "aes256gcm16-prfsha256-ecp256")
+	a := startEngine(t, lab.GwA, "gwA", fastOpts(), 0x1000)
+	b := startEngine(t, lab.GwB, "gwB", fastOpts(), 0x2000)
+	a.e.SetConns([]Conn{ca})
+	b.e.SetConns([]Conn{cb})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.e.Initiate(ctx, "s2s"); err != nil {
+		t.Fatal(err)
+	}
+	checkPair(t, a, b)
+	if p := a.e.SAs()[0].Proposal; !strings.Contains(p, "ECP_256") {
+		t.Errorf("proposal %q, want ECP_256", p)
+	}
+	key := ExchangeKey{"IKE_SA_INIT", "responder", ResultInvalidKE}
+	if n := b.e.Stats().Exchanges[key]; n != 1 {
+		t.Errorf("responder sent INVALID_KE_PAYLOAD %d times, want 1", n)
+	}
+	if n := a.e.Stats().Exchanges[ExchangeKey{"IKE_SA_INIT", "initiator", ResultInvalidKE}]; n != 1 {
+		t.Errorf("initiator retried %d times, want 1", n)
+	}
+}
+
+func TestNATTraversal(t *testing.T) {
+	netlab.RequireRoot(t)
+	cases := []struct {
+		name       string
+		nat, force bool
+	}{
+		{"nat", true, false},
+		{"force-encap", false, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true, NAT: tc.nat})
+			v4 := lab.V4
+			ca, cb := siteConns(t, v4, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
+			ca.ForceEncap = tc.force
+			a := startEngine(t, lab.GwA, "gwA", fastOpts(), 0x1000)
+			b := startEngine(t, lab.GwB, "gwB", fastOpts(), 0x2000)
+			a.e.SetConns([]Conn{ca})
+			b.e.SetConns([]Conn{cb})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := a.e.Initiate(ctx, "s2s"); err != nil {
+				t.Fatal(err)
+			}
+			x, y := checkPair(t, a, b)
+			sa, sb := a.e.SAs()[0], b.e.SAs()[0]
+			if tc.nat && (!sa.NATLocal || !sb.NATRemote) {
+				t.Errorf("NAT: gwA local %v, gwB remote %v; want both", sa.NATLocal, sb.NATRemote)
+			}
+			if tc.force && (sa.NATLocal || !sb.NATRemote) {
+				t.Errorf("forced encap: gwA local %v, gwB remote %v; want false/true", sa.NATLocal, sb.NATRemote)
+			}
+			for _, s := range []IKESAInfo{sa, sb} {
+				if s.Local.Port() != 4500 {
+					t.Errorf("IKE SA local %v, want port 4500", s.Local)
+				}
+			}
+			if !x.Encap || !y.Encap || x.Local.Port() != 4500 || x.Remote.Port() != 4500 || y.Local.Port() != 4500 {
+				t.Errorf("CHILD SAs not encapsulated on 4500: %v->%v (%v), %v->%v (%v)", x.Local, x.Remote, x.Encap, y.Local, y.Remote, y.Encap)
+			}
+			if y.Remote.Addr() != v4.GwAPublic {
+				t.Errorf("gwB's remote %v, want %v", y.Remote, v4.GwAPublic)
+			}
+		})
+	}
+}
+
+// TestRetransmission loses the first two IKE_SA_INIT requests at the
+// responder and the first IKE_AUTH response at the initiator: the initiator
+// retransmits, and the responder answers the repeated IKE_AUTH from its
+// cache without processing it again.
+func TestRetransmission(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
+	ca, cb := siteConns(t, lab.V4, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
+	var initDrops, authDrops atomic.Int32
+	a := startEngine(t, lab.GwA, "gwA", fastOpts(), 0x1000, func(e *Engine) {
+		e.dropHook = func(h message.Header) bool {
+			return h.Exchange == message.ExchangeIKEAuth && h.IsResponse() && authDrops.Add(1) == 1
+		}
+	})
+	b := startEngine(t, lab.GwB, "gwB", fastOpts(), 0x2000, func(e *Engine) {
+		e.dropHook = func(h message.Header) bool {
+			return h.Exchange == message.ExchangeIKESAInit && !h.IsResponse() && initDrops.Add(1) <= 2
+		}
+	})
+	a.e.SetConns([]Conn{ca})
+	b.e.SetConns([]Conn{cb})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.e.Initiate(ctx, "s2s"); err != nil {
+		t.Fatal(err)
+	}
+	checkPair(t, a, b)
+	if n := a.e.Stats().Retransmits; n != 3 {
+		t.Errorf("initiator retransmitted %d times, want 3", n)
+	}
+	if n := b.e.Stats().CachedResponses; n != 1 {
+		t.Errorf("responder answered %d requests from its cache, want 1", n)
+	}
+	if n := b.e.Stats().Exchanges[ExchangeKey{"IKE_AUTH", "responder", ResultOK}]; n != 1 {
+		t.Errorf("responder processed IKE_AUTH %d times, want 1", n)
+	}
+	if n := len(b.inst.children()); n != 1 {
+		t.Errorf("responder installed %d CHILD SAs, want 1", n)
+	}
+}
+
+// TestTimeout initiates towards a peer that never answers.
+func TestTimeout(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
+	ca, _ := siteConns(t, lab.V4, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
+	a := startEngine(t, lab.GwA, "gwA", fastOpts(), 0x1000)
+	a.e.SetConns([]Conn{ca})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := a.e.Initiate(ctx, "s2s")
+	if err == nil || !strings.Contains(err.Error(), "timed out") || !strings.Contains(err.Error(), "IKE_SA_INIT") {
+		t.Fatalf("Initiate error %v, want an IKE_SA_INIT timeout", err)
+	}
+	// 200 ms, then x1.5 for each of 3 retransmits: 0.2+0.3+0.45+0.675 s.
+	if d := time.Since(start); d < 1500*time.Millisecond {
+		t.Errorf("gave up after %v, before the back-off schedule ran out", d)
+	}
+	if n := a.e.Stats().Retransmits; n != 3 {
+		t.Errorf("%d retransmits, want 3", n)
+	}
+	if sas := a.e.SAs(); len(sas) != 0 {
+		t.Errorf("SAs left: %+v", sas)
+	}
+	if _, ok := findLog(a.logs, "giving up", "exchange=IKE_SA_INIT"); !ok {
+		t.Error("no log line for the timeout")
+	}
+	// A cancelled context ends the attempt early, leaving nothing behind.
+	cctx, ccancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer ccancel()
+	if err := a.e.Initiate(cctx, "s2s"); err == nil || !strings.Contains(err.Error(), "deadline") {
+		t.Errorf("Initiate with a short deadline: %v", err)
+	}
+	if sas := a.e.SAs(); len(sas) != 0 {
+		t.Errorf("SAs left after cancel: %+v", sas)
+	}
+}

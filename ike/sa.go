@@ -1,0 +1,429 @@
+package ike
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/xdpsec/xdpsec/ike/crypto"
+	"github.com/xdpsec/xdpsec/ike/message"
+)
+
+type saState uint8
+
+const (
+	stateConnecting saState = iota
+	stateEstablished
+	stateDeleting
+)
+
+func (s saState) String() string {
+	switch s {
+	case stateEstablished:
+		return "ESTABLISHED"
+	case stateDeleting:
+		return "DELETING"
+	}
+	return "CONNECTING"
+}
+
+// ikeSA is one IKE SA in either role. Everything is guarded by mu.
+type ikeSA struct {
+	mu sync.Mutex
+	e  *Engine
+
+	conn       *Conn
+	candidates []*Conn // responder: connections matching the addresses
+	initiator  bool
+	spii, spir uint64
+	state      saState
+	gone       bool // removed from the engine
+
+	local, remote       netip.AddrPort
+	initFrom            netip.AddrPort // responder: source of IKE_SA_INIT
+	natt                bool           // IKE runs over the NAT-T port
+	natLocal, natRemote bool
+
+	// IKE_SA_INIT state.
+	kex        crypto.KeyExchange
+	ni, nr     []byte
+	initReq    []byte // the IKE_SA_INIT request as sent/received (RealMessage1)
+	initResp   []byte // the IKE_SA_INIT response (RealMessage2)
+	cookie     []byte
+	initTries  int
+	ikeProp    chosen
+	prf        *crypto.PRF
+	keys       *crypto.IKEKeys
+	seal, open crypto.SKCipher
+	peerID     Identity
+	localID    Identity
+
+	// Message IDs (window size 1).
+	nextReqID   uint32 // ID of our next request
+	expectReqID uint32 // ID of the next request we expect
+	out         *outstanding
+	lastResp    []byte // framed, for retransmitted requests
+	lastRespID  uint32
+	haveResp    bool
+
+	// IKE_AUTH child negotiation of the initiator.
+	pendingChild *Child
+	pendingSPI   uint32
+
+	children    []*childSA
+	established time.Time
+	halfOpen    bool
+	expiry      *time.Timer
+	done        chan error // initiator's Initiate waits here
+	finished    bool
+	deleted     chan struct{} // closed when our Delete was answered
+}
+
+type childSA struct {
+	sa       ChildSA
+	proposal string
+}
+
+// outstanding is our request waiting for its response.
+type outstanding struct {
+	id      uint32
+	exch    message.ExchangeType
+	pkt     []byte // framed
+	tries   int
+	timer   *time.Timer
+	started time.Time
+}
+
+func (sa *ikeSA) ourSPI() uint64 {
+	if sa.initiator {
+		return sa.spii
+	}
+	return sa.spir
+}
+
+func (sa *ikeSA) peerSPI() uint64 {
+	if sa.initiator {
+		return sa.spir
+	}
+	return sa.spii
+}
+
+func (sa *ikeSA) connName() string {
+	if sa.conn == nil {
+		return ""
+	}
+	return sa.conn.Name
+}
+
+// fields are the structured log fields every line about this SA carries.
+func (sa *ikeSA) fields(extra ...zap.Field) []zap.Field {
+	f := []zap.Field{
+		zap.String("conn", sa.connName()),
+		zap.Stringer("peer", sa.remote),
+		zap.String("spi", fmt.Sprintf("%016x_i %016x_r", sa.spii, sa.spir)),
+	}
+	return append(f, extra...)
+}
+
+func (sa *ikeSA) info() IKESAInfo {
+	in := IKESAInfo{
+		Conn: sa.connName(), State: sa.state.String(), SPIi: sa.spii, SPIr: sa.spir,
+		Initiator: sa.initiator, Local: sa.local, Remote: sa.remote,
+		NATLocal: sa.natLocal, NATRemote: sa.natRemote, Established: sa.established,
+		LocalID: sa.localID.String(), RemoteID: sa.peerID.String(),
+	}
+	if sa.keys != nil {
+		in.Proposal = sa.ikeProp.String()
+	}
+	for _, c := range sa.children {
+		in.Children = append(in.Children, ChildInfo{
+			Name: c.sa.Child, State: "INSTALLED", SPIIn: c.sa.SPIIn, SPIOut: c.sa.SPIOut,
+			Mode: c.sa.Mode.String(), Encap: c.sa.Encap, LocalTS: c.sa.LocalTS, RemoteTS: c.sa.RemoteTS,
+			Proposal: c.proposal,
+		})
+	}
+	return in
+}
+
+// finish reports the outcome of Initiate, once.
+func (sa *ikeSA) finish(err error) {
+	if sa.finished || sa.done == nil {
+		return
+	}
+	sa.finished = true
+	sa.done <- err
+}
+
+// remove takes the SA out of the engine, stops its timers and deletes its
+// CHILD SAs from the data plane. It is idempotent.
+func (sa *ikeSA) remove(err error) {
+	if sa.gone {
+		return
+	}
+	sa.gone = true
+	if sa.out != nil {
+		sa.out.timer.Stop()
+		sa.out = nil
+	}
+	if sa.expiry != nil {
+		sa.expiry.Stop()
+	}
+	e := sa.e
+	e.mu.Lock()
+	if e.sas[sa.ourSPI()] == sa {
+		delete(e.sas, sa.ourSPI())
+	}
+	if !sa.initiator {
+		k := initKey{sa.initRemote(), sa.spii}
+		if e.initIdx[k] == sa {
+			delete(e.initIdx, k)
+		}
+	}
+	if sa.halfOpen {
+		sa.halfOpen = false
+		e.halfOpen--
+	}
+	e.mu.Unlock()
+	sa.uninstallChildren()
+	if sa.deleted != nil {
+		select {
+		case <-sa.deleted:
+		default:
+			close(sa.deleted)
+		}
+	}
+	sa.finish(err)
+}
+
+// fail ends a negotiation or an SA for good.
+func (sa *ikeSA) fail(err error) { sa.remove(err) }
+
+func (sa *ikeSA) uninstallChildren() {
+	inst := sa.e.opts.Installer
+	for _, c := range sa.children {
+		if inst == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
+		if err := inst.DeleteChild(ctx, c.sa); err != nil {
+			sa.e.log.Warn("removing CHILD SA from the data plane failed", sa.fields(zap.String("child", c.sa.Child), zap.Error(err))...)
+		}
+		cancel()
+	}
+	sa.children = nil
+}
+
+// established marks the end of IKE_AUTH: no longer half-open.
+func (sa *ikeSA) setEstablished() {
+	sa.state = stateEstablished
+	sa.established = time.Now()
+	if sa.expiry != nil {
+		sa.expiry.Stop()
+	}
+	e := sa.e
+	e.mu.Lock()
+	if sa.halfOpen {
+		sa.halfOpen = false
+		e.halfOpen--
+	}
+	if !sa.initiator {
+		k := initKey{sa.initRemote(), sa.spii}
+		if e.initIdx[k] == sa {
+			delete(e.initIdx, k)
+		}
+	}
+	e.mu.Unlock()
+}
+
+// initRemote is the address the IKE_SA_INIT request came from, under which
+// the half-open SA is indexed.
+func (sa *ikeSA) initRemote() netip.AddrPort { return sa.initFrom }
+
+func (sa *ikeSA) retransmitDelay(tries int) time.Duration {
+	o := sa.e.opts
+	return time.Duration(float64(o.RetransmitTimeout) * math.Pow(o.RetransmitBase, float64(tries)))
+}
+
+// sendRequest sends a request and arms its retransmission. The request
+// must use sa.nextReqID, which is advanced when its response arrives.
+func (sa *ikeSA) sendRequest(exch message.ExchangeType, pkt []byte) {
+	if sa.out != nil {
+		sa.out.timer.Stop()
+	}
+	o := &outstanding{id: sa.nextReqID, exch: exch, pkt: pkt, started: time.Now()}
+	sa.out = o
+	sa.e.transmit(sa.local, sa.remote, pkt)
+	o.timer = time.AfterFunc(sa.retransmitDelay(0), func() { sa.retransmit(o) })
+}
+
+func (sa *ikeSA) retransmit(o *outstanding) {
+	sa.mu.Lock()
+	defer sa.mu.Unlock()
+	if sa.out != o || sa.gone {
+		return
+	}
+	if o.tries >= sa.e.opts.RetransmitTries {
+		took := time.Since(o.started).Round(time.Millisecond)
+		sa.e.stats.exchange(o.exch.String(), true, ResultTimeout)
+		err := fmt.Errorf("%s timed out: no response from %s after %d retransmits (%s)", o.exch, sa.remote, o.tries, took)
+		if sa.state == stateDeleting {
+			sa.e.log.Debug("no answer to our delete", sa.fields(zap.Stringer("exchange", o.exch))...)
+		} else {
+			sa.e.log.Warn("giving up: peer does not answer; is it reachable and running IKE on this address?",
+				sa.fields(zap.Stringer("exchange", o.exch), zap.Int("retransmits", o.tries), zap.Duration("waited", took))...)
+		}
+		sa.fail(err)
+		return
+	}
+	o.tries++
+	sa.e.stats.add(&sa.e.stats.retrans)
+	sa.e.log.Debug("retransmitting request", sa.fields(zap.Stringer("exchange", o.exch), zap.Int("try", o.tries))...)
+	sa.e.transmit(sa.local, sa.remote, o.pkt)
+	o.timer = time.AfterFunc(sa.retransmitDelay(o.tries), func() { sa.retransmit(o) })
+}
+
+// respond sends a response and caches it for retransmitted requests.
+func (sa *ikeSA) respond(id uint32, pk packet, pkt []byte) {
+	sa.lastResp, sa.lastRespID, sa.haveResp = pkt, id, true
+	sa.expectReqID = id + 1
+	sa.e.transmit(pk.local, pk.from, pkt)
+}
+
+// protect builds an SK-protected message with the inner payloads.
+func (sa *ikeSA) protect(exch message.ExchangeType, id uint32, response bool, inner []message.Payload) ([]byte, error) {
+	var flags message.Flags
+	if sa.initiator {
+		flags |= message.FlagInitiator
+	}
+	if response {
+		flags |= message.FlagResponse
+	}
+	next := message.PayloadNone
+	if len(inner) > 0 {
+		next = inner[0].Type()
+	}
+	pt, err := message.AppendPayloads(nil, inner)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", exch, err)
+	}
+	m := &message.Message{
+		Header:   message.Header{SPIi: sa.spii, SPIr: sa.spir, Exchange: exch, Flags: flags, MessageID: id},
+		Payloads: []message.Payload{&message.SK{NextPayload: next}},
+	}
+	bodyLen := sa.seal.SealedLen(len(pt))
+	start := 0
+	buf := make([]byte, 0, 4+message.HeaderLen+8+bodyLen)
+	if sa.natt {
+		buf = append(buf, 0, 0, 0, 0)
+		start = 4
+	}
+	buf, err = m.AppendSKPrefix(buf, bodyLen)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", exch, err)
+	}
+	aad := buf[start:len(buf):len(buf)]
+	out, err := sa.seal.Seal(buf, aad, pt)
+	if err != nil {
+		return nil, fmt.Errorf("seal %s: %w", exch, err)
+	}
+	return out, nil
+}
+
+var errNotProtected = errors.New("message is not protected")
+
+// unprotect checks and decrypts a protected message and returns its inner
+// payloads.
+func (sa *ikeSA) unprotect(b []byte) ([]message.Payload, error) {
+	if sa.open == nil {
+		return nil, errNotProtected
+	}
+	m, err := message.Decode(b)
+	if err != nil {
+		return nil, err
+	}
+	sk, ok := m.Encrypted().(*message.SK)
+	if !ok {
+		return nil, errNotProtected
+	}
+	aad := b[:len(b)-len(sk.Body)]
+	pt, err := sa.open.Open(nil, aad, sk.Body)
+	if err != nil {
+		return nil, err
+	}
+	return message.DecodePayloads(sk.NextPayload, pt)
+}
+
+// handleRequest dispatches a request from the peer (sa.mu held).
+func (sa *ikeSA) handleRequest(pk packet) {
+	id := pk.h.MessageID
+	if sa.haveResp && id == sa.lastRespID {
+		sa.e.stats.add(&sa.e.stats.cached)
+		sa.e.log.Debug("retransmitted request, answering from cache", sa.fields(zap.Stringer("exchange", pk.h.Exchange), zap.Uint32("msgid", id))...)
+		sa.e.transmit(pk.local, pk.from, sa.lastResp)
+		return
+	}
+	if id != sa.expectReqID {
+		sa.e.stats.drop(DropUnexpectedMsgID)
+		return
+	}
+	switch {
+	case pk.h.Exchange == message.ExchangeIKEAuth && !sa.initiator && sa.state == stateConnecting:
+		sa.processAuthRequest(pk)
+	case sa.state == stateConnecting:
+		sa.e.stats.drop(DropUnexpected)
+	case pk.h.Exchange == message.ExchangeInformational:
+		sa.processInformationalRequest(pk)
+	case pk.h.Exchange == message.ExchangeCreateChildSA:
+		sa.processCreateChildRequest(pk)
+	default:
+		sa.e.stats.drop(DropUnexpected)
+	}
+}
+
+// handleResponse matches a response with our outstanding request.
+func (sa *ikeSA) handleResponse(pk packet) {
+	if sa.out == nil || pk.h.MessageID != sa.out.id || pk.h.Exchange != sa.out.exch {
+		sa.e.stats.drop(DropUnexpectedMsgID)
+		return
+	}
+	switch pk.h.Exchange {
+	case message.ExchangeIKESAInit:
+		sa.processInitResponse(pk)
+	case message.ExchangeIKEAuth:
+		sa.processAuthResponse(pk)
+	case message.ExchangeInformational:
+		if _, err := sa.unprotect(pk.b); err != nil {
+			sa.e.stats.drop(DropIntegrity)
+			return
+		}
+		sa.completeRequest()
+		if sa.state == stateDeleting {
+			sa.e.log.Info("IKE SA deleted", sa.fields()...)
+			sa.remove(errors.New("IKE SA deleted"))
+		}
+	default:
+		sa.e.stats.drop(DropUnexpected)
+	}
+}
+
+// completeRequest retires the outstanding request after its response.
+func (sa *ikeSA) completeRequest() {
+	if sa.out != nil {
+		sa.out.timer.Stop()
+		sa.out = nil
+	}
+	sa.nextReqID++
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}

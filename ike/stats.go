@@ -1,0 +1,97 @@
+package ike
+
+import (
+	"maps"
+	"sync"
+)
+
+// DropReason says why a datagram was dropped without an answer.
+type DropReason string
+
+// Reasons for dropped datagrams, the label values of the drop counter.
+const (
+	DropMalformed       DropReason = "malformed"
+	DropUnknownSPI      DropReason = "unknown_spi"
+	DropHalfOpenLimit   DropReason = "half_open_limit"
+	DropUnexpectedMsgID DropReason = "unexpected_message_id"
+	DropIntegrity       DropReason = "integrity"
+	DropNonIKE          DropReason = "non_ike"    // ESP or keepalive on the NAT-T socket
+	DropUnexpected      DropReason = "unexpected" // a message the SA's state has no use for
+	DropInvalidKE       DropReason = "invalid_ke_value"
+	DropTooMany         DropReason = "too_many_retries"
+)
+
+// Exchange results, the label values of the exchange counter.
+const (
+	ResultOK             = "ok"
+	ResultAuthFailed     = "auth_failed"
+	ResultNoProposal     = "no_proposal_chosen"
+	ResultTSUnacceptable = "ts_unacceptable"
+	ResultInvalidKE      = "invalid_ke_payload"
+	ResultCookie         = "cookie"
+	ResultTimeout        = "timeout"
+	ResultError          = "error"
+)
+
+// ExchangeKey labels one exchange counter: the exchange type name
+// ("IKE_SA_INIT"), our role ("initiator", "responder") and the result.
+type ExchangeKey struct {
+	Exchange, Role, Result string
+}
+
+// Stats are the engine's counters and gauges.
+type Stats struct {
+	// HalfOpen is the number of responder IKE SAs between IKE_SA_INIT
+	// and a completed IKE_AUTH; IKESAs counts all IKE SAs.
+	HalfOpen, IKESAs int
+	Exchanges        map[ExchangeKey]uint64
+	Dropped          map[DropReason]uint64
+	// CookiesSent counts COOKIE demands, Retransmits our retransmitted
+	// requests, CachedResponses responses re-sent for a retransmitted
+	// request without processing it again.
+	CookiesSent, Retransmits, CachedResponses uint64
+}
+
+type counters struct {
+	mu        sync.Mutex
+	exchanges map[ExchangeKey]uint64
+	dropped   map[DropReason]uint64
+	cookies   uint64
+	retrans   uint64
+	cached    uint64
+}
+
+func newCounters() *counters {
+	return &counters{exchanges: map[ExchangeKey]uint64{}, dropped: map[DropReason]uint64{}}
+}
+
+func (c *counters) drop(r DropReason) {
+	c.mu.Lock()
+	c.dropped[r]++
+	c.mu.Unlock()
+}
+
+func (c *counters) exchange(exch string, initiator bool, result string) {
+	role := "responder"
+	if initiator {
+		role = "initiator"
+	}
+	c.mu.Lock()
+	c.exchanges[ExchangeKey{exch, role, result}]++
+	c.mu.Unlock()
+}
+
+func (c *counters) add(p *uint64) {
+	c.mu.Lock()
+	*p++
+	c.mu.Unlock()
+}
+
+func (c *counters) snapshot() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Stats{
+		Exchanges: maps.Clone(c.exchanges), Dropped: maps.Clone(c.dropped),
+		CookiesSent: c.cookies, Retransmits: c.retrans, CachedResponses: c.cached,
+	}
+}

@@ -1,0 +1,254 @@
+package ike
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xdpsec/xdpsec/internal/netlab"
+	"github.com/xdpsec/xdpsec/internal/swan"
+)
+
+// swanConn is gwB's strongSwan view of the site-to-site connection.
+func swanConn(v4 netlab.Addrs, ike, esp, psk string) swan.Conn {
+	return swan.Conn{
+		Name:       "s2s",
+		LocalAddrs: []string{v4.GwBWAN.String()}, RemoteAddrs: []string{v4.GwAPublic.String()},
+		LocalID: "gw-b.example.com", RemoteID: "gw-a.example.com", PSK: psk,
+		Proposals: []string{ike},
+		Children: []swan.Child{{
+			Name: "net", LocalTS: []string{v4.LANB.String()}, RemoteTS: []string{"10.1.0.0/16"},
+			ESPProposals: []string{esp}, StartAction: "none",
+		}},
+	}
+}
+
+// interopLab is a lab with xdpsec on gwA and charon on gwB.
+type interopLab struct {
+	lab *netlab.Lab
+	x   *side
+	ch  *swan.Charon
+}
+
+func newInteropLab(t *testing.T, nat bool) *interopLab {
+	netlab.RequireRoot(t)
+	swan.RequireCharon(t)
+	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true, NAT: nat})
+	return &interopLab{
+		lab: lab,
+		x:   startEngine(t, lab.GwA, "xdpsec", fastOpts(), 0xc1000000),
+		ch:  swan.Start(t, lab.GwB, swan.Options{}),
+	}
+}
+
+// checkInterop compares xdpsec's and charon's view of the SAs.
+func checkInterop(t *testing.T, l *interopLab, sw swan.IKESA, xInitiator bool) {
+	t.Helper()
+	v4 := l.lab.V4
+	xs := l.x.e.SAs()
+	if len(xs) != 1 {
+		t.Fatalf("xdpsec IKE SAs: %+v", xs)
+	}
+	x := xs[0]
+	if x.State != "ESTABLISHED" || !sw.Established() {
+		t.Errorf("states: xdpsec %s, charon %s", x.State, sw.State)
+	}
+	if x.SPIi != sw.SPIi || x.SPIr != sw.SPIr {
+		t.Errorf("IKE SPIs: xdpsec %016x/%016x, charon %016x/%016x", x.SPIi, x.SPIr, sw.SPIi, sw.SPIr)
+	}
+	if x.Initiator != xInitiator || sw.Initiator == xInitiator {
+		t.Errorf("initiator: xdpsec %v charon %v", x.Initiator, sw.Initiator)
+	}
+	// charon (kernel-libipsec) fakes its NAT-D hash: we see it behind NAT.
+	if !x.NATRemote || x.Local.Port() != 4500 || x.Remote.Port() != 4500 {
+		t.Errorf("xdpsec: NAT remote %v, ports %v -> %v; want NAT and 4500", x.NATRemote, x.Local, x.Remote)
+	}
+	if sw.Local.Port() != 4500 || sw.Remote.Port() != 4500 {
+		t.Errorf("charon ports %v -> %v", sw.Local, sw.Remote)
+	}
+	chs := l.x.inst.children()
+	swc, ok := sw.Child("net")
+	if len(chs) != 1 || !ok {
+		t.Fatalf("CHILD SAs: xdpsec %d, charon %v", len(chs), ok)
+	}
+	c := chs[0]
+	if c.SPIIn != swc.SPIOut || c.SPIOut != swc.SPIIn {
+		t.Errorf("CHILD SPIs: xdpsec in %08x out %08x, charon in %08x out %08x", c.SPIIn, c.SPIOut, swc.SPIIn, swc.SPIOut)
+	}
+	if !c.Encap || !swc.Encap || swc.State != "INSTALLED" {
+		t.Errorf("encap: xdpsec %v charon %v, charon state %s", c.Encap, swc.Encap, swc.State)
+	}
+	if !slices.Equal(c.LocalTS, []netip.Prefix{v4.LANA}) || !slices.Equal(c.RemoteTS, []netip.Prefix{v4.LANB}) {
+		t.Errorf("xdpsec selectors %v === %v", c.LocalTS, c.RemoteTS)
+	}
+	if !slices.Equal(swc.LocalTS, c.RemoteTS) || !slices.Equal(swc.RemoteTS, c.LocalTS) {
+		t.Errorf("charon selectors %v === %v, xdpsec %v === %v", swc.LocalTS, swc.RemoteTS, c.LocalTS, c.RemoteTS)
+	}
+}
+
+func TestStrongSwanInterop(t *testing.T) {
+	cases := []struct{ ike, esp string }{
+		{"aes256gcm16-prfsha256-x25519", "aes256gcm16"},
+		{"aes128-sha256-modp2048", "aes128-sha256"},
+		{"aes256-sha384-ecp384", "aes256gcm16"},
+		{"aes128gcm16-prfsha256-ecp256", "aes128-sha256"},
+	}
+	l := newInteropLab(t, false)
+	v4 := l.lab.V4
+	for _, tc := range cases {
+		for _, xInit := range []bool{true, false} {
+			name := tc.ike + "/" + tc.esp + "/xdpsec-initiates"
+			if !xInit {
+				name = tc.ike + "/" + tc.esp + "/charon-initiates"
+			}
+			t.Run(name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				ca, _ := siteConns(t, v4, tc.ike, tc.esp)
+				ca.Children[0].RemoteTS = []netip.Prefix{pfx("10.2.0.0/16")}
+				l.x.inst.installed = nil
+				l.x.e.SetConns([]Conn{ca})
+				if err := l.ch.LoadConn(ctx, swanConn(v4, tc.ike, tc.esp, testPSK)); err != nil {
+					t.Fatal(err)
+				}
+				if xInit {
+					if err := l.x.e.Initiate(ctx, "s2s"); err != nil {
+						t.Fatalf("Initiate: %v", err)
+					}
+				} else if err := l.ch.Initiate(ctx, "s2s", "net"); err != nil {
+					t.Fatalf("charon initiate: %v", err)
+				}
+				sw, err := l.ch.WaitEstablished(ctx, "s2s")
+				if err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, 5*time.Second, "xdpsec CHILD SA", func() bool { return len(l.x.inst.children()) == 1 })
+				checkInterop(t, l, sw, xInit)
+				// charon deletes; xdpsec must answer and forget the SA.
+				if err := l.ch.Terminate(ctx, "s2s"); err != nil {
+					t.Fatalf("terminate: %v", err)
+				}
+				waitFor(t, 5*time.Second, "xdpsec to process charon's delete", func() bool { return len(l.x.e.SAs()) == 0 })
+			})
+		}
+	}
+}
+
+func TestStrongSwanBehindNAT(t *testing.T) {
+	l := newInteropLab(t, true)
+	v4 := l.lab.V4
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ca, _ := siteConns(t, v4, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
+	ca.Children[0].RemoteTS = []netip.Prefix{pfx("10.2.0.0/16")}
+	l.x.e.SetConns([]Conn{ca})
+	if err := l.ch.LoadConn(ctx, swanConn(v4, "aes256gcm16-prfsha256-x25519", "aes256gcm16", testPSK)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.x.e.Initiate(ctx, "s2s"); err != nil {
+		t.Fatalf("Initiate: %v", err)
+	}
+	sw, err := l.ch.WaitEstablished(ctx, "s2s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkInterop(t, l, sw, true)
+	x := l.x.e.SAs()[0]
+	if !x.NATLocal {
+		t.Errorf("xdpsec behind the NAT box did not detect its own NAT: %+v", x)
+	}
+	if !sw.NATRemote || sw.Remote.Addr() != v4.GwAPublic {
+		t.Errorf("charon: NAT remote %v, remote %v; want NAT and %v", sw.NATRemote, sw.Remote, v4.GwAPublic)
+	}
+}
+
+func TestStrongSwanFailures(t *testing.T) {
+	l := newInteropLab(t, false)
+	v4 := l.lab.V4
+	cases := []struct {
+		name       string
+		xInit      bool
+		swPSK      string
+		swIKE      string
+		swESP      string
+		swRemoteTS string
+		notify     string // in xdpsec's Initiate error, or charon's log
+		xLog       []string
+	}{
+		{name: "psk/xdpsec-initiates", xInit: true, swPSK: "wrong-psk-0123456789", notify: "AUTHENTICATION_FAILED",
+			xLog: []string{"authentication failed for peer", "pre-shared key mismatch?"}},
+		{name: "psk/charon-initiates", swPSK: "wrong-psk-0123456789",
+			xLog: []string{"authentication failed for peer", "pre-shared key mismatch?"}},
+		{name: "ike-proposal/xdpsec-initiates", xInit: true, swIKE: "aes128-sha256-modp3072", notify: "NO_PROPOSAL_CHOSEN",
+			xLog: []string{"NO_PROPOSAL_CHOSEN"}},
+		{name: "ike-proposal/charon-initiates", swIKE: "aes128-sha256-modp3072",
+			xLog: []string{"no common IKE proposal", "MODP_3072", "aes256gcm16-prfsha256-x25519"}},
+		{name: "esp-proposal/xdpsec-initiates", xInit: true, swESP: "aes128-sha256", notify: "NO_PROPOSAL_CHOSEN",
+			xLog: []string{"NO_PROPOSAL_CHOSEN", "aes256gcm16"}},
+		{name: "esp-proposal/charon-initiates", swESP: "aes128-sha256",
+			xLog: []string{"no common ESP proposal", "AUTH_HMAC_SHA2_256_128", "aes256gcm16"}},
+		{name: "ts/xdpsec-initiates", xInit: true, swRemoteTS: "10.9.0.0/24", notify: "TS_UNACCEPTABLE",
+			xLog: []string{"TS_UNACCEPTABLE", "10.1.0.0/24"}},
+		{name: "ts/charon-initiates", swRemoteTS: "10.9.0.0/24",
+			xLog: []string{"traffic selectors unacceptable", "10.9.0.0/24", "10.1.0.0/24"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			const ike, esp = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
+			ca, _ := siteConns(t, v4, ike, esp)
+			l.x.e.SetConns([]Conn{ca})
+			sc := swanConn(v4, ike, esp, testPSK)
+			if tc.swPSK != "" {
+				sc.PSK = tc.swPSK
+			}
+			if tc.swIKE != "" {
+				sc.Proposals = []string{tc.swIKE}
+			}
+			if tc.swESP != "" {
+				sc.Children[0].ESPProposals = []string{tc.swESP}
+			}
+			if tc.swRemoteTS != "" {
+				sc.Children[0].RemoteTS = []string{tc.swRemoteTS}
+			}
+			if err := l.ch.LoadConn(ctx, sc); err != nil {
+				t.Fatal(err)
+			}
+			if tc.xInit {
+				err := l.x.e.Initiate(ctx, "s2s")
+				if err == nil || !strings.Contains(err.Error(), tc.notify) {
+					t.Fatalf("Initiate error %v, want one naming %s", err, tc.notify)
+				}
+			} else {
+				ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
+				err := l.ch.Initiate(ictx, "s2s", "net")
+				icancel()
+				if err == nil {
+					t.Fatal("charon's initiate succeeded")
+				}
+			}
+			var found bool
+			waitFor(t, 5*time.Second, "xdpsec's log line", func() bool {
+				_, found = findLog(l.x.logs, tc.xLog...)
+				return found
+			})
+			st := l.x.e.Stats()
+			if st.HalfOpen != 0 {
+				t.Errorf("half-open gauge %d after the failure", st.HalfOpen)
+			}
+			// Clean up whatever is left (an IKE SA without child).
+			l.x.e.SetConns(nil)
+			_ = l.ch.Terminate(ctx, "s2s")
+			waitFor(t, 5*time.Second, "SAs to go", func() bool { return len(l.x.e.SAs()) == 0 })
+			if tc.name == "psk/xdpsec-initiates" || tc.name == "ike-proposal/xdpsec-initiates" {
+				if sas, err := l.ch.ListSAs(ctx); err != nil || len(sas) != 0 {
+					t.Errorf("charon SAs left: %+v %v", sas, err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,268 @@
+// Package ike is xdpsec's IKEv2 (RFC 7296) state machine: the IKE_SA_INIT
+// and IKE_AUTH exchanges in both roles with pre-shared key authentication,
+// the first CHILD SA, NAT detection and the float to UDP 4500, COOKIEs under
+// load, INVALID_KE_PAYLOAD retries, retransmission and the responder's
+// response cache, and the INFORMATIONAL exchanges that delete SAs.
+//
+// The design follows strongSwan's libcharon: every exchange is built and
+// processed by the initiator and the responder in turn, one outstanding
+// request per IKE SA (window size 1), and whatever the data plane must do is
+// behind the Installer interface. The package knows nothing of netlink, XDP
+// or ESP packet processing.
+package ike
+
+import (
+	"context"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/xdpsec/xdpsec/ike/message"
+	"github.com/xdpsec/xdpsec/ike/proposal"
+)
+
+// Mode is a CHILD SA's IPsec mode.
+type Mode uint8
+
+// CHILD SA modes.
+const (
+	ModeTunnel Mode = iota
+	ModeTransport
+)
+
+func (m Mode) String() string {
+	if m == ModeTransport {
+		return "TRANSPORT"
+	}
+	return "TUNNEL"
+}
+
+// Identity is an IKE identity as carried in IDi/IDr (RFC 7296 3.5): the ID
+// type and the identification data exactly as on the wire.
+type Identity struct {
+	Type message.IDType
+	Data []byte
+}
+
+// NewIdentity builds an identity from its configuration form. kind is one of
+// "ipv4", "ipv6", "fqdn", "rfc822" and "dn"; a DN is written like
+// "C=CH, O=xdpsec, CN=gw-a" and DER-encoded as an RDN sequence.
+func NewIdentity(kind, value string) (Identity, error) {
+	switch kind {
+	case "ipv4", "ipv6":
+		a, err := netip.ParseAddr(value)
+		if err != nil {
+			return Identity{}, fmt.Errorf("identity %q: %w", value, err)
+		}
+		if kind == "ipv4" && !a.Unmap().Is4() || kind == "ipv6" && !a.Is6() {
+			return Identity{}, fmt.Errorf("identity %q is not an %s address", value, kind)
+		}
+		id := message.IDFromAddr(a, false)
+		return Identity{Type: id.IDType, Data: id.Data}, nil
+	case "fqdn":
+		if value == "" {
+			return Identity{}, fmt.Errorf("empty fqdn identity")
+		}
+		return Identity{Type: message.IDFQDN, Data: []byte(value)}, nil
+	case "rfc822":
+		if !strings.Contains(value, "@") {
+			return Identity{}, fmt.Errorf("rfc822 identity %q has no @", value)
+		}
+		return Identity{Type: message.IDRFC822Addr, Data: []byte(value)}, nil
+	case "dn":
+		der, err := encodeDN(value)
+		if err != nil {
+			return Identity{}, err
+		}
+		return Identity{Type: message.IDDERASN1DN, Data: der}, nil
+	}
+	return Identity{}, fmt.Errorf("unknown identity type %q (want ipv4, ipv6, fqdn, rfc822 or dn)", kind)
+}
+
+// dnAttrs maps the attribute names strongSwan accepts in DNs to their OIDs.
+var dnAttrs = map[string]asn1.ObjectIdentifier{
+	"C": {2, 5, 4, 6}, "O": {2, 5, 4, 10}, "OU": {2, 5, 4, 11}, "CN": {2, 5, 4, 3},
+	"L": {2, 5, 4, 7}, "ST": {2, 5, 4, 8}, "SN": {2, 5, 4, 5}, "DC": {0, 9, 2342, 19200300, 100, 1, 25},
+	"E": {1, 2, 840, 113549, 1, 9, 1}, "EMAIL": {1, 2, 840, 113549, 1, 9, 1},
+}
+
+// encodeDN DER-encodes "C=CH, O=x, CN=y" in the order written, one attribute
+// per RDN, as strongSwan does; the order matters because the peer compares
+// the DER bytes.
+func encodeDN(s string) ([]byte, error) {
+	var rdns pkix.RDNSequence
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, "=")
+		if !ok {
+			return nil, fmt.Errorf("dn %q: %q is not attr=value", s, part)
+		}
+		oid, ok := dnAttrs[strings.ToUpper(strings.TrimSpace(k))]
+		if !ok {
+			return nil, fmt.Errorf("dn %q: unknown attribute %q", s, k)
+		}
+		rdns = append(rdns, pkix.RelativeDistinguishedNameSET{{Type: oid, Value: strings.TrimSpace(v)}})
+	}
+	if len(rdns) == 0 {
+		return nil, fmt.Errorf("empty dn identity")
+	}
+	der, err := asn1.Marshal(rdns)
+	if err != nil {
+		return nil, fmt.Errorf("dn %q: %w", s, err)
+	}
+	return der, nil
+}
+
+// IsZero reports whether the identity is unset (accept any).
+func (id Identity) IsZero() bool { return id.Type == 0 && len(id.Data) == 0 }
+
+// Equal reports whether two identities are the same type and bytes.
+func (id Identity) Equal(o Identity) bool {
+	return id.Type == o.Type && string(id.Data) == string(o.Data)
+}
+
+// String renders the identity for logs.
+func (id Identity) String() string {
+	switch id.Type {
+	case 0:
+		return "%any"
+	case message.IDIPv4Addr, message.IDIPv6Addr:
+		if a, ok := netip.AddrFromSlice(id.Data); ok {
+			return a.String()
+		}
+	case message.IDFQDN, message.IDRFC822Addr:
+		return string(id.Data)
+	case message.IDDERASN1DN:
+		var rdns pkix.RDNSequence
+		if rest, err := asn1.Unmarshal(id.Data, &rdns); err == nil && len(rest) == 0 {
+			var n pkix.Name
+			n.FillFromRDNSequence(&rdns)
+			return n.String()
+		}
+	}
+	return fmt.Sprintf("%s:%x", id.Type, id.Data)
+}
+
+func (id Identity) payload(responder bool) *message.ID {
+	return &message.ID{Responder: responder, IDType: id.Type, Data: id.Data}
+}
+
+// Conn is one configured connection.
+type Conn struct {
+	Name       string
+	LocalAddr  netip.Addr // zero: any local address
+	RemoteAddr netip.Addr // zero: %any, responder only
+	// RemoteID zero accepts any identity (meaningful with PSK for a %any
+	// responder).
+	LocalID, RemoteID Identity
+	PSK               []byte
+	IKEProposals      []proposal.Proposal
+	// ForceEncap uses UDP 4500 from the start and fakes the NAT detection
+	// source hash, as RFC 7296 2.23 allows, so the peer encapsulates too.
+	ForceEncap bool
+	// IKELifetime and DPDDelay are carried for rekeying and DPD.
+	IKELifetime, DPDDelay time.Duration
+	// Children[0] is created in IKE_AUTH.
+	Children []Child
+}
+
+// Child is one configured CHILD SA.
+type Child struct {
+	Name              string
+	LocalTS, RemoteTS []netip.Prefix
+	Mode              Mode
+	ESPProposals      []proposal.Proposal
+	Lifetime          time.Duration
+	ReplayWindow      int
+}
+
+// ChildSA is a negotiated CHILD SA pair: everything the data plane needs.
+type ChildSA struct {
+	Conn, Child      string
+	IKESPIi, IKESPIr uint64
+	// Initiator is true when we initiated the exchange that created it.
+	Initiator bool
+	// SPIIn is the SPI we allocated; SPIOut the peer's.
+	SPIIn, SPIOut uint32
+	// IANA transform IDs of the ESP transforms.
+	Encr    uint16
+	KeyBits int
+	Integ   uint16
+	ESN     bool
+	// Encryption keys include the 4-byte salt of AEAD ciphers.
+	EncrKeyIn, EncrKeyOut, IntegKeyIn, IntegKeyOut []byte
+	Mode                                           Mode
+	// Local and Remote are the outer addresses; with Encap the ports are
+	// the UDP encapsulation ports (4500 or the NAT-mapped remote port).
+	Local, Remote netip.AddrPort
+	Encap         bool // ESP-in-UDP, RFC 3948
+	// LocalTS and RemoteTS are the negotiated (narrowed) selectors.
+	LocalTS, RemoteTS []netip.Prefix
+	ReplayWindow      int
+	Lifetime          time.Duration
+	Established       time.Time
+}
+
+// Installer programs the data plane. Calls may block briefly.
+type Installer interface {
+	AllocSPI(ctx context.Context, conn, child string) (uint32, error)
+	InstallChild(ctx context.Context, sa ChildSA) error
+	DeleteChild(ctx context.Context, sa ChildSA) error
+}
+
+// Options configures an Engine.
+type Options struct {
+	Logger *zap.Logger
+	// Listen lists local addresses; empty means wildcard sockets that
+	// learn each packet's local address with IP_PKTINFO.
+	Listen []netip.Addr
+	// Port and NATPort are the IKE and NAT-T ports; 0 means 500 and 4500.
+	// A peer is assumed to use the same ports.
+	Port, NATPort int
+	// CookieThreshold is the number of half-open SAs beyond which
+	// IKE_SA_INIT requests must carry a COOKIE (default 1000).
+	CookieThreshold int
+	// HalfOpenLimit caps half-open SAs; further IKE_SA_INIT requests are
+	// dropped (default 10 x CookieThreshold).
+	HalfOpenLimit int
+	// Retransmission: the first timeout, the back-off base and the number
+	// of retransmits before giving up (defaults 4 s, 1.8, 5 as strongSwan).
+	RetransmitTimeout time.Duration
+	RetransmitBase    float64
+	RetransmitTries   int
+	// HalfOpenTimeout removes half-open SAs that do not complete
+	// (default 30 s).
+	HalfOpenTimeout time.Duration
+	Installer       Installer
+}
+
+// IKESAInfo describes an IKE SA for the operator.
+type IKESAInfo struct {
+	Conn, State         string // CONNECTING, ESTABLISHED, DELETING
+	SPIi, SPIr          uint64
+	Initiator           bool
+	Local, Remote       netip.AddrPort
+	LocalID, RemoteID   string
+	NATLocal, NATRemote bool
+	Proposal            string // e.g. AES_GCM_16_256/PRF_HMAC_SHA2_256/CURVE_25519
+	Established         time.Time
+	Children            []ChildInfo
+}
+
+// ChildInfo describes a CHILD SA for the operator.
+type ChildInfo struct {
+	Name, State       string // INSTALLED
+	SPIIn, SPIOut     uint32
+	Mode              string
+	Encap             bool
+	LocalTS, RemoteTS []netip.Prefix
+	Proposal          string
+}
