@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/xdpsec/xdpsec/control/api"
 	"github.com/xdpsec/xdpsec/internal/netlab"
 )
 
@@ -28,17 +29,18 @@ type DemoOptions struct {
 
 // demoGateway is one site's gateway as the demo sets it up.
 type demoGateway struct {
-	name     string
-	ns       *netlab.NS
-	local    string
-	remote   string
-	localID  string
-	remoteID string
-	localTS  string
-	remoteTS string
-	dir      string
-	socket   string
-	proc     *netlab.Process
+	name        string
+	startAction string
+	ns          *netlab.NS
+	local       string
+	remote      string
+	localID     string
+	remoteID    string
+	localTS     string
+	remoteTS    string
+	dir         string
+	socket      string
+	proc        *netlab.Process
 }
 
 // RunDemo builds the site-to-site lab, starts one xdpsecd per gateway with
@@ -53,13 +55,13 @@ func RunDemo(ctx context.Context, opts DemoOptions) (err error) {
 		}
 	}
 
-	step(out, "1/4", "building the two-site lab in network namespaces")
+	step(out, "1/5", "building the two-site lab in network namespaces")
 	lab, err := netlab.NewLab(ctx, netlab.LabOptions{Prefix: netlab.RandomPrefix("xdemo")})
 	if err != nil {
 		return fmt.Errorf("build lab: %w", err)
 	}
 	defer func() {
-		step(out, "4/4", "tearing the lab down")
+		step(out, "5/5", "tearing the lab down")
 		if cerr := lab.Close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("tear down lab: %w", cerr))
 			return
@@ -80,17 +82,17 @@ func RunDemo(ctx context.Context, opts DemoOptions) (err error) {
 	}
 	fmt.Fprintf(out, "    hostA -> hostB over plain routing: %s\n", pingSummary(pingOut.String()))
 
-	step(out, "2/4", "starting xdpsecd on both gateways")
+	step(out, "2/5", "starting xdpsecd on both gateways (gwB answers, gwA initiates)")
 	dir, err := os.MkdirTemp("", "xdpsec-demo-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
 	gws := []*demoGateway{
-		{name: "gwA", ns: lab.GwA, local: v4.GwAWAN.String(), remote: v4.GwBWAN.String(),
-			localID: "gw-a.example.com", remoteID: "gw-b.example.com", localTS: v4.LANA.String(), remoteTS: v4.LANB.String()},
-		{name: "gwB", ns: lab.GwB, local: v4.GwBWAN.String(), remote: v4.GwAWAN.String(),
+		{name: "gwB", ns: lab.GwB, startAction: "none", local: v4.GwBWAN.String(), remote: v4.GwAWAN.String(),
 			localID: "gw-b.example.com", remoteID: "gw-a.example.com", localTS: v4.LANB.String(), remoteTS: v4.LANA.String()},
+		{name: "gwA", ns: lab.GwA, startAction: "start", local: v4.GwAWAN.String(), remote: v4.GwBWAN.String(),
+			localID: "gw-a.example.com", remoteID: "gw-b.example.com", localTS: v4.LANA.String(), remoteTS: v4.LANB.String()},
 	}
 	for _, gw := range gws {
 		if err := gw.start(ctx, opts, dir); err != nil {
@@ -99,9 +101,20 @@ func RunDemo(ctx context.Context, opts DemoOptions) (err error) {
 		fmt.Fprintf(out, "    %s: xdpsecd pid %d, API %s\n", gw.name, gw.proc.Pid(), gw.socket)
 	}
 
-	step(out, "3/4", "asking each daemon what it runs (xdpsecctl status, conns)")
-	for _, gw := range gws {
-		for _, cmd := range []string{"status", "conns"} {
+	step(out, "3/5", "waiting for IKEv2 (IKE_SA_INIT + IKE_AUTH) to bring the SA up")
+	negotiated := time.Now()
+	if err := waitEstablished(ctx, gws[1].socket, 15*time.Second); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "    IKE SA and CHILD SA established in %s\n", time.Since(negotiated).Round(time.Millisecond))
+
+	step(out, "4/5", "what each daemon reports (xdpsecctl status, conns, sas)")
+	for _, gw := range []*demoGateway{gws[1], gws[0]} {
+		cmds := []string{"status", "sas"}
+		if gw.name == "gwA" {
+			cmds = []string{"status", "conns", "sas"}
+		}
+		for _, cmd := range cmds {
 			fmt.Fprintf(out, "\n  $ xdpsecctl --socket %s %s    # on %s\n", gw.socket, cmd, gw.name)
 			text, err := exec.CommandContext(ctx, filepath.Join(opts.BinDir, "xdpsecctl"), "--socket", gw.socket, cmd).CombinedOutput()
 			if err != nil {
@@ -111,11 +124,13 @@ func RunDemo(ctx context.Context, opts DemoOptions) (err error) {
 		}
 	}
 	fmt.Fprint(out, `
-  What this showed: the lab, two daemons with validated configurations for
-  each other, their API and CLI. What it did not show, because this build
-  does not have it yet: IKEv2 negotiation, the SA table and traffic through
-  an ESP tunnel (the data plane is "none"). Those arrive with the IKE and
-  data-plane work; the demo will then bring the tunnel up and measure it.
+  What this showed: two xdpsecd negotiated IKEv2 with each other (PSK,
+  AES-256-GCM, X25519) and agree on the IKE SPIs, the CHILD SA's SPI pair
+  and its traffic selectors. What it did not show, because this build does
+  not have it yet: ESP traffic through the tunnel and its throughput. The
+  data plane here is "none" (SAs negotiated and reported, no packets
+  processed); the hosts above reached each other over plain routing. The
+  AF_XDP data plane will carry the traffic and the demo will measure it.
 `)
 	return nil
 }
@@ -147,12 +162,12 @@ connections:
     psk_file: %[7]s
     ike_proposals: [aes256gcm16-prfsha256-x25519]
     esp_proposals: [aes256gcm16]
-    start_action: start
+    start_action: %[10]s
     children:
       - name: lan
         local_ts: [%[8]s]
         remote_ts: [%[9]s]
-`, gw.name, gw.socket, gw.local, gw.remote, gw.localID, gw.remoteID, psk, gw.localTS, gw.remoteTS)
+`, gw.name, gw.socket, gw.local, gw.remote, gw.localID, gw.remoteID, psk, gw.localTS, gw.remoteTS, gw.startAction)
 	cfgPath := filepath.Join(gw.dir, "xdpsec.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
@@ -190,6 +205,31 @@ func waitSocket(ctx context.Context, socket string, proc *netlab.Process, limit 
 	}
 }
 
+// waitEstablished polls the daemon's API until a CHILD SA is installed.
+func waitEstablished(ctx context.Context, socket string, limit time.Duration) error {
+	client := api.NewClient(socket)
+	deadline := time.Now().Add(limit)
+	for {
+		sas, err := client.SAs(ctx)
+		if err != nil {
+			return err
+		}
+		for _, sa := range sas {
+			if sa.State == "ESTABLISHED" && len(sa.Children) > 0 && sa.Children[0].State == "INSTALLED" {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no SA established within %s (run with -v for the daemons' logs)", limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 func step(out io.Writer, n, what string) { fmt.Fprintf(out, "\n[%s] %s\n", n, what) }
 
 func nsNames(lab *netlab.Lab) string {
@@ -212,8 +252,15 @@ func pingSummary(s string) string {
 }
 
 func indentLines(s, prefix string) []byte {
-	s = strings.TrimRight(s, "\n")
-	return []byte(prefix + strings.ReplaceAll(s, "\n", "\n"+prefix) + "\n")
+	var b strings.Builder
+	for _, line := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		if line != "" {
+			b.WriteString(prefix)
+		}
+		b.WriteString(line)
+		b.WriteByte('\n')
+	}
+	return []byte(b.String())
 }
 
 type linePrefixer struct {

@@ -37,7 +37,10 @@ func TestDemo(t *testing.T) {
 		"3 packets transmitted, 3 received",
 		"data plane:   none",
 		"peer/lan",
-		"10.1.0.0/24",
+		"ESTABLISHED, initiator",
+		"ESTABLISHED, responder",
+		"10.1.0.0/24 === 10.2.0.0/24",
+		"10.2.0.0/24 === 10.1.0.0/24",
 		"all namespaces removed",
 	} {
 		if !strings.Contains(text, want) {
