@@ -2,12 +2,12 @@ package perf
 
 import (
 	"context"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/xdpsec/xdpsec/internal/netlab"
+	"github.com/xdpsec/xdpsec/internal/testbin"
 )
 
 // TestDemo runs what `make demo` runs, so the first thing a user tries
@@ -17,14 +17,7 @@ func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds binaries and a namespace lab")
 	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = "/usr/local/go/bin/go"
-	}
-	bin := t.TempDir()
-	if out, err := exec.Command(goBin, "build", "-o", bin+"/", "github.com/xdpsec/xdpsec/cmd/xdpsecd", "github.com/xdpsec/xdpsec/cmd/xdpsecctl").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testbin.Build(t, "github.com/xdpsec/xdpsec/cmd/xdpsecd", "github.com/xdpsec/xdpsec/cmd/xdpsecctl")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out, logs strings.Builder

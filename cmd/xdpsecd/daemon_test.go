@@ -20,6 +20,7 @@ import (
 
 	"github.com/xdpsec/xdpsec/control/api"
 	"github.com/xdpsec/xdpsec/internal/netlab"
+	"github.com/xdpsec/xdpsec/internal/testbin"
 )
 
 // binaries are built once per test binary run; the tests exercise the real
@@ -28,15 +29,7 @@ type binaries struct{ daemon, ctl string }
 
 func buildBinaries(t *testing.T) binaries {
 	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = "/usr/local/go/bin/go"
-	}
-	dir := t.TempDir()
-	out, err := exec.Command(goBin, "build", "-o", dir+"/", "github.com/xdpsec/xdpsec/cmd/xdpsecd", "github.com/xdpsec/xdpsec/cmd/xdpsecctl").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir := testbin.Build(t, "github.com/xdpsec/xdpsec/cmd/xdpsecd", "github.com/xdpsec/xdpsec/cmd/xdpsecctl")
 	return binaries{daemon: filepath.Join(dir, "xdpsecd"), ctl: filepath.Join(dir, "xdpsecctl")}
 }
 
