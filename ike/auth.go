@@ -145,9 +145,8 @@ const authFailedMsg = "authentication failed for peer %s: pre-shared key mismatc
 func (sa *ikeSA) processAuthRequest(pk packet) {
 	e := sa.e
 	exch := message.ExchangeIKEAuth.String()
-	ps, err := sa.unprotect(pk.b)
-	if err != nil {
-		e.stats.drop(DropIntegrity)
+	ps, ok := sa.openRequest(pk)
+	if !ok {
 		return
 	}
 	// The request is authentic: follow the peer to the NAT-T port and to
@@ -223,7 +222,7 @@ func (sa *ikeSA) processAuthRequest(pk packet) {
 func (sa *ikeSA) pickConn(a authPayloads) *Conn {
 	var wild *Conn
 	for _, c := range sa.candidates {
-		if !sa.acceptsIKE(c) {
+		if !sa.e.connLive(c) || !sa.acceptsIKE(c) {
 			continue
 		}
 		if a.idr != nil && !c.LocalID.IsZero() && !c.LocalID.Equal(idOf(a.idr)) {
@@ -264,11 +263,18 @@ func (sa *ikeSA) processAuthResponse(pk packet) {
 	e := sa.e
 	exch := message.ExchangeIKEAuth.String()
 	ps, err := sa.unprotect(pk.b)
-	if err != nil {
+	if err != nil && !isInner(err) {
 		e.stats.drop(DropIntegrity)
 		return
 	}
 	sa.completeRequest()
+	if err != nil {
+		// Authentic but undecodable: the exchange cannot complete.
+		e.log.Warn("undecodable IKE_AUTH response", sa.fields(zap.String("exchange", exch), zap.Error(err))...)
+		e.stats.exchange(exch, true, ResultError)
+		sa.fail(fmt.Errorf("IKE_AUTH: undecodable response: %w", err))
+		return
+	}
 	a := collectAuth(ps)
 	if a.auth == nil || a.idr == nil {
 		n := message.NotifyInvalidSyntax

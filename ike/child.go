@@ -318,6 +318,8 @@ func (sa *ikeSA) installChild(ch *Child, prop chosen, spiIn, spiOut uint32, mode
 		ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
 		defer cancel()
 		if err := inst.InstallChild(ctx, c); err != nil {
+			// Whatever the data plane half-did goes with the SA.
+			_ = inst.DeleteChild(ctx, c)
 			return nil, fmt.Errorf("install CHILD SA %q: %w", ch.Name, err)
 		}
 	}

@@ -276,6 +276,14 @@ func (e *Engine) conn(name string) *Conn {
 	return nil
 }
 
+// connLive reports whether c is still part of the configuration (SetConns
+// may have replaced it since an SA picked it).
+func (e *Engine) connLive(c *Conn) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Contains(e.conns, c)
+}
+
 // candidates returns the connections a responder may use for a request from
 // remote to local: exact remote address matches first, then %any ones.
 func (e *Engine) candidates(local, remote netip.Addr) []*Conn {
@@ -383,7 +391,8 @@ func (e *Engine) Stats() Stats {
 	return s
 }
 
-// newSPI returns a fresh, non-zero SPI not in use; the caller registers it.
+// newSPILocked returns a fresh, non-zero SPI not in use (e.mu held); the
+// caller registers it.
 func (e *Engine) newSPILocked() uint64 {
 	for {
 		var b [8]byte

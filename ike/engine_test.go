@@ -137,10 +137,10 @@ func TestSiteToSiteMatrix(t *testing.T) {
 				// Stopping the initiator deletes the SAs on both ends.
 				ini.stop()
 				waitFor(t, 3*time.Second, "responder to process the delete", func() bool { return len(resp.e.SAs()) == 0 })
-				if d := resp.inst.deleted; len(d) != 1 || d[0].SPIIn != y.SPIIn {
+				if d := resp.inst.deletedList(); len(d) != 1 || d[0].SPIIn != y.SPIIn {
 					t.Errorf("responder's DeleteChild calls: %+v", d)
 				}
-				if d := ini.inst.deleted; len(d) != 1 || d[0].SPIIn != x.SPIIn {
+				if d := ini.inst.deletedList(); len(d) != 1 || d[0].SPIIn != x.SPIIn {
 					t.Errorf("initiator's DeleteChild calls: %+v", d)
 				}
 			})
@@ -296,7 +296,7 @@ func TestShutdownUnansweredDeletes(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("Run took %v to return", d)
 	}
-	if len(a.inst.deleted) != n {
-		t.Errorf("%d CHILD SAs deleted, want %d", len(a.inst.deleted), n)
+	if len(a.inst.deletedList()) != n {
+		t.Errorf("%d CHILD SAs deleted, want %d", len(a.inst.deletedList()), n)
 	}
 }

@@ -52,6 +52,18 @@ func (f *fakeInstaller) DeleteChild(_ context.Context, sa ChildSA) error {
 	return nil
 }
 
+func (f *fakeInstaller) reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.installed, f.deleted = nil, nil
+}
+
+func (f *fakeInstaller) deletedList() []ChildSA {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]ChildSA(nil), f.deleted...)
+}
+
 func (f *fakeInstaller) children() []ChildSA {
 	f.mu.Lock()
 	defer f.mu.Unlock()

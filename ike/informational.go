@@ -14,9 +14,8 @@ import (
 // rejected our AUTH (RFC 7296 2.21.2), and liveness checks (empty).
 func (sa *ikeSA) processInformationalRequest(pk packet) {
 	e := sa.e
-	ps, err := sa.unprotect(pk.b)
-	if err != nil {
-		e.stats.drop(DropIntegrity)
+	ps, ok := sa.openRequest(pk)
+	if !ok {
 		return
 	}
 	var (
@@ -95,8 +94,7 @@ func (sa *ikeSA) deleteChildren(spis []uint32) []uint32 {
 // CHILD SAs and rekeying come with a later change, and NO_ADDITIONAL_SAS
 // tells the peer exactly that (RFC 7296 1.3).
 func (sa *ikeSA) processCreateChildRequest(pk packet) {
-	if _, err := sa.unprotect(pk.b); err != nil {
-		sa.e.stats.drop(DropIntegrity)
+	if _, ok := sa.openRequest(pk); !ok {
 		return
 	}
 	sa.e.log.Info("refusing CREATE_CHILD_SA (not supported yet): sending NO_ADDITIONAL_SAS", sa.fields()...)

@@ -100,6 +100,9 @@ func TestInvalidKERetry(t *testing.T) {
 	ca, cb := siteConns(t, lab.V4, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
 	ca.IKEProposals = mustIKE(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16-prfsha256-ecp256")
 	cb.IKEProposals = mustIKE(t, "aes256gcm16-prfsha256-ecp256")
+	// Any local address on both ends: the initiator looks up its source
+	// address in its namespace, the responder learns it per packet.
+	ca.LocalAddr, cb.LocalAddr = netip.Addr{}, netip.Addr{}
 	a := startEngine(t, lab.GwA, "gwA", fastOpts(), 0x1000)
 	b := startEngine(t, lab.GwB, "gwB", fastOpts(), 0x2000)
 	a.e.SetConns([]Conn{ca})
@@ -169,23 +172,29 @@ func TestNATTraversal(t *testing.T) {
 	}
 }
 
-// TestRetransmission loses the first two IKE_SA_INIT requests at the
-// responder and the first IKE_AUTH response at the initiator: the initiator
-// retransmits, and the responder answers the repeated IKE_AUTH from its
-// cache without processing it again.
+// TestRetransmission loses the first IKE_SA_INIT request at the responder
+// and the first IKE_SA_INIT and IKE_AUTH responses at the initiator: the
+// initiator retransmits, and the responder answers the repeated requests
+// from its cache without processing them again.
 func TestRetransmission(t *testing.T) {
 	netlab.RequireRoot(t)
 	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
 	ca, cb := siteConns(t, lab.V4, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
-	var initDrops, authDrops atomic.Int32
+	var initReqs, initResps, authResps atomic.Int32
 	a := startEngine(t, lab.GwA, "gwA", fastOpts(), 0x1000, func(e *Engine) {
 		e.dropHook = func(h message.Header) bool {
-			return h.Exchange == message.ExchangeIKEAuth && h.IsResponse() && authDrops.Add(1) == 1
+			switch {
+			case h.Exchange == message.ExchangeIKESAInit && h.IsResponse():
+				return initResps.Add(1) == 1
+			case h.Exchange == message.ExchangeIKEAuth && h.IsResponse():
+				return authResps.Add(1) == 1
+			}
+			return false
 		}
 	})
 	b := startEngine(t, lab.GwB, "gwB", fastOpts(), 0x2000, func(e *Engine) {
 		e.dropHook = func(h message.Header) bool {
-			return h.Exchange == message.ExchangeIKESAInit && !h.IsResponse() && initDrops.Add(1) <= 2
+			return h.Exchange == message.ExchangeIKESAInit && !h.IsResponse() && initReqs.Add(1) == 1
 		}
 	})
 	a.e.SetConns([]Conn{ca})
@@ -199,11 +208,14 @@ func TestRetransmission(t *testing.T) {
 	if n := a.e.Stats().Retransmits; n != 3 {
 		t.Errorf("initiator retransmitted %d times, want 3", n)
 	}
-	if n := b.e.Stats().CachedResponses; n != 1 {
-		t.Errorf("responder answered %d requests from its cache, want 1", n)
+	sb := b.e.Stats()
+	if sb.CachedResponses != 2 {
+		t.Errorf("responder answered %d requests from its cache, want 2", sb.CachedResponses)
 	}
-	if n := b.e.Stats().Exchanges[ExchangeKey{"IKE_AUTH", "responder", ResultOK}]; n != 1 {
-		t.Errorf("responder processed IKE_AUTH %d times, want 1", n)
+	for _, ex := range []string{"IKE_SA_INIT", "IKE_AUTH"} {
+		if n := sb.Exchanges[ExchangeKey{ex, "responder", ResultOK}]; n != 1 {
+			t.Errorf("responder processed %s %d times, want 1", ex, n)
+		}
 	}
 	if n := len(b.inst.children()); n != 1 {
 		t.Errorf("responder installed %d CHILD SAs, want 1", n)
@@ -245,5 +257,101 @@ func TestTimeout(t *testing.T) {
 	}
 	if sas := a.e.SAs(); len(sas) != 0 {
 		t.Errorf("SAs left after cancel: %+v", sas)
+	}
+}
+
+func TestTransportMode(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
+	v4 := lab.V4
+	cases := []struct {
+		name         string
+		modeA, modeB Mode
+		want         Mode
+	}{
+		{"both", ModeTransport, ModeTransport, ModeTransport},
+		{"initiator only", ModeTransport, ModeTunnel, ModeTunnel},
+		{"responder only", ModeTunnel, ModeTransport, ModeTunnel},
+	}
+	a := startEngine(t, lab.GwA, "gwA", fastOpts(), 0x1000)
+	b := startEngine(t, lab.GwB, "gwB", fastOpts(), 0x2000)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a.inst.reset()
+			b.inst.reset()
+			ca, cb := siteConns(t, v4, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
+			// Host to host: the selectors are the gateways themselves.
+			ca.Children[0].LocalTS, ca.Children[0].RemoteTS = []netip.Prefix{pfx("192.0.2.1/32")}, []netip.Prefix{pfx("192.0.2.2/32")}
+			cb.Children[0].LocalTS, cb.Children[0].RemoteTS = []netip.Prefix{pfx("192.0.2.2/32")}, []netip.Prefix{pfx("192.0.2.1/32")}
+			ca.Children[0].Mode, cb.Children[0].Mode = tc.modeA, tc.modeB
+			a.e.SetConns([]Conn{ca})
+			b.e.SetConns([]Conn{cb})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := a.e.Initiate(ctx, "s2s"); err != nil {
+				t.Fatal(err)
+			}
+			x, y := checkPair(t, a, b)
+			if x.Mode != tc.want || y.Mode != tc.want {
+				t.Errorf("modes %v/%v, want %v", x.Mode, y.Mode, tc.want)
+			}
+			a.e.SetConns(nil)
+			waitFor(t, 3*time.Second, "SAs to go", func() bool { return len(a.e.SAs()) == 0 && len(b.e.SAs()) == 0 })
+		})
+	}
+}
+
+// TestUnsupportedCritical sends an authentic INFORMATIONAL request with an
+// unknown payload marked critical: the peer must answer with
+// UNSUPPORTED_CRITICAL_PAYLOAD (RFC 7296 2.5) and keep the SA.
+func TestUnsupportedCritical(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
+	ca, cb := siteConns(t, lab.V4, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
+	a := startEngine(t, lab.GwA, "gwA", fastOpts(), 0x1000)
+	b := startEngine(t, lab.GwB, "gwB", fastOpts(), 0x2000)
+	a.e.SetConns([]Conn{ca})
+	b.e.SetConns([]Conn{cb})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.e.Initiate(ctx, "s2s"); err != nil {
+		t.Fatal(err)
+	}
+	a.e.mu.Lock()
+	var sa *ikeSA
+	for _, s := range a.e.sas {
+		sa = s
+	}
+	a.e.mu.Unlock()
+	sa.mu.Lock()
+	pkt, err := sa.protect(message.ExchangeInformational, sa.nextReqID, false,
+		[]message.Payload{&message.Unknown{PayloadType: 200, Critical: true, Body: []byte{1, 2, 3}}})
+	if err != nil {
+		sa.mu.Unlock()
+		t.Fatal(err)
+	}
+	sa.sendRequest(message.ExchangeInformational, pkt)
+	sa.mu.Unlock()
+	waitFor(t, 3*time.Second, "peer's answer", func() bool {
+		sa.mu.Lock()
+		defer sa.mu.Unlock()
+		return sa.out == nil
+	})
+	// A request with a message ID out of the window is dropped, counted
+	// and not answered.
+	sa.mu.Lock()
+	wrong, err := sa.protect(message.ExchangeInformational, sa.nextReqID+5, false, nil)
+	from, to := sa.local, sa.remote
+	sa.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.e.transmit(from, to, wrong)
+	waitFor(t, 3*time.Second, "the drop", func() bool { return b.e.Stats().Dropped[DropUnexpectedMsgID] == 1 })
+	if _, ok := findLog(b.logs, "undecodable request", "UNSUPPORTED_CRITICAL_PAYLOAD"); !ok {
+		t.Error("responder did not log the unsupported critical payload")
+	}
+	if sas := b.e.SAs(); len(sas) != 1 || sas[0].State != "ESTABLISHED" {
+		t.Errorf("responder SAs %+v", sas)
 	}
 }

@@ -175,6 +175,13 @@ func (sa *ikeSA) remove(err error) {
 	if sa.expiry != nil {
 		sa.expiry.Stop()
 	}
+	// Children leave the data plane before the SA leaves the list, so
+	// whoever sees the SA gone also sees its CHILD SAs gone.
+	sa.uninstallChildren()
+	if sa.pendingChild != nil {
+		sa.releaseSPI(sa.pendingChild, sa.pendingSPI)
+		sa.pendingChild = nil
+	}
 	e := sa.e
 	e.mu.Lock()
 	if e.sas[sa.ourSPI()] == sa {
@@ -191,7 +198,6 @@ func (sa *ikeSA) remove(err error) {
 		e.halfOpen--
 	}
 	e.mu.Unlock()
-	sa.uninstallChildren()
 	if sa.deleted != nil {
 		select {
 		case <-sa.deleted:
@@ -220,7 +226,7 @@ func (sa *ikeSA) uninstallChildren() {
 	sa.children = nil
 }
 
-// established marks the end of IKE_AUTH: no longer half-open.
+// setEstablished marks the end of IKE_AUTH: no longer half-open.
 func (sa *ikeSA) setEstablished() {
 	sa.state = stateEstablished
 	sa.established = time.Now()
@@ -336,17 +342,27 @@ func (sa *ikeSA) protect(exch message.ExchangeType, id uint32, response bool, in
 	return out, nil
 }
 
-var errNotProtected = errors.New("message is not protected")
+var (
+	errNotProtected = errors.New("message is not protected")
+	errMalformed    = errors.New("malformed message")
+)
+
+// innerError is a failure to decode the payloads of an authentic message.
+type innerError struct{ err error }
+
+func (e *innerError) Error() string { return "inner payloads: " + e.err.Error() }
+func (e *innerError) Unwrap() error { return e.err }
 
 // unprotect checks and decrypts a protected message and returns its inner
-// payloads.
+// payloads. A message that fails the check yields errMalformed, errNotProtected
+// or a crypto error; one that passes but does not decode an *innerError.
 func (sa *ikeSA) unprotect(b []byte) ([]message.Payload, error) {
 	if sa.open == nil {
 		return nil, errNotProtected
 	}
 	m, err := message.Decode(b)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errMalformed, err)
 	}
 	sk, ok := m.Encrypted().(*message.SK)
 	if !ok {
@@ -357,7 +373,47 @@ func (sa *ikeSA) unprotect(b []byte) ([]message.Payload, error) {
 	if err != nil {
 		return nil, err
 	}
-	return message.DecodePayloads(sk.NextPayload, pt)
+	ps, err := message.DecodePayloads(sk.NextPayload, pt)
+	if err != nil {
+		return nil, &innerError{err}
+	}
+	return ps, nil
+}
+
+// openRequest authenticates and decodes a request. An unauthentic one is
+// dropped; an authentic one whose payloads do not decode is answered with
+// the notification the codec names (INVALID_SYNTAX, or
+// UNSUPPORTED_CRITICAL_PAYLOAD as RFC 7296 2.5 requires), and during
+// IKE_AUTH the SA goes.
+func (sa *ikeSA) openRequest(pk packet) ([]message.Payload, bool) {
+	ps, err := sa.unprotect(pk.b)
+	if err == nil {
+		return ps, true
+	}
+	var ie *innerError
+	switch {
+	case errors.As(err, &ie):
+	case errors.Is(err, errMalformed):
+		sa.e.stats.drop(DropMalformed)
+		return nil, false
+	default:
+		sa.e.stats.drop(DropIntegrity)
+		return nil, false
+	}
+	sa.e.stats.drop(DropMalformed)
+	n, data, ok := message.NotifyOf(ie.err)
+	if !ok {
+		n, data = message.NotifyInvalidSyntax, nil
+	}
+	sa.e.log.Warn("undecodable request from peer", sa.fields(zap.Stringer("exchange", pk.h.Exchange), zap.Stringer("notify", n), zap.Error(ie.err))...)
+	sa.e.stats.exchange(pk.h.Exchange.String(), false, ResultError)
+	if pkt, err := sa.protect(pk.h.Exchange, pk.h.MessageID, true, []message.Payload{&message.Notify{NotifyType: n, Data: data}}); err == nil {
+		sa.respond(pk.h.MessageID, pk, pkt)
+	}
+	if sa.state == stateConnecting {
+		sa.remove(fmt.Errorf("undecodable %s request: %w", pk.h.Exchange, ie.err))
+	}
+	return nil, false
 }
 
 // handleRequest dispatches a request from the peer (sa.mu held).
@@ -399,7 +455,7 @@ func (sa *ikeSA) handleResponse(pk packet) {
 	case message.ExchangeIKEAuth:
 		sa.processAuthResponse(pk)
 	case message.ExchangeInformational:
-		if _, err := sa.unprotect(pk.b); err != nil {
+		if _, err := sa.unprotect(pk.b); err != nil && !isInner(err) {
 			sa.e.stats.drop(DropIntegrity)
 			return
 		}
@@ -420,6 +476,11 @@ func (sa *ikeSA) completeRequest() {
 		sa.out = nil
 	}
 	sa.nextReqID++
+}
+
+func isInner(err error) bool {
+	var ie *innerError
+	return errors.As(err, &ie)
 }
 
 func randomBytes(n int) []byte {

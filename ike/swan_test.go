@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xdpsec/xdpsec/ike/message"
 	"github.com/xdpsec/xdpsec/internal/netlab"
 	"github.com/xdpsec/xdpsec/internal/swan"
 )
@@ -109,7 +110,7 @@ func TestStrongSwanInterop(t *testing.T) {
 				defer cancel()
 				ca, _ := siteConns(t, v4, tc.ike, tc.esp)
 				ca.Children[0].RemoteTS = []netip.Prefix{pfx("10.2.0.0/16")}
-				l.x.inst.installed = nil
+				l.x.inst.reset()
 				l.x.e.SetConns([]Conn{ca})
 				if err := l.ch.LoadConn(ctx, swanConn(v4, tc.ike, tc.esp, testPSK)); err != nil {
 					t.Fatal(err)
@@ -250,5 +251,156 @@ func TestStrongSwanFailures(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStrongSwanIdentities checks that our identity encodings match
+// strongSwan's: it must find its configured peer identity in our IDi and we
+// ours in its IDr.
+func TestStrongSwanIdentities(t *testing.T) {
+	l := newInteropLab(t, false)
+	v4 := l.lab.V4
+	cases := []struct {
+		name      string
+		kind      string
+		xID, swID string // our identity and charon's, in both configs
+	}{
+		{"ipv4", "ipv4", "192.0.2.1", "192.0.2.2"},
+		{"rfc822", "rfc822", "gw-a@example.com", "gw-b@example.com"},
+		{"dn", "dn", "C=CH, O=xdpsec, CN=gw-a", "C=CH, O=xdpsec, CN=gw-b"},
+	}
+	for _, tc := range cases {
+		for _, xInit := range []bool{true, false} {
+			name := tc.name + "/xdpsec-initiates"
+			if !xInit {
+				name = tc.name + "/charon-initiates"
+			}
+			t.Run(name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				const ike, esp = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
+				ca, _ := siteConns(t, v4, ike, esp)
+				ca.LocalID, ca.RemoteID = mustID(t, tc.kind, tc.xID), mustID(t, tc.kind, tc.swID)
+				l.x.inst.reset()
+				l.x.e.SetConns([]Conn{ca})
+				sc := swanConn(v4, ike, esp, testPSK)
+				sc.LocalID, sc.RemoteID = tc.swID, tc.xID
+				if err := l.ch.LoadConn(ctx, sc); err != nil {
+					t.Fatal(err)
+				}
+				if xInit {
+					if err := l.x.e.Initiate(ctx, "s2s"); err != nil {
+						t.Fatalf("Initiate: %v", err)
+					}
+				} else if err := l.ch.Initiate(ctx, "s2s", "net"); err != nil {
+					t.Fatalf("charon initiate: %v", err)
+				}
+				sw, err := l.ch.WaitEstablished(ctx, "s2s")
+				if err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, 5*time.Second, "xdpsec CHILD SA", func() bool { return len(l.x.inst.children()) == 1 })
+				x := l.x.e.SAs()[0]
+				if x.RemoteID != ca.RemoteID.String() {
+					t.Errorf("xdpsec sees remote %q", x.RemoteID)
+				}
+				t.Logf("charon: local %q remote %q", sw.LocalID, sw.RemoteID)
+				if err := l.ch.Terminate(ctx, "s2s"); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, 5*time.Second, "SAs to go", func() bool { return len(l.x.e.SAs()) == 0 })
+			})
+		}
+	}
+}
+
+// TestStrongSwanInvalidKE makes each side send the key exchange the other
+// does not want first: INVALID_KE_PAYLOAD must lead to a retry both ways.
+func TestStrongSwanInvalidKE(t *testing.T) {
+	l := newInteropLab(t, false)
+	v4 := l.lab.V4
+	for _, xInit := range []bool{true, false} {
+		name := "xdpsec-initiates"
+		if !xInit {
+			name = "charon-initiates"
+		}
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			ca, _ := siteConns(t, v4, "aes256gcm16-prfsha256-ecp256", "aes256gcm16")
+			sc := swanConn(v4, "aes256gcm16-prfsha256-ecp256", "aes256gcm16", testPSK)
+			if xInit {
+				ca.IKEProposals = mustIKE(t, "aes256gcm16-prfsha256-x25519", "aes256gcm16-prfsha256-ecp256")
+			} else {
+				sc.Proposals = []string{"aes256gcm16-prfsha256-x25519-ecp256"}
+			}
+			l.x.inst.reset()
+			l.x.e.SetConns([]Conn{ca})
+			if err := l.ch.LoadConn(ctx, sc); err != nil {
+				t.Fatal(err)
+			}
+			before := l.x.e.Stats().Exchanges
+			if xInit {
+				if err := l.x.e.Initiate(ctx, "s2s"); err != nil {
+					t.Fatalf("Initiate: %v", err)
+				}
+			} else if err := l.ch.Initiate(ctx, "s2s", "net"); err != nil {
+				t.Fatalf("charon initiate: %v", err)
+			}
+			sw, err := l.ch.WaitEstablished(ctx, "s2s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 5*time.Second, "xdpsec CHILD SA", func() bool { return len(l.x.inst.children()) == 1 })
+			if sw.DHGroup != "ECP_256" {
+				t.Errorf("charon negotiated %s", sw.DHGroup)
+			}
+			role := "responder"
+			if xInit {
+				role = "initiator"
+			}
+			k := ExchangeKey{"IKE_SA_INIT", role, ResultInvalidKE}
+			if n := l.x.e.Stats().Exchanges[k] - before[k]; n != 1 {
+				t.Errorf("%d INVALID_KE_PAYLOAD round trips counted as %s, want 1", n, role)
+			}
+			if err := l.ch.Terminate(ctx, "s2s"); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 5*time.Second, "SAs to go", func() bool { return len(l.x.e.SAs()) == 0 })
+		})
+	}
+}
+
+// TestStrongSwanCookie has xdpsec demand a COOKIE from charon: one
+// half-open SA from a flooder already exceeds the threshold.
+func TestStrongSwanCookie(t *testing.T) {
+	netlab.RequireRoot(t)
+	swan.RequireCharon(t)
+	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
+	v4 := lab.V4
+	opts := fastOpts()
+	opts.CookieThreshold = 1
+	x := startEngine(t, lab.GwA, "xdpsec", opts, 0xc1000000)
+	ch := swan.Start(t, lab.GwB, swan.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ca, _ := siteConns(t, v4, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
+	ca.RemoteAddr = netip.Addr{} // %any, so the flooder's request is served
+	x.e.SetConns([]Conn{ca})
+	if err := ch.LoadConn(ctx, swanConn(v4, "aes256gcm16-prfsha256-x25519", "aes256gcm16", testPSK)); err != nil {
+		t.Fatal(err)
+	}
+	fl := newFlooder(t, lab.GwB, v4.GwBWAN, toWire(ca.IKEProposals, message.ProtocolIKE, nil))
+	if got := fl.send(t, netip.AddrPortFrom(v4.GwAWAN, 500)); got != "sa" {
+		t.Fatalf("flooder got %q", got)
+	}
+	if err := ch.Initiate(ctx, "s2s", "net"); err != nil {
+		t.Fatalf("charon initiate: %v", err)
+	}
+	if _, err := ch.WaitEstablished(ctx, "s2s"); err != nil {
+		t.Fatal(err)
+	}
+	if st := x.e.Stats(); st.CookiesSent != 1 {
+		t.Errorf("%d cookies sent, want 1", st.CookiesSent)
 	}
 }
