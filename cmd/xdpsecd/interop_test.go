@@ -33,7 +33,10 @@ func labGateways(l *netlab.Lab) (a, b gateway) {
 }
 
 type xdpsecConn struct {
-	ike, esp    string
+	ike, esp string
+	// remote overrides the gateway's remote address ("%any" for a
+	// responder that accepts the peer from anywhere).
+	remote      string
 	startAction string
 	encap       string
 	psk         string
@@ -53,6 +56,10 @@ func writeGatewayConfig(t *testing.T, d labDir, gw gateway, c xdpsecConn) {
 	if c.encap == "" {
 		c.encap = "auto"
 	}
+	remote := gw.remote.String()
+	if c.remote != "" {
+		remote = c.remote
+	}
 	cfg := fmt.Sprintf(`log: {level: debug}
 api: {socket: %s}
 metrics: {listen: ""}
@@ -60,7 +67,7 @@ dataplane: {mode: none}
 connections:
   - name: s2s
     local_addr: %s
-    remote_addr: %s
+    remote_addr: "%s"
     local_id: %s
     remote_id: %s
     auth: psk
@@ -73,7 +80,7 @@ connections:
       - name: net
         local_ts: [%s]
         remote_ts: [%s]
-`, d.socket, gw.local, gw.remote, gw.localID, gw.remoteID, d.psk, c.ike, c.esp, c.startAction, c.encap, gw.localTS, gw.remoteTS)
+`, d.socket, gw.local, remote, gw.localID, gw.remoteID, d.psk, c.ike, c.esp, c.startAction, c.encap, gw.localTS, gw.remoteTS)
 	if err := os.WriteFile(d.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -210,13 +217,16 @@ func TestXdpsecToXdpsec(t *testing.T) {
 	netlab.RequireRoot(t)
 	bins := buildBinaries(t)
 	for _, tc := range []struct {
-		name  string
-		nat   bool
-		encap string
+		name    string
+		nat     bool
+		encap   string
+		bRemote string
 	}{
-		{"direct", false, "auto"},
-		{"encap-always", false, "always"},
-		{"nat", true, "auto"},
+		{"direct", false, "auto", ""},
+		{"encap-always", false, "always", ""},
+		{"nat", true, "auto", ""},
+		{"responder-any", false, "auto", "%any"},
+		{"responder-any-nat", true, "auto", "%any"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			lab := netlab.NewTestLab(t, netlab.LabOptions{Prefix: netlab.RandomPrefix("xx"), NoGatewayRoutes: true, NAT: tc.nat})
@@ -226,7 +236,7 @@ func TestXdpsecToXdpsec(t *testing.T) {
 			}
 			const ike, esp = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
 			dB := newLabDir(t)
-			writeGatewayConfig(t, dB, gwB, xdpsecConn{ike: ike, esp: esp, startAction: "none", encap: tc.encap})
+			writeGatewayConfig(t, dB, gwB, xdpsecConn{ike: ike, esp: esp, startAction: "none", encap: tc.encap, remote: tc.bRemote})
 			startDaemonIn(t, bins, lab.GwB, dB)
 			dA := newLabDir(t)
 			writeGatewayConfig(t, dA, gwA, xdpsecConn{ike: ike, esp: esp, startAction: "none", encap: tc.encap})

@@ -405,6 +405,7 @@ func TestInvalid(t *testing.T) {
 		{"child lifetime zero", edit("        remote_ts: [10.2.0.0/24]\n", "        remote_ts: [10.2.0.0/24]\n        lifetime: 0s\n"), "connections[0].children[0].lifetime", "must be positive", 11},
 		{"child missing name", edit("      - name: net\n        local_ts", "      - local_ts"), "connections[0].children[0].name", "required", 8},
 		{"syntax", doc("log:\n  level: info\n bad: [\n"), "", "invalid YAML", 0},
+		{"unquoted %any", edit("remote_addr: 198.51.100.2", "remote_addr: %any"), "", `quote values that start with %, e.g. remote_addr: "%any"`, 0},
 		{"two documents", doc("dataplane: {mode: none}\n---\nlog: {}\n"), "", "a config file holds a single YAML document", 2},
 		{"merge key", doc("x: &x {mode: none}\ndataplane:\n  <<: *x\n"), "dataplane", "merge keys (<<) are not supported", 3},
 		{"root not mapping", doc("- a\n- b\n"), "", "must be a mapping, got a list", 1},

@@ -73,8 +73,9 @@ func (d *decoder) err() error {
 	return &Errors{Problems: d.probs}
 }
 
-// syntax turns yaml.v3's "yaml: line N: msg" into a located problem.
-func (d *decoder) syntax(err error) {
+// syntax turns yaml.v3's "yaml: line N: msg" into a located problem. data
+// is the file, so the problem can point at a common cause on that line.
+func (d *decoder) syntax(err error, data []byte) {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	ln := 0
 	if rest, ok := strings.CutPrefix(msg, "line "); ok {
@@ -83,6 +84,11 @@ func (d *decoder) syntax(err error) {
 				ln, msg = v, m
 			}
 		}
+	}
+	// "%" cannot start a plain YAML scalar, and "%any" is what operators
+	// type for a responder-only connection: say how to write it.
+	if lines := bytes.Split(data, []byte("\n")); ln > 0 && ln <= len(lines) && bytes.Contains(lines[ln-1], []byte(": %")) {
+		msg += ` (quote values that start with %, e.g. remote_addr: "%any")`
 	}
 	d.probs = append(d.probs, Problem{File: d.file, Line: ln, Msg: "invalid YAML: " + msg, Err: err})
 }
@@ -93,7 +99,7 @@ func (d *decoder) document(data []byte) *Config {
 	var doc yaml.Node
 	err := dec.Decode(&doc)
 	if err != nil && !errors.Is(err, io.EOF) {
-		d.syntax(err)
+		d.syntax(err, data)
 		return nil
 	}
 	if err == nil {
@@ -101,7 +107,7 @@ func (d *decoder) document(data []byte) *Config {
 		if err := dec.Decode(&extra); err == nil {
 			d.add(&extra, "", "a config file holds a single YAML document")
 		} else if !errors.Is(err, io.EOF) {
-			d.syntax(err)
+			d.syntax(err, data)
 		}
 	}
 	// An empty file (or one of comments only) means all defaults: a nil
