@@ -467,10 +467,16 @@ func (d *Daemon) SAs(ctx context.Context) []api.IKESA {
 }
 
 // Initiate implements api.Backend: it brings a connection up and waits
-// for the outcome.
+// for the outcome. A connection that is already up is left as it is, so
+// `xdpsecctl up` can be repeated without piling up duplicate IKE SAs.
 func (d *Daemon) Initiate(ctx context.Context, conn string) error {
 	if findConn(d.config(), conn) == nil {
 		return fmt.Errorf("%q: %w", conn, api.ErrUnknownConn)
+	}
+	for _, sa := range d.engine.SAs() {
+		if sa.Conn == conn && sa.State == "ESTABLISHED" && len(sa.Children) > 0 {
+			return nil
+		}
 	}
 	return d.engine.Initiate(ctx, conn)
 }

@@ -246,6 +246,15 @@ func TestXdpsecToXdpsec(t *testing.T) {
 			}
 			a := waitEstablished(t, bins, dA, "s2s")
 			b := waitEstablished(t, bins, dB, "s2s")
+			// up is idempotent: a second call must not add an IKE SA.
+			if out, code := ctl(t, bins, dA.socket, "up", "s2s"); code != 0 {
+				t.Fatalf("second xdpsecctl up: exit %d: %s", code, out)
+			}
+			var sas []api.IKESA
+			ctlJSON(t, bins, dA.socket, &sas, "sas")
+			if len(sas) != 1 {
+				t.Errorf("%d IKE SAs after a repeated up, want 1", len(sas))
+			}
 			if a.SPIi != b.SPIi || a.SPIr != b.SPIr || !a.Initiator || b.Initiator {
 				t.Errorf("IKE SAs differ: A %+v, B %+v", a, b)
 			}
