@@ -1,0 +1,238 @@
+package esp
+
+import (
+	"crypto/hmac"
+	"encoding/binary"
+)
+
+// locate finds the ESP header in the outer packet pkt, raw or in UDP. It
+// returns the offset of the ESP header, the length of the outer IP header and
+// the packet's length without link-layer padding. Fragments, IKE packets
+// (non-ESP marker) and NAT keepalives are not ESP.
+func locate(pkt []byte) (espOff, ipLen, n int, ok bool) {
+	if len(pkt) < 1 {
+		return 0, 0, 0, false
+	}
+	var proto uint8
+	switch pkt[0] >> 4 {
+	case 4:
+		if len(pkt) < ipv4HeaderLen {
+			return 0, 0, 0, false
+		}
+		ipLen = int(pkt[0]&0x0f) * 4
+		n = int(binary.BigEndian.Uint16(pkt[2:4]))
+		// The outer header is not covered by the ICV, and AF_XDP hands
+		// over packets that no stack has checked: verify its checksum.
+		if ipLen < ipv4HeaderLen || n < ipLen || n > len(pkt) ||
+			binary.BigEndian.Uint16(pkt[6:8])&0x3fff != 0 ||
+			checksumFold(ipv4HeaderSum(pkt[:ipLen])) != 0 {
+			return 0, 0, 0, false
+		}
+		proto = pkt[9]
+	case 6:
+		if len(pkt) < ipv6HeaderLen {
+			return 0, 0, 0, false
+		}
+		ipLen = ipv6HeaderLen
+		n = ipv6HeaderLen + int(binary.BigEndian.Uint16(pkt[4:6]))
+		if n > len(pkt) {
+			return 0, 0, 0, false
+		}
+		proto = pkt[6]
+	default:
+		return 0, 0, 0, false
+	}
+	switch proto {
+	case protoESP:
+		espOff = ipLen
+	case protoUDP:
+		// The UDP checksum is not verified: the ICV covers what it would,
+		// and RFC 3948 lets IPv4 senders leave it 0.
+		espOff = ipLen + udpHeaderLen
+		if n < espOff+espHeaderLen ||
+			int(binary.BigEndian.Uint16(pkt[ipLen+4:ipLen+6])) != n-ipLen ||
+			binary.BigEndian.Uint32(pkt[espOff:espOff+4]) == 0 {
+			return 0, 0, 0, false
+		}
+	default:
+		return 0, 0, 0, false
+	}
+	if n < espOff+espHeaderLen {
+		return 0, 0, 0, false
+	}
+	return espOff, ipLen, n, true
+}
+
+// Decrypt checks and decrypts the outer ESP packet p for sa, in place, and
+// moves p to the inner packet (tunnel mode) or the reconstructed packet
+// (transport mode). A dropped packet's bytes are left unspecified.
+func (w *Worker) Decrypt(sa *SA, p *Packet) Verdict {
+	if p.Off < 0 || p.Len < 0 || p.Off+p.Len > len(p.Buf) {
+		return sa.drop(DropMalformed)
+	}
+	espOff, ipLen, n, ok := locate(p.Bytes())
+	if !ok {
+		return sa.drop(DropMalformed)
+	}
+	if binary.BigEndian.Uint32(p.Buf[p.Off+espOff:]) != sa.spi {
+		return sa.drop(DropUnknownSPI)
+	}
+	return w.decrypt(sa, p, espOff, ipLen, n)
+}
+
+// Result is the outcome of one packet of DecryptBatch: the verdict and the
+// SA that judged it, nil when none did (malformed or unknown SPI).
+type Result struct {
+	SA      *SA
+	Verdict Verdict
+}
+
+// DecryptBatch looks up each packet's SA in db and decrypts it as Decrypt
+// does, writing the outcome to the same index of res, which must be at least
+// as long as pkts.
+func (w *Worker) DecryptBatch(db *SADB, pkts []Packet, res []Result) {
+	res = res[:len(pkts)]
+	for i := range pkts {
+		res[i] = w.decryptLookup(db, &pkts[i])
+	}
+}
+
+func (w *Worker) decryptLookup(db *SADB, p *Packet) Result {
+	if p.Off < 0 || p.Len < 0 || p.Off+p.Len > len(p.Buf) {
+		return Result{Verdict: db.drop(DropMalformed)}
+	}
+	espOff, ipLen, n, ok := locate(p.Bytes())
+	if !ok {
+		return Result{Verdict: db.drop(DropMalformed)}
+	}
+	sa := db.Lookup(binary.BigEndian.Uint32(p.Buf[p.Off+espOff:]))
+	if sa == nil {
+		return Result{Verdict: db.drop(DropUnknownSPI)}
+	}
+	return Result{SA: sa, Verdict: w.decrypt(sa, p, espOff, ipLen, n)}
+}
+
+func (w *Worker) decrypt(sa *SA, p *Packet, espOff, ipLen, n int) Verdict {
+	if sa.dead.Load() {
+		return sa.drop(DropExpired)
+	}
+	t := sa.t
+	pkt := p.Buf[p.Off : p.Off+n]
+	esp := pkt[espOff:]
+	ctLen := len(esp) - espHeaderLen - t.ivLen - t.icvLen
+	if ctLen < 2 || ctLen%t.align != 0 {
+		return sa.drop(DropMalformed)
+	}
+	seq, ok := sa.replay.check(binary.BigEndian.Uint32(esp[4:8]), sa.esn)
+	if !ok {
+		return sa.drop(DropReplay)
+	}
+	ctOff := espHeaderLen + t.ivLen
+	pt := esp[ctOff : ctOff+ctLen]
+	if t.aead != nil {
+		copy(w.nonce[:saltLen], t.salt[:])
+		copy(w.nonce[saltLen:], esp[8:16])
+		ct := esp[ctOff:]
+		if _, err := t.aead.Open(ct[:0], w.nonce[:], ct, w.aadFor(sa, esp, seq)); err != nil {
+			return sa.drop(DropAuth)
+		}
+	} else {
+		s := sa.cbcPool.Get().(*cbcState)
+		s.mac.Reset()
+		s.mac.Write(esp[:len(esp)-t.icvLen])
+		if sa.esn {
+			binary.BigEndian.PutUint32(s.hi[:], uint32(seq>>32))
+			s.mac.Write(s.hi[:])
+		}
+		if !hmac.Equal(s.mac.Sum(s.sum[:0])[:t.icvLen], esp[len(esp)-t.icvLen:]) {
+			sa.cbcPool.Put(s)
+			return sa.drop(DropAuth)
+		}
+		s.dvSet.SetIV(esp[8:ctOff])
+		s.dec.CryptBlocks(pt, pt)
+		sa.cbcPool.Put(s)
+	}
+	// The window moves only for authentic packets (RFC 4303 3.4.3).
+	if !sa.replay.update(seq) {
+		return sa.drop(DropReplay)
+	}
+
+	padLen := int(pt[ctLen-2])
+	nh := pt[ctLen-1]
+	if padLen+2 > ctLen {
+		return sa.drop(DropPad)
+	}
+	for i, b := range pt[ctLen-2-padLen : ctLen-2] {
+		if b != byte(i+1) {
+			return sa.drop(DropPad)
+		}
+	}
+	data := pt[:ctLen-2-padLen]
+	if nh == protoNoNext {
+		return sa.drop(DropDummy)
+	}
+	dataOff := p.Off + espOff + ctOff // of data in p.Buf
+
+	var out []byte
+	if sa.mode == Tunnel {
+		var ok bool
+		if data, ok = innerPacket(data, nh); !ok {
+			return sa.drop(DropMalformed)
+		}
+		// A not-ECT outer header, the common case, never changes the inner.
+		if outer := trafficClass(pkt) & 3; outer != ecnNotECT {
+			inner := trafficClass(data) & 3
+			ecn, ok := decapECN(inner, outer)
+			if !ok {
+				return sa.drop(DropECN)
+			}
+			if ecn != inner && nh == protoIPv4 {
+				setECNv4(data, ecn)
+			} else if ecn != inner {
+				setTrafficClassV6(data, trafficClass(data)&^3|ecn)
+			}
+		}
+		out = data
+		p.Off, p.Len = dataOff, len(data)
+	} else {
+		// Put the outer IP header back in front of the payload.
+		start := dataOff - ipLen
+		out = p.Buf[start : dataOff+len(data)]
+		copy(out, pkt[:ipLen])
+		if ipLen == ipv6HeaderLen && out[0]>>4 == 6 {
+			out[6] = nh
+			binary.BigEndian.PutUint16(out[4:6], uint16(len(out)-ipv6HeaderLen))
+		} else {
+			out[9] = nh
+			binary.BigEndian.PutUint16(out[2:4], uint16(len(out)))
+			setIPv4Checksum(out[:ipLen])
+		}
+		p.Off, p.Len = start, len(out)
+	}
+	if !sa.selected(out) {
+		return sa.drop(DropSelector)
+	}
+	sa.account(&sa.packetsIn, &sa.bytesIn, len(out))
+	return Accept
+}
+
+// innerPacket validates the IP packet that a tunnel carried and cuts off
+// TFC padding behind it (RFC 4303 2.7).
+func innerPacket(b []byte, nh uint8) ([]byte, bool) {
+	switch {
+	case nh == protoIPv4 && len(b) >= ipv4HeaderLen && b[0]>>4 == 4:
+		hl := int(b[0]&0x0f) * 4
+		n := int(binary.BigEndian.Uint16(b[2:4]))
+		if hl < ipv4HeaderLen || n < hl || n > len(b) {
+			return nil, false
+		}
+		return b[:n], true
+	case nh == protoIPv6 && len(b) >= ipv6HeaderLen && b[0]>>4 == 6:
+		n := ipv6HeaderLen + int(binary.BigEndian.Uint16(b[4:6]))
+		if n > len(b) {
+			return nil, false
+		}
+		return b[:n], true
+	}
+	return nil, false
+}
