@@ -100,7 +100,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 // open opens the API socket and the IKE engine for the running
 // configuration. It holds reloadMu so that a SIGHUP arriving during
 // start-up is applied after, not lost between, these steps.
-func (d *Daemon) open(runCtx context.Context) (net.Listener, *config.Config, error) {
+func (d *Daemon) open(runCtx context.Context) (*listeners, *config.Config, error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	cfg := d.config()
@@ -110,9 +110,16 @@ func (d *Daemon) open(runCtx context.Context) (net.Listener, *config.Config, err
 	if err != nil {
 		return nil, nil, fmt.Errorf("api socket: %w", err)
 	}
+	ls := &listeners{api: ln}
+	if cfg.Metrics.Listen != "" {
+		if ls.metrics, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+			ls.close()
+			return nil, nil, fmt.Errorf("metrics listener: %w", err)
+		}
+	}
 	conns, err := ikeConns(cfg)
 	if err != nil {
-		ln.Close()
+		ls.close()
 		return nil, nil, err
 	}
 	engine, err := ike.New(ike.Options{
@@ -122,7 +129,7 @@ func (d *Daemon) open(runCtx context.Context) (net.Listener, *config.Config, err
 		Installer:       &installer{dp: d.dp, log: d.log.Named("dataplane")},
 	})
 	if err != nil {
-		ln.Close()
+		ls.close()
 		return nil, nil, fmt.Errorf("ike: %w", err)
 	}
 	engine.SetConns(conns)
@@ -130,7 +137,20 @@ func (d *Daemon) open(runCtx context.Context) (net.Listener, *config.Config, err
 	d.engine, d.runCtx = engine, runCtx
 	d.mu.Unlock()
 	d.metrics.registry.MustRegister(newIKECollector(engine))
-	return ln, cfg, nil
+	return ls, cfg, nil
+}
+
+// listeners are the sockets Run serves; metrics is nil when switched off.
+type listeners struct {
+	api, metrics net.Listener
+}
+
+func (l *listeners) close() {
+	for _, ln := range []net.Listener{l.api, l.metrics} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
 }
 
 // Run serves the API (and metrics) until ctx is cancelled. The socket is
@@ -141,7 +161,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer d.dp.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ln, cfg, err := d.open(ctx)
+	ls, cfg, err := d.open(ctx)
 	if err != nil {
 		return err
 	}
@@ -169,27 +189,22 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.startConn(ctx, &wg, &cfg.Connections[i])
 	}
 
-	if cfg.Metrics.Listen != "" {
-		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("metrics listener: %w", err)
-		}
+	if ls.metrics != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := d.serveMetrics(ctx, mln); err != nil {
+			if err := d.serveMetrics(ctx, ls.metrics); err != nil {
 				errc <- err
 			}
 		}()
-		d.log.Info("metrics listening", zap.String("listen", mln.Addr().String()))
+		d.log.Info("metrics listening", zap.String("listen", ls.metrics.Addr().String()))
 	}
 
 	srv := api.NewServer(d, d.log.Named("api"))
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := srv.Serve(ctx, ln); err != nil {
+		if err := srv.Serve(ctx, ls.api); err != nil {
 			errc <- err
 		}
 	}()
@@ -208,19 +223,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 func (d *Daemon) serveMetrics(ctx context.Context, ln net.Listener) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(d.metrics.registry, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("metrics server: %w", err)
-	case <-ctx.Done():
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := srv.Shutdown(shutdownCtx)
-	<-errc
-	return err
+	return api.ServeUntil(ctx, &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln)
 }
 
 func (d *Daemon) config() *config.Config {

@@ -97,17 +97,23 @@ func NewServer(backend Backend, log *zap.Logger) *Server {
 // Serve answers requests until ctx is cancelled, then shuts down gracefully
 // (bounded) and closes the listener, which removes the socket file.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	return ServeUntil(ctx, s.http, ln)
+}
+
+// ServeUntil runs srv on ln until ctx is cancelled, then shuts it down,
+// giving requests in flight a bounded time to finish.
+func ServeUntil(ctx context.Context, srv *http.Server, ln net.Listener) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.http.Serve(ln) }()
+	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("api server: %w", err)
+		return fmt.Errorf("http server on %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.http.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("api shutdown: %w", err)
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("http shutdown: %w", err)
 	}
 	<-errc
 	return nil
