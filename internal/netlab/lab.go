@@ -192,6 +192,13 @@ func (l *Lab) build(ctx context.Context) error {
 			return err
 		}
 	}
+	// The hosts' traffic must reach the gateways with finished checksums,
+	// as from a real wire, or a userspace data plane forwards it broken.
+	for _, h := range []*NS{l.HostA, l.HostB} {
+		if err := h.SetTxChecksumOffload(HostIf, false); err != nil {
+			return err
+		}
+	}
 
 	for _, a := range []Addrs{l.V4, l.V6} {
 		if err := l.address(a); err != nil {

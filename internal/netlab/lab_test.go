@@ -33,6 +33,14 @@ func TestLabPlainRouting(t *testing.T) {
 		ping(t, ctx, l.HostA, l.V6.HostB)
 		ping(t, ctx, l.HostB, l.V4.HostA)
 		ping(t, ctx, l.GwA, l.V6.GwBWAN)
+		for _, h := range []*NS{l.HostA, l.HostB} {
+			if on, err := h.TxChecksumOffload(HostIf); err != nil || on {
+				t.Errorf("%s %s: tx checksum offload on=%v (%v), want off", h.Name, HostIf, on, err)
+			}
+		}
+		if on, err := l.GwA.TxChecksumOffload(WANIf); err != nil || !on {
+			t.Errorf("gwA %s: tx checksum offload on=%v (%v), want the veth default (on)", WANIf, on, err)
+		}
 	})
 	t.Run("nat", func(t *testing.T) {
 		l := NewTestLab(t, LabOptions{NAT: true})

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Veth describes a veth pair between two namespaces.
@@ -69,4 +71,55 @@ func prefixToIPNet(p netip.Prefix) *net.IPNet {
 		bits = 128
 	}
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), bits)}
+}
+
+// ethtoolValue is struct ethtool_value.
+type ethtoolValue struct {
+	cmd  uint32
+	data uint32
+}
+
+// ifreqData is struct ifreq with ifr_data set.
+type ifreqData struct {
+	name [unix.IFNAMSIZ]byte
+	data unsafe.Pointer
+	_    [24 - unsafe.Sizeof(uintptr(0))]byte
+}
+
+// SetTxChecksumOffload switches TX checksum offload of link on or off
+// (ETHTOOL_STXCSUM, what `ethtool -K link tx off` does). A veth with it on
+// hands frames to the peer with the L4 checksum left for "later"; a
+// userspace data plane on the peer (AF_XDP copies frames before anyone
+// completes them) would then forward packets with wrong checksums, which
+// a real wire never delivers.
+func (n *NS) SetTxChecksumOffload(link string, on bool) error {
+	val := ethtoolValue{cmd: unix.ETHTOOL_STXCSUM}
+	if on {
+		val.data = 1
+	}
+	return n.ethtool(link, &val)
+}
+
+// TxChecksumOffload reports whether TX checksum offload of link is on.
+func (n *NS) TxChecksumOffload(link string) (bool, error) {
+	val := ethtoolValue{cmd: unix.ETHTOOL_GTXCSUM}
+	err := n.ethtool(link, &val)
+	return val.data != 0, err
+}
+
+// ethtool runs one SIOCETHTOOL request with an ethtool_value on link.
+func (n *NS) ethtool(link string, val *ethtoolValue) error {
+	return n.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("netlab: ethtool socket: %w", err)
+		}
+		defer unix.Close(fd)
+		req := ifreqData{data: unsafe.Pointer(val)}
+		copy(req.name[:], link)
+		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&req))); e != 0 {
+			return fmt.Errorf("netlab: ethtool %#x on %s in %s: %w", val.cmd, link, n.Name, e)
+		}
+		return nil
+	})
 }
