@@ -21,14 +21,7 @@ import (
 	"github.com/xdpsec/xdpsec/control/config"
 	"github.com/xdpsec/xdpsec/ike"
 	"github.com/xdpsec/xdpsec/offload"
-	"github.com/xdpsec/xdpsec/offload/none"
 )
-
-// supportedModes lists the data planes this build can run. Modes the config
-// schema knows but the build lacks are refused at startup rather than
-// silently ignored: an operator must never believe traffic is protected when
-// nothing processes it.
-func supportedModes() []string { return []string{"none"} }
 
 // Options configures a Daemon.
 type Options struct {
@@ -90,7 +83,6 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		started:  time.Now(),
 		cfg:      cfg,
 		loadedAt: time.Now(),
-		dp:       none.New(),
 	}
 	d.metrics = newDaemonMetrics()
 	d.metrics.connections.Set(float64(len(cfg.Connections)))
@@ -111,33 +103,52 @@ func (d *Daemon) open(runCtx context.Context) (*listeners, *config.Config, error
 		return nil, nil, fmt.Errorf("api socket: %w", err)
 	}
 	ls := &listeners{api: ln}
+	// Everything opened so far is closed again when a later step fails,
+	// so a refused start leaves no socket, program or pin behind.
+	var dp offload.Dataplane
+	fail := func(err error) (*listeners, *config.Config, error) {
+		ls.close()
+		if dp != nil {
+			dp.Close()
+		}
+		return nil, nil, err
+	}
+	// The data plane comes before the IKE engine: no SA may be negotiated
+	// that nothing could install.
+	if dp, err = openDataplane(runCtx, cfg, d.opts.ConfigPath, d.log); err != nil {
+		return fail(err)
+	}
 	if cfg.Metrics.Listen != "" {
 		if ls.metrics, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
-			ls.close()
-			return nil, nil, fmt.Errorf("metrics listener: %w", err)
+			return fail(fmt.Errorf("metrics listener: %w", err))
 		}
 	}
 	conns, err := ikeConns(cfg)
 	if err != nil {
-		ls.close()
-		return nil, nil, err
+		return fail(err)
 	}
 	engine, err := ike.New(ike.Options{
 		Logger:          d.log.Named("ike"),
 		Listen:          cfg.IKE.Listen,
 		CookieThreshold: cfg.IKE.CookieThreshold,
-		Installer:       &installer{dp: d.dp, log: d.log.Named("dataplane")},
+		Installer:       &installer{dp: dp, log: d.log.Named("dataplane")},
 	})
 	if err != nil {
-		ls.close()
-		return nil, nil, fmt.Errorf("ike: %w", err)
+		return fail(fmt.Errorf("ike: %w", err))
 	}
+	d.dp = dp
 	engine.SetConns(conns)
 	d.mu.Lock()
 	d.engine, d.runCtx = engine, runCtx
 	d.mu.Unlock()
 	d.metrics.registry.MustRegister(newIKECollector(engine))
 	return ls, cfg, nil
+}
+
+func (d *Daemon) closeDataplane() {
+	if err := d.dp.Close(); err != nil {
+		d.log.Error("data plane did not close cleanly", zap.String("dataplane", d.dp.Name()), zap.Error(err))
+	}
 }
 
 // listeners are the sockets Run serves; metrics is nil when switched off.
@@ -156,15 +167,15 @@ func (l *listeners) close() {
 // Run serves the API (and metrics) until ctx is cancelled. The socket is
 // removed on return.
 func (d *Daemon) Run(ctx context.Context) error {
-	// Whatever happens below, the data plane is left empty: SAs never
-	// outlive the daemon that negotiated them.
-	defer d.dp.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ls, cfg, err := d.open(ctx)
 	if err != nil {
 		return err
 	}
+	// Whatever happens below, the data plane is left empty: SAs never
+	// outlive the daemon that negotiated them.
+	defer d.closeDataplane()
 	d.log.Info("xdpsecd started",
 		zap.String("version", Version()),
 		zap.String("config", d.opts.ConfigPath),

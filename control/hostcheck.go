@@ -18,6 +18,9 @@ func HostProblems(cfg *config.Config) []string {
 	if cfg.Dataplane.Mode == "none" {
 		return problems
 	}
+	if cfg.Dataplane.TUN != "" {
+		problems = append(problems, "dataplane.tun: the TUN port for host-originated traffic is not available in this build yet; remove the key")
+	}
 	// The TUN port is created by the daemon, so only the NICs must exist.
 	for _, iface := range []struct{ key, name string }{
 		{"dataplane.wan", cfg.Dataplane.WAN},

@@ -40,6 +40,8 @@ type xdpsecConn struct {
 	startAction string
 	encap       string
 	psk         string
+	// dataplane is the data plane mode; "" means none.
+	dataplane string
 }
 
 // writeGatewayConfig writes an xdpsecd configuration (data plane none) for
@@ -60,10 +62,14 @@ func writeGatewayConfig(t *testing.T, d labDir, gw gateway, c xdpsecConn) {
 	if c.remote != "" {
 		remote = c.remote
 	}
+	dataplane := "{mode: none}"
+	if c.dataplane != "" && c.dataplane != "none" {
+		dataplane = fmt.Sprintf("{mode: %s, wan: %s, lan: %s}", c.dataplane, netlab.WANIf, netlab.LANIf)
+	}
 	cfg := fmt.Sprintf(`log: {level: debug}
 api: {socket: %s}
 metrics: {listen: ""}
-dataplane: {mode: none}
+dataplane: %s
 connections:
   - name: s2s
     local_addr: %s
@@ -80,7 +86,7 @@ connections:
       - name: net
         local_ts: [%s]
         remote_ts: [%s]
-`, d.socket, gw.local, remote, gw.localID, gw.remoteID, d.psk, c.ike, c.esp, c.startAction, c.encap, gw.localTS, gw.remoteTS)
+`, d.socket, dataplane, gw.local, remote, gw.localID, gw.remoteID, d.psk, c.ike, c.esp, c.startAction, c.encap, gw.localTS, gw.remoteTS)
 	if err := os.WriteFile(d.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

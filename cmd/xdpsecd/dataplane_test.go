@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xdpsec/xdpsec/control/api"
+	"github.com/xdpsec/xdpsec/internal/netlab"
+)
+
+// TestAfxdpTunnel runs two xdpsecd with the AF_XDP data plane in a lab
+// whose gateways have no routes to each other's LAN: whatever reaches the
+// other site went through the ESP tunnel.
+func TestAfxdpTunnel(t *testing.T) {
+	netlab.RequireRoot(t)
+	bins := buildBinaries(t)
+	for _, tc := range []struct{ name, encap string }{
+		{"esp", "auto"},
+		{"esp-in-udp", "always"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			lab := netlab.NewTestLab(t, netlab.LabOptions{Prefix: netlab.RandomPrefix("xa"), NoGatewayRoutes: true})
+			gwA, gwB := labGateways(lab)
+			const ike, esp = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
+			dB := newLabDir(t)
+			writeGatewayConfig(t, dB, gwB, xdpsecConn{ike: ike, esp: esp, startAction: "none", encap: tc.encap, dataplane: "afxdp"})
+			startDaemonIn(t, bins, lab.GwB, dB)
+			dA := newLabDir(t)
+			writeGatewayConfig(t, dA, gwA, xdpsecConn{ike: ike, esp: esp, startAction: "start", encap: tc.encap, dataplane: "afxdp"})
+			startDaemonIn(t, bins, lab.GwA, dA)
+			waitEstablished(t, bins, dA, "s2s")
+			waitEstablished(t, bins, dB, "s2s")
+
+			v4 := lab.V4
+			for _, p := range []struct {
+				from *netlab.NS
+				to   string
+			}{{lab.HostA, v4.HostB.String()}, {lab.HostB, v4.HostA.String()}} {
+				var out strings.Builder
+				if err := p.from.Run(ctx, &out, "ping", "-c", "5", "-i", "0.2", "-W", "2", p.to); err != nil {
+					t.Fatalf("ping %s from %s through the tunnel: %v", p.to, p.from.Name, err)
+				}
+			}
+
+			// A TCP transfer through the tunnel, as iperf3 measures it.
+			server, err := lab.HostB.Start(exec.CommandContext(ctx, "iperf3", "-s", "-1", "-B", v4.HostB.String()), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer server.Stop(2 * time.Second)
+			time.Sleep(300 * time.Millisecond)
+			var out strings.Builder
+			if err := lab.HostA.Run(ctx, &out, "iperf3", "-c", v4.HostB.String(), "-t", "3", "-J"); err != nil {
+				t.Fatalf("iperf3 through the tunnel: %v", err)
+			}
+			var res struct {
+				End struct {
+					SumReceived struct {
+						BitsPerSecond float64 `json:"bits_per_second"`
+					} `json:"sum_received"`
+				} `json:"end"`
+			}
+			if err := json.Unmarshal([]byte(out.String()), &res); err != nil {
+				t.Fatalf("iperf3 output: %v\n%s", err, out.String())
+			}
+			if res.End.SumReceived.BitsPerSecond <= 0 {
+				t.Fatalf("iperf3 moved no data:\n%s", out.String())
+			}
+			t.Logf("TCP through the %s tunnel: %.0f Mbit/s", tc.name, res.End.SumReceived.BitsPerSecond/1e6)
+
+			for _, d := range []labDir{dA, dB} {
+				var sas []api.IKESA
+				ctlJSON(t, bins, d.socket, &sas, "sas")
+				c := sas[0].Children[0]
+				if c.PacketsIn == 0 || c.PacketsOut == 0 || c.BytesIn == 0 || c.BytesOut == 0 {
+					t.Errorf("SA counters did not move: %+v", c)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,409 @@
+// Package afxdp is xdpsec's userspace data plane: the XDP programs (package
+// loader) steer ESP of installed SAs from the WAN port and protected
+// plaintext from the LAN port into AF_XDP sockets (package xsk), and Go
+// workers, one per CPU, decrypt and encrypt with the esp engine and send
+// the result out of the other port, with next hops from package fib.
+//
+// Limits: only untagged Ethernet frames are processed (others count as
+// malformed); packets too big for the tunnel are dropped and counted as
+// "mtu", with an ICMP error to DF senders, because fragmentation is out of
+// scope; host-originated traffic (the TUN port) is not handled yet.
+package afxdp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpsec/xdpsec/loader"
+	"github.com/xdpsec/xdpsec/offload"
+	"github.com/xdpsec/xdpsec/offload/afxdp/fib"
+	"github.com/xdpsec/xdpsec/offload/afxdp/xsk"
+	"github.com/xdpsec/xdpsec/offload/esp"
+)
+
+// Options configure New.
+type Options struct {
+	// WAN is the ciphertext port, LAN the plaintext port.
+	WAN, LAN string
+	// Workers is the number of worker goroutines; 0 means one per CPU.
+	// There are never more than the ports have RX queues, since a
+	// worker owns whole queues.
+	Workers int
+	// XDPMode is auto, native or generic ("" means auto).
+	XDPMode string
+	// Instance names the bpffs pin directory of this data plane.
+	Instance string
+	// PinRoot is the bpffs directory above the instances; "" means
+	// loader.DefaultPinRoot.
+	PinRoot string
+	// Logger receives setup and teardown messages; nil discards them.
+	Logger *zap.Logger
+	// Socket sizes the AF_XDP sockets; the zero value uses xsk's
+	// defaults.
+	Socket xsk.Config
+}
+
+// icmpPerSec and icmpBurst bound the ICMP errors of one worker.
+const (
+	icmpPerSec = 100
+	icmpBurst  = 20
+	eventQueue = 64
+)
+
+// Dataplane is the afxdp data plane. Its methods are safe for concurrent
+// use.
+type Dataplane struct {
+	log    *zap.Logger
+	ld     *loader.Loader
+	fib    *fib.FIB
+	nl     *netlink.Handle
+	ns     netns.NsHandle
+	wanIf  int
+	lanIf  int
+	wanMTU int
+	sadb   *esp.SADB
+	spd    atomic.Pointer[spdTable]
+
+	socks   []*xsk.Socket
+	workers []*worker
+	stop    atomic.Bool
+	wg      sync.WaitGroup
+
+	traps   *loader.EventReader[loader.TrapEvent]
+	trapsWG sync.WaitGroup
+
+	evMu       sync.Mutex
+	evClosed   bool
+	events     chan offload.Event
+	eventsLost atomic.Uint64
+
+	mu       sync.Mutex
+	closed   bool
+	reserved map[uint32]struct{}
+	sas      map[saKey]*saEntry
+	policies map[policyKey]*policyEntry
+	polIDs   map[string]uint32 // loader policy ID per destination prefix
+	byID     map[uint32]offload.Policy
+	nextID   uint32
+	// retired keeps the drop counts of deleted SAs, so Stats never goes
+	// backwards.
+	retired esp.DropCounts
+}
+
+var _ offload.Dataplane = (*Dataplane)(nil)
+
+// New builds the data plane on opts.WAN and opts.LAN. It must run on a
+// thread locked inside the gateway's network namespace (the daemon runs in
+// it; tests call New inside netlab's NS.Do): interfaces, sockets and the
+// FIB's netlink subscriptions are bound to the caller's namespace. ctx
+// bounds the FIB's background resolution; Close is the clean stop.
+func New(ctx context.Context, opts Options) (_ *Dataplane, err error) {
+	if opts.WAN == "" || opts.LAN == "" || opts.WAN == opts.LAN {
+		return nil, fmt.Errorf("afxdp: need two distinct ports, got wan %q lan %q", opts.WAN, opts.LAN)
+	}
+	if opts.Workers < 0 {
+		return nil, fmt.Errorf("afxdp: negative worker count %d", opts.Workers)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	d := &Dataplane{
+		log:      log,
+		sadb:     esp.NewSADB(),
+		events:   make(chan offload.Event, eventQueue),
+		reserved: make(map[uint32]struct{}),
+		sas:      make(map[saKey]*saEntry),
+		policies: make(map[policyKey]*policyEntry),
+		polIDs:   make(map[string]uint32),
+		byID:     make(map[uint32]offload.Policy),
+		ns:       netns.None(),
+	}
+	d.spd.Store(buildSPD(nil))
+	defer func() {
+		if err != nil {
+			d.teardown()
+		}
+	}()
+
+	if d.ns, err = netns.Get(); err != nil {
+		return nil, fmt.Errorf("afxdp: current namespace: %w", err)
+	}
+	if d.nl, err = netlink.NewHandleAt(d.ns); err != nil {
+		return nil, fmt.Errorf("afxdp: netlink: %w", err)
+	}
+	wan, err := d.nl.LinkByName(opts.WAN)
+	if err != nil {
+		return nil, fmt.Errorf("afxdp: wan port %s: %w", opts.WAN, err)
+	}
+	lan, err := d.nl.LinkByName(opts.LAN)
+	if err != nil {
+		return nil, fmt.Errorf("afxdp: lan port %s: %w", opts.LAN, err)
+	}
+	d.wanIf, d.lanIf, d.wanMTU = wan.Attrs().Index, lan.Attrs().Index, wan.Attrs().MTU
+
+	d.ld, err = loader.Open(loader.Options{
+		Instance: opts.Instance, PinRoot: opts.PinRoot,
+		WAN: opts.WAN, LAN: opts.LAN, Mode: loader.Mode(opts.XDPMode),
+		Logger: log.Named("loader"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("afxdp: %w", err)
+	}
+	if d.traps, err = d.ld.TrapEvents(); err != nil {
+		return nil, fmt.Errorf("afxdp: %w", err)
+	}
+	d.trapsWG.Add(1)
+	go func() {
+		defer d.trapsWG.Done()
+		d.readTraps()
+	}()
+	if d.fib, err = fib.New(ctx, d.nl, d.ns, log.Named("fib")); err != nil {
+		return nil, fmt.Errorf("afxdp: %w", err)
+	}
+
+	wanSocks, err := xsk.OpenAll(d.wanIf, opts.Socket)
+	if err != nil {
+		return nil, fmt.Errorf("afxdp: wan sockets: %w", err)
+	}
+	d.socks = append(d.socks, wanSocks...)
+	lanSocks, err := xsk.OpenAll(d.lanIf, opts.Socket)
+	if err != nil {
+		return nil, fmt.Errorf("afxdp: lan sockets: %w", err)
+	}
+	d.socks = append(d.socks, lanSocks...)
+	for _, r := range []struct {
+		side  loader.Side
+		socks []*xsk.Socket
+	}{{loader.WAN, wanSocks}, {loader.LAN, lanSocks}} {
+		for _, s := range r.socks {
+			if err := d.ld.RegisterXSK(r.side, uint32(s.Queue()), s.FD()); err != nil {
+				return nil, fmt.Errorf("afxdp: %w", err)
+			}
+		}
+	}
+
+	if err := d.startWorkers(opts.Workers, wanSocks, lanSocks); err != nil {
+		return nil, err
+	}
+	log.Info("afxdp data plane up",
+		zap.String("wan", opts.WAN), zap.Int("wan_queues", len(wanSocks)),
+		zap.String("lan", opts.LAN), zap.Int("lan_queues", len(lanSocks)),
+		zap.Int("workers", len(d.workers)), zap.Stringer("xsk_mode", wanSocks[0].Mode()))
+	return d, nil
+}
+
+// startWorkers spreads the sockets over the workers: queue q of each port
+// goes to worker q mod n, so every worker has at least one socket per port
+// to send on.
+func (d *Dataplane) startWorkers(want int, wanSocks, lanSocks []*xsk.Socket) error {
+	if want == 0 {
+		want = runtime.NumCPU()
+	}
+	n := min(want, len(wanSocks), len(lanSocks))
+	cpus := allowedCPUs()
+	for i := range n {
+		w := &worker{
+			dp:      d,
+			cpu:     cpus[i%len(cpus)],
+			eng:     esp.NewWorker(),
+			icmpLim: newLimiter(icmpPerSec, icmpBurst),
+			wakeFD:  -1,
+		}
+		for q := i; q < len(wanSocks); q += n {
+			w.wan = append(w.wan, wanSocks[q])
+		}
+		for q := i; q < len(lanSocks); q += n {
+			w.lan = append(w.lan, lanSocks[q])
+		}
+		w.wanTx, w.lanTx = w.wan[0], w.lan[0]
+		fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("afxdp: worker eventfd: %w", err)
+		}
+		w.wakeFD = fd
+		d.workers = append(d.workers, w)
+		for _, s := range append(append([]*xsk.Socket{}, w.wan...), w.lan...) {
+			w.pfd = append(w.pfd, unix.PollFd{Fd: int32(s.FD()), Events: unix.POLLIN})
+		}
+		w.pfd = append(w.pfd, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+	}
+	for _, w := range d.workers {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			w.run(&d.stop)
+		}()
+	}
+	return nil
+}
+
+// Name implements offload.Dataplane.
+func (d *Dataplane) Name() string { return "afxdp" }
+
+// Events implements offload.Dataplane.
+func (d *Dataplane) Events() <-chan offload.Event { return d.events }
+
+// emit hands an event to the control plane without blocking the data
+// path; when nobody reads, the event is counted as lost.
+func (d *Dataplane) emit(ev offload.Event) {
+	d.evMu.Lock()
+	defer d.evMu.Unlock()
+	if d.evClosed {
+		return
+	}
+	select {
+	case d.events <- ev:
+	default:
+		d.eventsLost.Add(1)
+	}
+}
+
+// Close implements offload.Dataplane: it stops the workers, detaches the
+// programs and removes their pins, closes the sockets and the FIB.
+func (d *Dataplane) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	for _, e := range d.sas {
+		e.stopTimers()
+	}
+	d.mu.Unlock()
+	err := d.teardown()
+	d.log.Info("afxdp data plane closed", zap.Error(err))
+	return err
+}
+
+// teardown releases whatever New set up, in reverse order: workers first,
+// so nothing touches a socket or map that is going away.
+func (d *Dataplane) teardown() error {
+	var errs []error
+	d.stop.Store(true)
+	one := [8]byte{1}
+	for _, w := range d.workers {
+		if w.wakeFD >= 0 {
+			_, _ = unix.Write(w.wakeFD, one[:])
+		}
+	}
+	d.wg.Wait()
+	for _, w := range d.workers {
+		if w.wakeFD >= 0 {
+			unix.Close(w.wakeFD)
+		}
+	}
+	d.workers = nil
+	if d.traps != nil {
+		d.traps.Close()
+		d.trapsWG.Wait()
+		d.traps = nil
+	}
+	if d.ld != nil {
+		if err := d.ld.Detach(); err != nil {
+			errs = append(errs, fmt.Errorf("afxdp: %w", err))
+		}
+		d.ld = nil
+	}
+	if err := xsk.CloseAll(d.socks); err != nil {
+		errs = append(errs, fmt.Errorf("afxdp: %w", err))
+	}
+	d.socks = nil
+	if d.fib != nil {
+		if err := d.fib.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("afxdp: %w", err))
+		}
+	}
+	if d.nl != nil {
+		d.nl.Close()
+	}
+	if d.ns.IsOpen() {
+		d.ns.Close()
+	}
+	d.evMu.Lock()
+	if !d.evClosed {
+		d.evClosed = true
+		close(d.events)
+	}
+	d.evMu.Unlock()
+	return errors.Join(errs...)
+}
+
+// readTraps turns xdp_lan's trap events (traffic that hit a protect
+// policy without an SA) into Acquire events. It ends when the reader is
+// closed.
+func (d *Dataplane) readTraps() {
+	for {
+		tev, err := d.traps.Read()
+		if errors.Is(err, ringbuf.ErrClosed) {
+			return
+		}
+		if err != nil {
+			// A bad record costs one event; the pause keeps a reader
+			// that keeps failing from spinning.
+			d.log.Warn("trap event", zap.Error(err))
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		d.mu.Lock()
+		p, ok := d.byID[tev.PolicyID]
+		d.mu.Unlock()
+		if !ok {
+			continue // the policy went away since
+		}
+		d.emit(offload.Event{
+			Kind: offload.Acquire, Conn: p.Conn, Child: p.Child, Dir: offload.Out,
+			Src: tev.Src.Addr(), Dst: tev.Dst.Addr(),
+		})
+	}
+}
+
+// XDPCounters returns the verdict counters of the WAN and LAN programs
+// (loader.WANCounters, loader.LANCounters), for metrics.
+func (d *Dataplane) XDPCounters() (wan, lan map[string]uint64, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, nil, offload.ErrClosed
+	}
+	if wan, err = d.ld.WANCounters(); err != nil {
+		return nil, nil, fmt.Errorf("afxdp: %w", err)
+	}
+	if lan, err = d.ld.LANCounters(); err != nil {
+		return nil, nil, fmt.Errorf("afxdp: %w", err)
+	}
+	return wan, lan, nil
+}
+
+// allowedCPUs lists the CPUs this process may run on, so that worker i is
+// pinned to the i-th of them (queue i's interrupts usually land there) and
+// never to a CPU a cpuset forbids.
+func allowedCPUs() []int {
+	var set unix.CPUSet
+	var cpus []int
+	if err := unix.SchedGetaffinity(0, &set); err == nil {
+		for c := range len(set) * 64 {
+			if set.IsSet(c) {
+				cpus = append(cpus, c)
+			}
+		}
+	}
+	if len(cpus) == 0 {
+		for c := range runtime.NumCPU() {
+			cpus = append(cpus, c)
+		}
+	}
+	return cpus
+}
