@@ -141,7 +141,7 @@ func (d *Daemon) open(runCtx context.Context) (*listeners, *config.Config, error
 	d.mu.Lock()
 	d.engine, d.runCtx = engine, runCtx
 	d.mu.Unlock()
-	d.metrics.registry.MustRegister(newIKECollector(engine))
+	d.metrics.registry.MustRegister(newIKECollector(engine), newDataplaneCollector(dp, engine))
 	return ls, cfg, nil
 }
 

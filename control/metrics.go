@@ -1,10 +1,13 @@
 package control
 
 import (
+	"context"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/xdpsec/xdpsec/ike"
+	"github.com/xdpsec/xdpsec/offload"
 )
 
 // daemonMetrics are the daemon-level Prometheus metrics. Each daemon has its
@@ -92,4 +95,67 @@ func (c *ikeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.cookies, prometheus.CounterValue, float64(st.CookiesSent))
 	ch <- prometheus.MustNewConstMetric(c.retrans, prometheus.CounterValue, float64(st.Retransmits))
 	ch <- prometheus.MustNewConstMetric(c.cached, prometheus.CounterValue, float64(st.CachedResponses))
+}
+
+// dataplaneCollector exports the data plane's counters: traffic per
+// connection, child and direction, and drops by reason. SAs are named
+// through the IKE engine, which knows which child each SPI belongs to.
+type dataplaneCollector struct {
+	dp      offload.Dataplane
+	engine  *ike.Engine
+	bytes   *prometheus.Desc
+	packets *prometheus.Desc
+	drops   *prometheus.Desc
+}
+
+func newDataplaneCollector(dp offload.Dataplane, engine *ike.Engine) *dataplaneCollector {
+	labels := []string{"conn", "child", "direction"}
+	return &dataplaneCollector{
+		dp:      dp,
+		engine:  engine,
+		bytes:   prometheus.NewDesc("xdpsec_child_bytes_total", "Bytes through the ESP data plane per connection, child and direction (in = decrypted, out = encrypted).", labels, nil),
+		packets: prometheus.NewDesc("xdpsec_child_packets_total", "Packets through the ESP data plane per connection, child and direction.", labels, nil),
+		drops:   prometheus.NewDesc("xdpsec_dataplane_drops_total", "Packets the data plane dropped, by reason (unknown_spi, replay, auth, selector, malformed, no_route, mtu, ...).", []string{"dataplane", "reason"}, nil),
+	}
+}
+
+func (c *dataplaneCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.bytes
+	ch <- c.packets
+	ch <- c.drops
+}
+
+type childKey struct{ conn, child, dir string }
+
+func (c *dataplaneCollector) Collect(ch chan<- prometheus.Metric) {
+	st, err := c.dp.Stats(context.Background())
+	if err != nil {
+		return
+	}
+	owner := map[saCounterKey]childKey{}
+	for _, sa := range c.engine.SAs() {
+		for _, child := range sa.Children {
+			owner[saCounterKey{child.SPIIn, offload.In}] = childKey{sa.Conn, child.Name, "in"}
+			owner[saCounterKey{child.SPIOut, offload.Out}] = childKey{sa.Conn, child.Name, "out"}
+		}
+	}
+	type totals struct{ bytes, packets uint64 }
+	sums := map[childKey]totals{}
+	for _, sa := range st.SAs {
+		k, ok := owner[saCounterKey{sa.SPI, sa.Dir}]
+		if !ok {
+			continue
+		}
+		t := sums[k]
+		t.bytes += sa.Bytes
+		t.packets += sa.Packets
+		sums[k] = t
+	}
+	for k, t := range sums {
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(t.bytes), k.conn, k.child, k.dir)
+		ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(t.packets), k.conn, k.child, k.dir)
+	}
+	for reason, n := range st.Drops {
+		ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(n), c.dp.Name(), reason)
+	}
 }

@@ -27,8 +27,9 @@ func TestDemo(t *testing.T) {
 	text := out.String()
 	t.Logf("demo output:\n%s", text)
 	for _, want := range []string{
-		"3 packets transmitted, 3 received",
-		"data plane:   none",
+		"no route, as intended",
+		"data plane:   afxdp",
+		"Mbit/s",
 		"peer/lan",
 		"ESTABLISHED, initiator",
 		"ESTABLISHED, responder",

@@ -32,8 +32,8 @@ func TestAfxdpTunnel(t *testing.T) {
 			writeGatewayConfig(t, dB, gwB, xdpsecConn{ike: ike, esp: esp, startAction: "none", encap: tc.encap, dataplane: "afxdp"})
 			startDaemonIn(t, bins, lab.GwB, dB)
 			dA := newLabDir(t)
-			writeGatewayConfig(t, dA, gwA, xdpsecConn{ike: ike, esp: esp, startAction: "start", encap: tc.encap, dataplane: "afxdp"})
-			startDaemonIn(t, bins, lab.GwA, dA)
+			writeGatewayConfig(t, dA, gwA, xdpsecConn{ike: ike, esp: esp, startAction: "start", encap: tc.encap, dataplane: "afxdp", metrics: "127.0.0.1:9469"})
+			a := startDaemonIn(t, bins, lab.GwA, dA)
 			waitEstablished(t, bins, dA, "s2s")
 			waitEstablished(t, bins, dB, "s2s")
 
@@ -73,6 +73,20 @@ func TestAfxdpTunnel(t *testing.T) {
 				t.Fatalf("iperf3 moved no data:\n%s", out.String())
 			}
 			t.Logf("TCP through the %s tunnel: %.0f Mbit/s", tc.name, res.End.SumReceived.BitsPerSecond/1e6)
+
+			metrics := a.get(t, "http://127.0.0.1:9469/metrics")
+			for _, want := range []string{
+				`xdpsec_child_bytes_total{child="net",conn="s2s",direction="out"}`,
+				`xdpsec_child_packets_total{child="net",conn="s2s",direction="in"}`,
+				`xdpsec_dataplane_drops_total{dataplane="afxdp",reason="replay"}`,
+			} {
+				if !strings.Contains(metrics, want) {
+					t.Errorf("metrics lack %s", want)
+				}
+			}
+			if strings.Contains(metrics, `xdpsec_child_bytes_total{child="net",conn="s2s",direction="out"} 0`+"\n") {
+				t.Errorf("no bytes counted out of the tunnel")
+			}
 
 			for _, d := range []labDir{dA, dB} {
 				var sas []api.IKESA

@@ -42,6 +42,8 @@ type xdpsecConn struct {
 	psk         string
 	// dataplane is the data plane mode; "" means none.
 	dataplane string
+	// metrics is metrics.listen; "" switches the endpoint off.
+	metrics string
 }
 
 // writeGatewayConfig writes an xdpsecd configuration (data plane none) for
@@ -68,7 +70,7 @@ func writeGatewayConfig(t *testing.T, d labDir, gw gateway, c xdpsecConn) {
 	}
 	cfg := fmt.Sprintf(`log: {level: debug}
 api: {socket: %s}
-metrics: {listen: ""}
+metrics: {listen: "%s"}
 dataplane: %s
 connections:
   - name: s2s
@@ -86,7 +88,7 @@ connections:
       - name: net
         local_ts: [%s]
         remote_ts: [%s]
-`, d.socket, dataplane, gw.local, remote, gw.localID, gw.remoteID, d.psk, c.ike, c.esp, c.startAction, c.encap, gw.localTS, gw.remoteTS)
+`, d.socket, c.metrics, dataplane, gw.local, remote, gw.localID, gw.remoteID, d.psk, c.ike, c.esp, c.startAction, c.encap, gw.localTS, gw.remoteTS)
 	if err := os.WriteFile(d.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
