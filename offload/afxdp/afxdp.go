@@ -4,10 +4,25 @@
 // workers, one per CPU, decrypt and encrypt with the esp engine and send
 // the result out of the other port, with next hops from package fib.
 //
-// Limits: only untagged Ethernet frames are processed (others count as
-// malformed); packets too big for the tunnel are dropped and counted as
-// "mtu", with an ICMP error to DF senders, because fragmentation is out of
-// scope; host-originated traffic (the TUN port) is not handled yet.
+// Every RX queue of both ports gets a socket (xdp_wan and xdp_lan drop what
+// they cannot redirect: fail closed), and queue q of both ports belongs to
+// worker q mod workers, so a worker sends on the sockets it owns and no
+// socket is shared.
+//
+// Drops are counted by reason. Besides the esp engine's verdicts the
+// workers count malformed (not untagged Ethernet with IP), no_route (no
+// resolved next hop yet, or one out of the wrong port; this includes
+// traffic for the gateway's own addresses), mtu (too big for the tunnel or
+// the LAN), ttl (TTL or hop limit exhausted), no_sa (steered by xdp_lan
+// but its policy or SA is gone), expired (hard time limit), tx_full (no
+// free TX frame or ring slot) and tx_error (failed TX kicks).
+//
+// Limits: tunnel mode only (transport mode needs the TUN port, not built);
+// packets too big for the tunnel are dropped, with an ICMP error to DF
+// senders, since fragmentation is out of scope; no ICMP time exceeded; an
+// SA whose traffic arrives on several queues is processed by several
+// workers in parallel, so its packets may leave out of order and the
+// receiver's replay window must absorb the reordering.
 package afxdp
 
 import (
@@ -28,6 +43,7 @@ import (
 	"github.com/xdpsec/xdpsec/loader"
 	"github.com/xdpsec/xdpsec/offload"
 	"github.com/xdpsec/xdpsec/offload/afxdp/fib"
+	"github.com/xdpsec/xdpsec/offload/afxdp/icmp"
 	"github.com/xdpsec/xdpsec/offload/afxdp/xsk"
 	"github.com/xdpsec/xdpsec/offload/esp"
 )
@@ -54,12 +70,9 @@ type Options struct {
 	Socket xsk.Config
 }
 
-// icmpPerSec and icmpBurst bound the ICMP errors of one worker.
-const (
-	icmpPerSec = 100
-	icmpBurst  = 20
-	eventQueue = 64
-)
+// eventQueue is how many events wait for the control plane before new
+// ones are counted as lost.
+const eventQueue = 64
 
 // Dataplane is the afxdp data plane. Its methods are safe for concurrent
 // use.
@@ -74,6 +87,9 @@ type Dataplane struct {
 	wanMTU int
 	sadb   *esp.SADB
 	spd    atomic.Pointer[spdTable]
+	// icmpLim bounds the ICMP errors of all workers (Linux's defaults:
+	// per source and global token buckets).
+	icmpLim *icmp.Limiter
 
 	socks   []*xsk.Socket
 	workers []*worker
@@ -122,6 +138,7 @@ func New(ctx context.Context, opts Options) (_ *Dataplane, err error) {
 	d := &Dataplane{
 		log:      log,
 		sadb:     esp.NewSADB(),
+		icmpLim:  icmp.NewLimiter(icmp.LimiterConfig{}),
 		events:   make(chan offload.Event, eventQueue),
 		reserved: make(map[uint32]struct{}),
 		sas:      make(map[saKey]*saEntry),
@@ -215,11 +232,10 @@ func (d *Dataplane) startWorkers(want int, wanSocks, lanSocks []*xsk.Socket) err
 	cpus := allowedCPUs()
 	for i := range n {
 		w := &worker{
-			dp:      d,
-			cpu:     cpus[i%len(cpus)],
-			eng:     esp.NewWorker(),
-			icmpLim: newLimiter(icmpPerSec, icmpBurst),
-			wakeFD:  -1,
+			dp:     d,
+			cpu:    cpus[i%len(cpus)],
+			eng:    esp.NewWorker(),
+			wakeFD: -1,
 		}
 		for q := i; q < len(wanSocks); q += n {
 			w.wan = append(w.wan, wanSocks[q])
@@ -368,6 +384,21 @@ func (d *Dataplane) readTraps() {
 			Src: tev.Src.Addr(), Dst: tev.Dst.Addr(),
 		})
 	}
+}
+
+// WorkerPackets returns how many packets each worker has received from
+// both ports, for the per-worker metrics.
+func (d *Dataplane) WorkerPackets() []uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	out := make([]uint64, len(d.workers))
+	for i, w := range d.workers {
+		out[i] = w.packets.Load()
+	}
+	return out
 }
 
 // XDPCounters returns the verdict counters of the WAN and LAN programs

@@ -447,13 +447,21 @@ func (d *Dataplane) syncPolicies() error {
 }
 
 // DelPolicy implements offload.Dataplane: xdp_lan stops steering before
-// the Go SPD forgets the entry.
+// the Go SPD forgets the entry. A policy given with an SPI is removed only
+// while it still names that SPI.
 func (d *Dataplane) DelPolicy(_ context.Context, p offload.Policy) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	k := keyOf(p)
-	if _, ok := d.policies[k]; !ok {
+	cur, ok := d.policies[k]
+	if !ok {
 		return fmt.Errorf("del policy %s %s -> %s: %w", p.Dir, p.Src, p.Dst, offload.ErrNotFound)
+	}
+	if p.SPI != 0 && cur.p.SPI != p.SPI {
+		// A rekey moved the policy to a newer SA; deleting the old
+		// child must not take the new one's policy with it.
+		return fmt.Errorf("del policy %s %s -> %s: spi %08x superseded by %08x: %w",
+			p.Dir, p.Src, p.Dst, p.SPI, cur.p.SPI, offload.ErrNotFound)
 	}
 	if d.closed {
 		return offload.ErrClosed
@@ -519,6 +527,9 @@ func (d *Dataplane) Stats(context.Context) (offload.Stats, error) {
 		for r := range numReasons {
 			st.Drops[reasonNames[r]] += w.drops[r].Load()
 		}
+		// Failed TX kicks lose nothing by themselves (the frames wait
+		// for the next kick) but point at a broken port.
+		st.Drops["tx_error"] += w.txErrs.Load()
 	}
 	sort.Slice(st.SAs, func(i, j int) bool {
 		if st.SAs[i].SPI != st.SAs[j].SPI {

@@ -52,13 +52,49 @@ func startSite(t *testing.T, ns *netlab.NS, instance string) *site {
 	return s
 }
 
+// transform is an SA's algorithms; keys adds its keying material.
+type transform struct {
+	name    string
+	encr    uint16
+	keyBits int
+	integ   uint16
+}
+
+type keys struct {
+	tr          transform
+	encr, integ offload.Key
+}
+
+var (
+	aes256gcm16  = transform{"aes256gcm16", encrAESGCM16, 256, authNone}
+	chacha20     = transform{"chacha20poly1305", encrChaCha20, 256, authNone}
+	aes128sha256 = transform{"aes128-sha256", encrAESCBC, 128, authSHA256_128}
+)
+
+func newKeys(t *testing.T, tr transform) keys {
+	t.Helper()
+	k := keys{tr: tr, encr: make(offload.Key, tr.keyBits/8)}
+	if tr.integ == authNone {
+		k.encr = append(k.encr, make(offload.Key, aeadSaltLen)...)
+	} else {
+		k.integ = make(offload.Key, 32)
+		if _, err := rand.Read(k.integ); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := rand.Read(k.encr); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
 // saPair returns gwA's and gwB's views of the SA carrying traffic from
 // site a (outer address aOuter, inner prefix aNet) to site b.
-func saPair(spi uint32, key offload.Key, aOuter, bOuter netip.Addr, aNet, bNet netip.Prefix, encap *offload.Encap) (out, in offload.SA) {
+func saPair(spi uint32, k keys, aOuter, bOuter netip.Addr, aNet, bNet netip.Prefix, encap *offload.Encap) (out, in offload.SA) {
 	out = offload.SA{
 		Conn: "lab", Child: "net", SPI: spi, Dir: offload.Out,
-		Encr: encrAESGCM16, KeyBits: 256, EncrKey: key, Mode: offload.Tunnel,
-		Src: aOuter, Dst: bOuter, Encap: encap,
+		Encr: k.tr.encr, KeyBits: k.tr.keyBits, EncrKey: k.encr, Integ: k.tr.integ, IntegKey: k.integ,
+		Mode: offload.Tunnel, Src: aOuter, Dst: bOuter, Encap: encap,
 		LocalTS: []netip.Prefix{aNet}, RemoteTS: []netip.Prefix{bNet},
 	}
 	in = out
@@ -68,17 +104,9 @@ func saPair(spi uint32, key offload.Key, aOuter, bOuter netip.Addr, aNet, bNet n
 	return out, in
 }
 
-func randomKey(t *testing.T) offload.Key {
-	k := make(offload.Key, 36)
-	if _, err := rand.Read(k); err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 // install sets up both directions between gwA and gwB: SAs first, then the
 // policies that steer traffic into them.
-func install(t *testing.T, v4 netlab.Addrs, a, b *site, keyAB, keyBA offload.Key, encap *offload.Encap) {
+func install(t *testing.T, v4 netlab.Addrs, a, b *site, keyAB, keyBA keys, encap *offload.Encap) {
 	t.Helper()
 	ctx := t.Context()
 	abOut, abIn := saPair(spiAB, keyAB, v4.GwAWAN, v4.GwBWAN, v4.LANA, v4.LANB, encap)
@@ -184,6 +212,21 @@ func sendRaw(ns *netlab.NS, pkt []byte, dst netip.Addr) error {
 	})
 }
 
+// sendUDPWithTTL sends one UDP datagram from ns to dst with the given TTL.
+func sendUDPWithTTL(ns *netlab.NS, dst netip.Addr, ttl int) error {
+	return ns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TTL, ttl); err != nil {
+			return err
+		}
+		return unix.Sendto(fd, []byte("ttl"), 0, &unix.SockaddrInet4{Port: 9, Addr: dst.As4()})
+	})
+}
+
 // forgeESP builds the outer packet of an ESP packet with an unknown SPI:
 // nothing but the headers xdp_wan classifies by.
 func forgeESP(src, dst netip.Addr, encap bool) []byte {
@@ -231,18 +274,22 @@ func replayFirst(t *testing.T, sa offload.SA) []byte {
 
 func TestTunnel(t *testing.T) {
 	netlab.RequireRoot(t)
+	natt := &offload.Encap{SrcPort: 4500, DstPort: 4500}
 	for _, tc := range []struct {
 		name  string
+		tr    transform
 		encap *offload.Encap
 	}{
-		{"esp", nil},
-		{"udp", &offload.Encap{SrcPort: 4500, DstPort: 4500}},
+		{"esp", aes256gcm16, nil},
+		{"udp", aes256gcm16, natt},
+		{"esp " + chacha20.name, chacha20, nil},
+		{"udp " + aes128sha256.name, aes128sha256, natt},
 	} {
-		t.Run(tc.name, func(t *testing.T) { testTunnel(t, tc.encap) })
+		t.Run(tc.name, func(t *testing.T) { testTunnel(t, tc.tr, tc.encap) })
 	}
 }
 
-func testTunnel(t *testing.T, encap *offload.Encap) {
+func testTunnel(t *testing.T, tr transform, encap *offload.Encap) {
 	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
 	ctx := t.Context()
 	if n, _ := lab.HostA.Ping(ctx, lab.V4.HostB, 1, 300*time.Millisecond); n != 0 {
@@ -250,7 +297,7 @@ func testTunnel(t *testing.T, encap *offload.Encap) {
 	}
 	a := startSite(t, lab.GwA, lab.Prefix+"-gwA")
 	b := startSite(t, lab.GwB, lab.Prefix+"-gwB")
-	keyAB, keyBA := randomKey(t), randomKey(t)
+	keyAB, keyBA := newKeys(t, tr), newKeys(t, tr)
 	install(t, lab.V4, a, b, keyAB, keyBA, encap)
 
 	pingThrough(t, lab, lab.V4.HostB)
@@ -295,6 +342,23 @@ func testTunnel(t *testing.T, encap *offload.Encap) {
 		}
 	})
 
+	t.Run("ttl", func(t *testing.T) {
+		// Each gateway forwards, so each decrements: TTL 1 dies at gwA,
+		// TTL 2 at gwB.
+		for _, x := range []struct {
+			ttl int
+			at  *site
+		}{{1, a}, {2, b}} {
+			before := drops(t, x.at)["ttl"]
+			if err := sendUDPWithTTL(lab.HostA, lab.V4.HostB, x.ttl); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, fmt.Sprintf("ttl %d drop at %s", x.ttl, x.at.ns.Name), func() bool {
+				return drops(t, x.at)["ttl"] > before
+			})
+		}
+	})
+
 	t.Run("volume lifetime event", func(t *testing.T) {
 		// install gave gwB's inbound SA a soft limit of 3 packets.
 		expectEvent(t, b, offload.Event{Kind: offload.SoftExpire, Conn: "lab", Child: "net", SPI: spiAB, Dir: offload.In})
@@ -318,7 +382,7 @@ func testTunnel(t *testing.T, encap *offload.Encap) {
 	})
 
 	t.Run("time lifetime events", func(t *testing.T) {
-		sa, _ := saPair(0x0a0b00ff, randomKey(t), lab.V4.GwAWAN, lab.V4.GwBWAN, lab.V4.LANA, lab.V4.LANB, encap)
+		sa, _ := saPair(0x0a0b00ff, newKeys(t, tr), lab.V4.GwAWAN, lab.V4.GwBWAN, lab.V4.LANA, lab.V4.LANB, encap)
 		sa.Lifetime = offload.Lifetime{SoftTime: 50 * time.Millisecond, HardTime: 150 * time.Millisecond}
 		if err := a.dp.AddSA(ctx, sa); err != nil {
 			t.Fatal(err)
@@ -346,13 +410,13 @@ func testTunnel(t *testing.T, encap *offload.Encap) {
 		}
 	})
 
-	if encap == nil {
-		t.Run("iperf3", func(t *testing.T) { iperf(t, lab) })
+	if encap == nil && tr == aes256gcm16 {
+		t.Run("iperf3", func(t *testing.T) { iperf(t, lab, a, b) })
 	}
 
 	t.Run("rekey", func(t *testing.T) {
 		const spiNew = 0x0a0b0002
-		out, in := saPair(spiNew, randomKey(t), lab.V4.GwAWAN, lab.V4.GwBWAN, lab.V4.LANA, lab.V4.LANB, encap)
+		out, in := saPair(spiNew, newKeys(t, tr), lab.V4.GwAWAN, lab.V4.GwBWAN, lab.V4.LANA, lab.V4.LANB, encap)
 		// Make before break: the new SA exists on both ends before the
 		// policy moves to it and the old one goes.
 		if err := b.dp.AddSA(ctx, in); err != nil {
@@ -371,6 +435,12 @@ func testTunnel(t *testing.T, encap *offload.Encap) {
 		}
 		if err := b.dp.DelSA(ctx, spiAB, offload.In); err != nil {
 			t.Fatal(err)
+		}
+		// Deleting the old child's policy must leave the new one alone.
+		old := p
+		old.SPI = spiAB
+		if err := a.dp.DelPolicy(ctx, old); !errors.Is(err, offload.ErrNotFound) {
+			t.Errorf("delete superseded policy: %v, want ErrNotFound", err)
 		}
 		pingThrough(t, lab, lab.V4.HostB)
 		if c := saCounters(t, b, spiNew, offload.In); c.Packets < 4 {
@@ -498,8 +568,8 @@ func TestTunnelIPv6(t *testing.T) {
 	}
 	a := startSite(t, lab.GwA, lab.Prefix+"-gwA")
 	b := startSite(t, lab.GwB, lab.Prefix+"-gwB")
-	keyAB := randomKey(t)
-	install(t, v6, a, b, keyAB, randomKey(t), nil)
+	keyAB := newKeys(t, aes256gcm16)
+	install(t, v6, a, b, keyAB, newKeys(t, aes256gcm16), nil)
 	pingThrough(t, lab, v6.HostB)
 	for _, x := range []struct {
 		s   *site
@@ -520,7 +590,12 @@ func TestTunnelIPv6(t *testing.T) {
 // iperf runs a 3 s TCP transfer from hostA to hostB through the tunnel and
 // logs the rate. Performance is reported, not asserted; the transfer must
 // move data, though.
-func iperf(t *testing.T, lab *netlab.Lab) {
+func iperf(t *testing.T, lab *netlab.Lab, sites ...*site) {
+	iperfArgs(t, lab, nil, sites...)
+}
+
+// iperfArgs is iperf with extra client arguments.
+func iperfArgs(t *testing.T, lab *netlab.Lab, extra []string, sites ...*site) {
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		t.Skip("iperf3 not installed")
 	}
@@ -531,8 +606,9 @@ func iperf(t *testing.T, lab *netlab.Lab) {
 	var err error
 	for range 20 { // the server needs a moment to listen
 		out.Reset()
-		err = lab.HostA.Run(ctx, &out, "iperf3", "-c", lab.V4.HostB.String(), "-t", "3", "-J")
-		if err == nil || !bytes.Contains(out.Bytes(), []byte("unable to connect")) {
+		err = lab.HostA.Run(ctx, &out, "iperf3", append([]string{"-c", lab.V4.HostB.String(), "-t", "3", "-J"}, extra...)...)
+		// iperf3 -J may exit 0 with the error in its JSON.
+		if !bytes.Contains(out.Bytes(), []byte("unable to connect")) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -556,4 +632,13 @@ func iperf(t *testing.T, lab *netlab.Lab) {
 	}
 	t.Logf("iperf3 TCP through the tunnel: %.0f Mbit/s (%.0f MB in 3 s)",
 		res.End.SumReceived.BitsPerSecond/1e6, res.End.SumReceived.Bytes/1e6)
+	for _, s := range sites {
+		nonzero := map[string]uint64{}
+		for k, v := range drops(t, s) {
+			if v != 0 {
+				nonzero[k] = v
+			}
+		}
+		t.Logf("%s drops: %v", s.ns.Name, nonzero)
+	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xdpsec/xdpsec/offload/afxdp/icmp"
 	"github.com/xdpsec/xdpsec/offload/afxdp/xsk"
 	"github.com/xdpsec/xdpsec/offload/esp"
 )
@@ -54,10 +55,12 @@ type worker struct {
 	// bound to a port sends on that port.
 	wanTx, lanTx *xsk.Socket
 
-	eng     *esp.Worker
-	icmpLim limiter
-	drops   [numReasons]atomic.Uint64
-	txErrs  atomic.Uint64
+	eng    *esp.Worker
+	drops  [numReasons]atomic.Uint64
+	txErrs atomic.Uint64
+	// packets counts what the worker received from both ports, one
+	// atomic add per batch.
+	packets atomic.Uint64
 
 	// Scratch space, allocated once.
 	rx      [batchSize]xsk.Desc
@@ -106,14 +109,14 @@ func (w *worker) run(stop *atomic.Bool) {
 // idle pushes out frames left on the TX rings and sleeps until a socket
 // has packets, the worker is woken, or idlePoll passes.
 func (w *worker) idle() {
-	if err := w.wanTx.Flush(); err != nil {
-		w.txErrs.Add(1)
+	for _, socks := range [2][]*xsk.Socket{w.wan, w.lan} {
+		for _, s := range socks {
+			if err := s.Flush(); err != nil {
+				w.txErrs.Add(1)
+			}
+			s.Complete()
+		}
 	}
-	if err := w.lanTx.Flush(); err != nil {
-		w.txErrs.Add(1)
-	}
-	w.wanTx.Complete()
-	w.lanTx.Complete()
 	for i := range w.pfd {
 		w.pfd[i].Revents = 0
 	}
@@ -133,6 +136,7 @@ func (w *worker) fromWAN(s *xsk.Socket) int {
 	if n == 0 {
 		return 0
 	}
+	w.packets.Add(uint64(n))
 	m := 0
 	for i := range n {
 		f := s.Frame(w.rx[i])
@@ -216,6 +220,7 @@ func (w *worker) fromLAN(s *xsk.Socket) int {
 	if n == 0 {
 		return 0
 	}
+	w.packets.Add(uint64(n))
 	spd := w.dp.spd.Load()
 	k := w.wanTx.Alloc(w.tx[:n])
 	j, nIcmp, nRel := 0, 0, 0
@@ -316,25 +321,30 @@ func (w *worker) encryptOne(s *xsk.Socket, spd *spdTable, d xsk.Desc, f []byte, 
 // too big" for its sender and queues it for s, rate-limited. It reports
 // whether the frame was queued (and so must not be released).
 func (w *worker) tooBig(s *xsk.Socket, d xsk.Desc, f []byte, ip ipInfo, mtu int, nIcmp *int) bool {
-	if isICMPError(f[ethLen:], ip) || !ip.src.IsGlobalUnicast() {
-		return false
-	}
 	// The error comes from the gateway's address towards the sender.
 	back, ok := w.dp.fib.Lookup(ip.src)
 	if !ok || back.IfIndex != w.dp.lanIf || !back.Src.IsValid() || back.Src.Is6() != ip.v6 {
 		return false
 	}
-	if !w.icmpLim.allow(time.Now()) {
+	if !w.dp.icmpLim.Allow(ip.src, time.Now()) {
 		return false
 	}
+	// The message is built in the frame the original arrived in, so the
+	// part it quotes is copied out first.
 	quote := copy(w.quote[:], f[ethLen:ethLen+ip.totalLen])
 	ourMAC, hostMAC := [6]byte(f[0:6]), [6]byte(f[6:12])
-	full := f[:cap(f)]
-	n := buildTooBig(full, w.quote[:quote], ip, mtu, back.Src, ourMAC, hostMAC)
-	if n == 0 {
+	build := icmp.FragNeeded
+	if ip.v6 {
+		build = icmp.PacketTooBig
+	}
+	msg, err := build(f[ethLen:ethLen:cap(f)], w.quote[:quote], back.Src, mtu)
+	if err != nil || len(msg) == 0 || &msg[0] != &f[ethLen] {
+		// Suppressed (an error about an error, a fragment, a
+		// non-unicast source) or, impossibly, too big for the frame.
 		return false
 	}
-	w.icmp[*nIcmp] = xsk.Desc{Addr: d.Addr, Len: uint32(n)}
+	putEth(f, hostMAC, ourMAC, ip.v6)
+	w.icmp[*nIcmp] = xsk.Desc{Addr: d.Addr, Len: uint32(ethLen + len(msg))}
 	*nIcmp++
 	return true
 }
