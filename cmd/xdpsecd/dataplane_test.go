@@ -10,6 +10,7 @@ import (
 
 	"github.com/xdpsec/xdpsec/control/api"
 	"github.com/xdpsec/xdpsec/internal/netlab"
+	"github.com/xdpsec/xdpsec/internal/swan"
 )
 
 // TestAfxdpTunnel runs two xdpsecd with the AF_XDP data plane in a lab
@@ -97,5 +98,64 @@ func TestAfxdpTunnel(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAfxdpInteropStrongSwan carries traffic between xdpsecd (afxdp) and
+// strongSwan's kernel-libipsec, so both ESP implementations check each
+// other's packets. kernel-libipsec only does ESP-in-UDP, which charon's
+// faked NAT brings about on both ends.
+func TestAfxdpInteropStrongSwan(t *testing.T) {
+	netlab.RequireRoot(t)
+	swan.RequireCharon(t)
+	bins := buildBinaries(t)
+	for _, role := range []string{"xdpsec-initiates", "strongswan-initiates"} {
+		for _, esp := range []string{"aes256gcm16", "aes256-sha256"} {
+			t.Run(role+"/"+esp, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				lab := netlab.NewTestLab(t, netlab.LabOptions{Prefix: netlab.RandomPrefix("xs"), NoGatewayRoutes: true})
+				gwA, gwB := labGateways(lab)
+				const ike = "aes256gcm16-prfsha256-x25519"
+				charon := swan.Start(t, lab.GwB, swan.Options{})
+				if err := charon.LoadConn(ctx, swanConn(gwB, ike, esp)); err != nil {
+					t.Fatal(err)
+				}
+				d := newLabDir(t)
+				start := "none"
+				if role == "xdpsec-initiates" {
+					start = "start"
+				}
+				writeGatewayConfig(t, d, gwA, xdpsecConn{ike: ike, esp: esp, startAction: start, dataplane: "afxdp"})
+				startDaemonIn(t, bins, lab.GwA, d)
+				if role == "strongswan-initiates" {
+					if err := charon.Initiate(ctx, "s2s", "net"); err != nil {
+						t.Fatalf("charon initiate: %v", err)
+					}
+				}
+				waitEstablished(t, bins, d, "s2s")
+				if _, err := charon.WaitEstablished(ctx, "s2s"); err != nil {
+					t.Fatal(err)
+				}
+				v4 := lab.V4
+				for _, p := range []struct {
+					from *netlab.NS
+					to   string
+				}{{lab.HostA, v4.HostB.String()}, {lab.HostB, v4.HostA.String()}} {
+					var out strings.Builder
+					if err := p.from.Run(ctx, &out, "ping", "-c", "5", "-i", "0.2", "-W", "2", p.to); err != nil {
+						t.Fatalf("ping %s from %s through the tunnel: %v", p.to, p.from.Name, err)
+					}
+				}
+				sas, err := charon.ListSAs(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				child, ok := sas[0].Child("net")
+				if !ok || child.PacketsIn == 0 || child.PacketsOut == 0 {
+					t.Errorf("strongSwan's CHILD SA counted no traffic both ways: %+v", child)
+				}
+			})
+		}
 	}
 }
