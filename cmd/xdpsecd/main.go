@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -33,6 +34,7 @@ type flags struct {
 	check      bool
 	logLevel   string
 	logFormat  string
+	cpuProfile string
 }
 
 func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -63,6 +65,7 @@ Use --check to validate a configuration file and exit, like nginx -t.`,
 	cmd.Flags().BoolVar(&f.check, "check", false, "validate the configuration file and exit (0 = valid)")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "", "log level (debug, info, warn, error); overrides log.level")
 	cmd.Flags().StringVar(&f.logFormat, "log-format", "", "log format (console, json); overrides log.format")
+	cmd.Flags().StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile (pprof) of the whole run to this file, for performance work")
 	return cmd
 }
 
@@ -118,6 +121,13 @@ func runDaemon(ctx context.Context, stderr io.Writer, f flags) error {
 		return err
 	}
 
+	if f.cpuProfile != "" {
+		stopProfile, err := startCPUProfile(f.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
+	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -140,4 +150,21 @@ func runDaemon(ctx context.Context, stderr io.Writer, f flags) error {
 
 func indent(s string) string {
 	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ")
+}
+
+// startCPUProfile profiles the daemon until the returned function runs at
+// exit; benchmarks use it to say where the time goes.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
