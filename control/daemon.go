@@ -494,3 +494,40 @@ func (d *Daemon) Initiate(ctx context.Context, conn string) error {
 	}
 	return d.engine.Initiate(ctx, conn)
 }
+
+// xdpReporter is implemented by data planes that run XDP programs and
+// workers of their own (afxdp); the others have nothing of the kind.
+type xdpReporter interface {
+	XDPCounters() (wan, lan map[string]uint64, err error)
+	WorkerPackets() []uint64
+}
+
+// Stats implements api.Backend.
+func (d *Daemon) Stats(ctx context.Context) (api.Stats, error) {
+	st, err := d.dp.Stats(ctx)
+	if err != nil {
+		return api.Stats{}, fmt.Errorf("data plane counters: %w", err)
+	}
+	out := api.Stats{Dataplane: d.dp.Name(), Drops: st.Drops}
+	if out.Drops == nil {
+		out.Drops = map[string]uint64{}
+	}
+	if x, ok := d.dp.(xdpReporter); ok {
+		out.Workers = x.WorkerPackets()
+		wan, lan, err := x.XDPCounters()
+		if err != nil {
+			return api.Stats{}, fmt.Errorf("xdp counters: %w", err)
+		}
+		out.XDP = map[string]map[string]uint64{"wan": wan, "lan": lan}
+	}
+	is := d.engine.Stats()
+	out.IKE = api.IKEStats{
+		IKESAs: is.IKESAs, HalfOpen: is.HalfOpen,
+		CookiesSent: is.CookiesSent, Retransmits: is.Retransmits, CachedResponses: is.CachedResponses,
+		Dropped: make(map[string]uint64, len(is.Dropped)),
+	}
+	for reason, n := range is.Dropped {
+		out.IKE.Dropped[string(reason)] = n
+	}
+	return out, nil
+}

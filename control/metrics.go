@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -106,6 +107,8 @@ type dataplaneCollector struct {
 	bytes   *prometheus.Desc
 	packets *prometheus.Desc
 	drops   *prometheus.Desc
+	xdp     *prometheus.Desc
+	workers *prometheus.Desc
 }
 
 func newDataplaneCollector(dp offload.Dataplane, engine *ike.Engine) *dataplaneCollector {
@@ -116,6 +119,8 @@ func newDataplaneCollector(dp offload.Dataplane, engine *ike.Engine) *dataplaneC
 		bytes:   prometheus.NewDesc("xdpsec_child_bytes_total", "Bytes through the ESP data plane per connection, child and direction (in = decrypted, out = encrypted).", labels, nil),
 		packets: prometheus.NewDesc("xdpsec_child_packets_total", "Packets through the ESP data plane per connection, child and direction.", labels, nil),
 		drops:   prometheus.NewDesc("xdpsec_dataplane_drops_total", "Packets the data plane dropped, by reason (unknown_spi, replay, auth, selector, malformed, no_route, mtu, ...).", []string{"dataplane", "reason"}, nil),
+		xdp:     prometheus.NewDesc("xdpsec_xdp_verdicts_total", "Verdicts of the XDP programs by interface side (wan, lan) and verdict.", []string{"interface", "verdict"}, nil),
+		workers: prometheus.NewDesc("xdpsec_worker_packets_total", "Packets handled per data-plane worker.", []string{"worker"}, nil),
 	}
 }
 
@@ -123,6 +128,8 @@ func (c *dataplaneCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.bytes
 	ch <- c.packets
 	ch <- c.drops
+	ch <- c.xdp
+	ch <- c.workers
 }
 
 type childKey struct{ conn, child, dir string }
@@ -157,5 +164,21 @@ func (c *dataplaneCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for reason, n := range st.Drops {
 		ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(n), c.dp.Name(), reason)
+	}
+	x, ok := c.dp.(xdpReporter)
+	if !ok {
+		return
+	}
+	for i, n := range x.WorkerPackets() {
+		ch <- prometheus.MustNewConstMetric(c.workers, prometheus.CounterValue, float64(n), strconv.Itoa(i))
+	}
+	wan, lan, err := x.XDPCounters()
+	if err != nil {
+		return
+	}
+	for side, counters := range map[string]map[string]uint64{"wan": wan, "lan": lan} {
+		for verdict, n := range counters {
+			ch <- prometheus.MustNewConstMetric(c.xdp, prometheus.CounterValue, float64(n), side, verdict)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -48,7 +49,7 @@ Output is a table for people; --json prints the API's JSON for scripts.`,
 	root.PersistentFlags().StringVarP(&g.socket, "socket", "s", defaultSocket, "daemon API socket (env XDPSEC_SOCKET)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON instead of tables")
 	root.SetOut(out)
-	root.AddCommand(statusCommand(g), connsCommand(g), sasCommand(g), upCommand(g), reloadCommand(g), versionCommand(g))
+	root.AddCommand(statusCommand(g), connsCommand(g), sasCommand(g), statsCommand(g), upCommand(g), reloadCommand(g), versionCommand(g))
 	return root
 }
 
@@ -179,6 +180,66 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+func statsCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "stats",
+		Short: "Show data-plane drops by reason, worker load, XDP verdicts and IKE counters",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := g.client().Stats(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			return printStats(cmd.OutOrStdout(), st)
+		},
+	}
+}
+
+func printStats(w io.Writer, st api.Stats) error {
+	tw := newTable(w)
+	fmt.Fprintf(tw, "data plane:\t%s\n", st.Dataplane)
+	fmt.Fprintf(tw, "drops:\t%s\n", counterList(st.Drops))
+	if len(st.Workers) > 0 {
+		parts := make([]string, 0, len(st.Workers))
+		for i, n := range st.Workers {
+			parts = append(parts, fmt.Sprintf("#%d %d", i, n))
+		}
+		fmt.Fprintf(tw, "worker packets:\t%s\n", strings.Join(parts, ", "))
+	}
+	for _, side := range []string{"wan", "lan"} {
+		if c, ok := st.XDP[side]; ok {
+			fmt.Fprintf(tw, "xdp %s:\t%s\n", side, counterList(c))
+		}
+	}
+	fmt.Fprintf(tw, "ike:\t%d IKE SAs, %d half-open, %d cookies sent, %d retransmits, %d cached responses\n",
+		st.IKE.IKESAs, st.IKE.HalfOpen, st.IKE.CookiesSent, st.IKE.Retransmits, st.IKE.CachedResponses)
+	fmt.Fprintf(tw, "ike dropped:\t%s\n", counterList(st.IKE.Dropped))
+	return tw.Flush()
+}
+
+// counterList prints the non-zero counters sorted by name; all-zero
+// counters say so instead of filling the screen.
+func counterList(m map[string]uint64) string {
+	names := make([]string, 0, len(m))
+	for k, v := range m {
+		if v != 0 {
+			names = append(names, k)
+		}
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	slices.Sort(names)
+	parts := make([]string, 0, len(names))
+	for _, k := range names {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func natText(n api.NAT) string {

@@ -80,6 +80,8 @@ func TestAfxdpTunnel(t *testing.T) {
 				`xdpsec_child_bytes_total{child="net",conn="s2s",direction="out"}`,
 				`xdpsec_child_packets_total{child="net",conn="s2s",direction="in"}`,
 				`xdpsec_dataplane_drops_total{dataplane="afxdp",reason="replay"}`,
+				`xdpsec_worker_packets_total{worker="0"}`,
+				`xdpsec_xdp_verdicts_total{interface="wan",`,
 			} {
 				if !strings.Contains(metrics, want) {
 					t.Errorf("metrics lack %s", want)
@@ -87,6 +89,23 @@ func TestAfxdpTunnel(t *testing.T) {
 			}
 			if strings.Contains(metrics, `xdpsec_child_bytes_total{child="net",conn="s2s",direction="out"} 0`+"\n") {
 				t.Errorf("no bytes counted out of the tunnel")
+			}
+
+			var st api.Stats
+			ctlJSON(t, bins, dA.socket, &st, "stats")
+			var handled uint64
+			for _, n := range st.Workers {
+				handled += n
+			}
+			var wanVerdicts uint64
+			for _, n := range st.XDP["wan"] {
+				wanVerdicts += n
+			}
+			if st.Dataplane != "afxdp" || handled == 0 || wanVerdicts == 0 || st.IKE.IKESAs != 1 {
+				t.Errorf("stats = %+v", st)
+			}
+			if table, code := ctl(t, bins, dA.socket, "stats"); code != 0 || !strings.Contains(table, "xdp wan:") || !strings.Contains(table, "worker packets:") {
+				t.Errorf("stats table (exit %d):\n%s", code, table)
 			}
 
 			for _, d := range []labDir{dA, dB} {

@@ -67,6 +67,13 @@ func (c *Client) SAs(ctx context.Context) ([]IKESA, error) {
 	return sas, err
 }
 
+// Stats fetches the data plane's and the IKE engine's counters.
+func (c *Client) Stats(ctx context.Context) (Stats, error) {
+	var st Stats
+	err := c.do(ctx, http.MethodGet, "/v1/stats", &st)
+	return st, err
+}
+
 // UpTimeout bounds `up`: IKE gives up on a silent peer after about 165 s of
 // retransmissions (RFC 7296 2.4 back-off), and the answer must outlast it.
 const UpTimeout = 3 * time.Minute

@@ -19,6 +19,7 @@ type Backend interface {
 	Status(ctx context.Context) Status
 	Conns(ctx context.Context) []Conn
 	SAs(ctx context.Context) []IKESA
+	Stats(ctx context.Context) (Stats, error)
 	Initiate(ctx context.Context, conn string) error
 	Reload(ctx context.Context) (ReloadResult, error)
 }
@@ -79,6 +80,7 @@ func NewServer(backend Backend, log *zap.Logger) *Server {
 	mux.HandleFunc("GET /v1/conns", s.handleConns)
 	mux.HandleFunc("POST /v1/reload", s.handleReload)
 	mux.HandleFunc("GET /v1/sas", s.handleSAs)
+	mux.HandleFunc("GET /v1/stats", s.handleStats)
 	mux.HandleFunc("POST /v1/conns/{name}/up", s.handleUp)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
@@ -137,6 +139,15 @@ func (s *Server) handleSAs(w http.ResponseWriter, r *http.Request) {
 		sas = []IKESA{}
 	}
 	writeJSON(w, http.StatusOK, sas)
+}
+
+func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
+	st, err := s.backend.Stats(r.Context())
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
 }
 
 func (s *Server) handleUp(w http.ResponseWriter, r *http.Request) {

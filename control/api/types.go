@@ -104,3 +104,25 @@ type ChildSA struct {
 	PacketsIn  uint64   `json:"packets_in"`
 	PacketsOut uint64   `json:"packets_out"`
 }
+
+// Stats is what `xdpsecctl stats` shows: the data plane's drops by reason,
+// its workers, the XDP programs' verdicts and the IKE engine's counters.
+type Stats struct {
+	Dataplane string            `json:"dataplane"`
+	Drops     map[string]uint64 `json:"drops"`
+	// Workers counts the packets each data-plane worker handled (afxdp).
+	Workers []uint64 `json:"workers,omitempty"`
+	// XDP maps "wan"/"lan" to the program's verdict counters (afxdp).
+	XDP map[string]map[string]uint64 `json:"xdp,omitempty"`
+	IKE IKEStats                     `json:"ike"`
+}
+
+// IKEStats are the IKE engine's counters.
+type IKEStats struct {
+	IKESAs          int               `json:"ike_sas"`
+	HalfOpen        int               `json:"half_open"`
+	CookiesSent     uint64            `json:"cookies_sent"`
+	Retransmits     uint64            `json:"retransmits"`
+	CachedResponses uint64            `json:"cached_responses"`
+	Dropped         map[string]uint64 `json:"dropped"`
+}
