@@ -23,12 +23,15 @@ type gateway struct {
 	local, remote     netip.Addr
 	localID, remoteID string
 	localTS, remoteTS netip.Prefix
+	// localTS6 and remoteTS6 are the sites' IPv6 LANs, used with dualStack.
+	localTS6, remoteTS6 netip.Prefix
 }
 
 func labGateways(l *netlab.Lab) (a, b gateway) {
 	v4 := l.V4
-	a = gateway{v4.GwAWAN, v4.GwBWAN, "gw-a.example.com", "gw-b.example.com", v4.LANA, v4.LANB}
-	b = gateway{v4.GwBWAN, v4.GwAPublic, "gw-b.example.com", "gw-a.example.com", v4.LANB, v4.LANA}
+	v6 := l.V6
+	a = gateway{v4.GwAWAN, v4.GwBWAN, "gw-a.example.com", "gw-b.example.com", v4.LANA, v4.LANB, v6.LANA, v6.LANB}
+	b = gateway{v4.GwBWAN, v4.GwAPublic, "gw-b.example.com", "gw-a.example.com", v4.LANB, v4.LANA, v6.LANB, v6.LANA}
 	return a, b
 }
 
@@ -44,6 +47,8 @@ type xdpsecConn struct {
 	dataplane string
 	// metrics is metrics.listen; "" switches the endpoint off.
 	metrics string
+	// dualStack adds the sites' IPv6 LANs to the traffic selectors.
+	dualStack bool
 }
 
 // writeGatewayConfig writes an xdpsecd configuration (data plane none) for
@@ -63,6 +68,11 @@ func writeGatewayConfig(t *testing.T, d labDir, gw gateway, c xdpsecConn) {
 	remote := gw.remote.String()
 	if c.remote != "" {
 		remote = c.remote
+	}
+	localTS, remoteTS := gw.localTS.String(), gw.remoteTS.String()
+	if c.dualStack {
+		localTS += ", " + gw.localTS6.String()
+		remoteTS += ", " + gw.remoteTS6.String()
 	}
 	dataplane := "{mode: none}"
 	if c.dataplane != "" && c.dataplane != "none" {
@@ -88,7 +98,7 @@ connections:
       - name: net
         local_ts: [%s]
         remote_ts: [%s]
-`, d.socket, c.metrics, dataplane, gw.local, remote, gw.localID, gw.remoteID, d.psk, c.ike, c.esp, c.startAction, c.encap, gw.localTS, gw.remoteTS)
+`, d.socket, c.metrics, dataplane, gw.local, remote, gw.localID, gw.remoteID, d.psk, c.ike, c.esp, c.startAction, c.encap, localTS, remoteTS)
 	if err := os.WriteFile(d.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
