@@ -254,6 +254,13 @@ func forgeESP(src, dst netip.Addr, encap bool) []byte {
 // sequence number 1, which gwB's replay window has already seen.
 func replayFirst(t *testing.T, sa offload.SA) []byte {
 	t.Helper()
+	return encryptAt(t, sa, 1)
+}
+
+// encryptAt builds the packet with sequence number seq of an SA that
+// shares sa's keys, as an attacker who recorded traffic would have it.
+func encryptAt(t *testing.T, sa offload.SA, seq int) []byte {
+	t.Helper()
 	c, err := espConfig(sa)
 	if err != nil {
 		t.Fatal(err)
@@ -265,9 +272,14 @@ func replayFirst(t *testing.T, sa offload.SA) []byte {
 	inner := ipv4Packet(64, 64, false)
 	buf := make([]byte, esp.MaxHeadroom+len(inner)+esp.MaxTailroom)
 	copy(buf[esp.MaxHeadroom:], inner)
-	p := esp.Packet{Buf: buf, Off: esp.MaxHeadroom, Len: len(inner)}
-	if v := esp.NewWorker().Encrypt(engine, &p); v != esp.Accept {
-		t.Fatalf("encrypt replay: %v", v)
+	w := esp.NewWorker()
+	var p esp.Packet
+	for range seq {
+		copy(buf[esp.MaxHeadroom:], inner)
+		p = esp.Packet{Buf: buf, Off: esp.MaxHeadroom, Len: len(inner)}
+		if v := w.Encrypt(engine, &p); v != esp.Accept {
+			t.Fatalf("encrypt: %v", v)
+		}
 	}
 	return p.Bytes()
 }
@@ -339,6 +351,22 @@ func testTunnel(t *testing.T, tr transform, encap *offload.Encap) {
 		})
 		if after := saCounters(t, b, spiAB, offload.In); after.Packets != before.Packets {
 			t.Errorf("replayed packet accepted: %d -> %d packets", before.Packets, after.Packets)
+		}
+	})
+
+	t.Run("tampered dropped", func(t *testing.T) {
+		abOut, _ := saPair(spiAB, keyAB, lab.V4.GwAWAN, lab.V4.GwBWAN, lab.V4.LANA, lab.V4.LANB, encap)
+		// A sequence number ahead of the window, so only the ICV can
+		// reject it; one bit of the ciphertext flipped.
+		pkt := encryptAt(t, abOut, 5000)
+		pkt[len(pkt)-20] ^= 0x01
+		before := saCounters(t, b, spiAB, offload.In)
+		if err := sendRaw(lab.GwA, pkt, lab.V4.GwBWAN); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "auth drop on gwB", func() bool { return drops(t, b)["auth"] > 0 })
+		if after := saCounters(t, b, spiAB, offload.In); after.Packets != before.Packets {
+			t.Errorf("tampered packet accepted: %d -> %d packets", before.Packets, after.Packets)
 		}
 	})
 
