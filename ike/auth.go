@@ -312,7 +312,7 @@ func (sa *ikeSA) processAuthResponse(pk packet) {
 		// RFC 7296 2.21.2: tell the responder in an INFORMATIONAL.
 		if pkt, err := sa.protect(message.ExchangeInformational, sa.nextReqID, false,
 			[]message.Payload{&message.Notify{NotifyType: message.NotifyAuthenticationFailed}}); err == nil {
-			sa.e.transmit(sa.local, sa.remote, pkt)
+			sa.send(sa.local, sa.remote, pkt)
 		}
 		sa.fail(fmt.Errorf("IKE_AUTH: AUTHENTICATION_FAILED: %w", authErr))
 		return

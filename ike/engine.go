@@ -27,6 +27,9 @@ const (
 	DefaultRetransmitBase    = 1.8
 	DefaultRetransmitTries   = 5
 	DefaultHalfOpenTimeout   = 30 * time.Second
+	// DefaultKeepaliveInterval is strongSwan's and RFC 3948's suggested
+	// 20 s, well below the UDP timeouts of common NATs (30 s and more).
+	DefaultKeepaliveInterval = 20 * time.Second
 )
 
 const (
@@ -70,6 +73,10 @@ type Engine struct {
 	// dropHook, set only by tests before Run, discards received datagrams
 	// to simulate loss.
 	dropHook func(h message.Header) bool
+	// rxHook, set only by tests before Run, sees every received datagram
+	// before it is processed, so that a test can check what came in on
+	// the wire (the NAT-T keepalive's byte and source).
+	rxHook func(b []byte, from, local netip.AddrPort, natt bool)
 }
 
 // initKey finds a responder's half-open SA for a retransmitted IKE_SA_INIT.
@@ -138,6 +145,9 @@ func newEngine(opts Options) *Engine {
 	if opts.HalfOpenTimeout <= 0 {
 		opts.HalfOpenTimeout = DefaultHalfOpenTimeout
 	}
+	if opts.KeepaliveInterval == 0 {
+		opts.KeepaliveInterval = DefaultKeepaliveInterval
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Engine{
 		opts: opts, log: opts.Logger.Named("ike"),
@@ -162,7 +172,19 @@ func (e *Engine) Run(ctx context.Context) error {
 	for _, s := range e.socks {
 		wg.Go(func() { e.readLoop(s) })
 	}
+	// One ticker for all SAs, not a timer per SA: its walk costs a few
+	// lock operations per SA every quarter interval.
+	kaDone := make(chan struct{})
+	go func() {
+		defer close(kaDone)
+		if e.opts.KeepaliveInterval > 0 {
+			e.keepaliveLoop(ctx)
+		}
+	}()
 	<-ctx.Done()
+	// Keepalives end before the Deletes go out, so none races with the
+	// shutdown or with the closing of the sockets.
+	<-kaDone
 	e.shutdown()
 	e.closeSockets()
 	wg.Wait()
@@ -405,8 +427,10 @@ func (e *Engine) newSPILocked() uint64 {
 }
 
 // transmit sends an already framed datagram (with the non-ESP marker when
-// it goes over the NAT-T port) from local to remote.
-func (e *Engine) transmit(local, remote netip.AddrPort, b []byte) {
+// it goes over the NAT-T port) from local to remote. Failures are logged
+// at debug level (retransmission or the next keepalive deals with them);
+// the error is for callers that count what left.
+func (e *Engine) transmit(local, remote netip.AddrPort, b []byte) error {
 	natt := int(local.Port()) == e.opts.NATPort
 	port := e.opts.Port
 	if natt {
@@ -425,12 +449,16 @@ func (e *Engine) transmit(local, remote netip.AddrPort, b []byte) {
 	}
 	if s == nil {
 		e.log.Debug("no socket to send from", zap.Stringer("local", local), zap.Stringer("remote", remote))
-		return
+		return errNoSocket
 	}
 	if err := s.write(b, local.Addr(), remote); err != nil {
 		e.log.Debug("ike send", zap.Stringer("remote", remote), zap.Error(err))
+		return err
 	}
+	return nil
 }
+
+var errNoSocket = errors.New("no IKE socket for this local address and port")
 
 // frame prefixes the non-ESP marker for the NAT-T port (RFC 3948 2.2).
 func frame(natt bool, ike []byte) []byte {
@@ -462,7 +490,16 @@ func (e *Engine) rateLimited(key string) bool {
 // handlePacket processes one datagram received on the IKE port (natt false)
 // or the NAT-T port.
 func (e *Engine) handlePacket(b []byte, from, local netip.AddrPort, natt bool) {
+	if e.rxHook != nil {
+		e.rxHook(b, from, local, natt)
+	}
 	if natt {
+		if isNATKeepalive(b) {
+			// Nothing to answer (RFC 3948 2.3); counted apart for the
+			// operator, and as non_ike as it always was.
+			e.stats.keepaliveIn()
+			return
+		}
 		var ok bool
 		if b, ok = message.StripNonESPMarker(b); !ok {
 			e.stats.drop(DropNonIKE)

@@ -370,7 +370,7 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 		// already answered is a protocol error we ignore.
 		if !dup.gone && dup.haveResp && string(dup.initReq) == string(b) {
 			e.stats.add(&e.stats.cached)
-			e.transmit(local, from, dup.lastResp)
+			dup.send(local, from, dup.lastResp)
 		} else {
 			e.stats.drop(DropUnexpected)
 		}

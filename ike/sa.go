@@ -84,6 +84,11 @@ type ikeSA struct {
 	done        chan error // initiator's Initiate waits here
 	finished    bool
 	deleted     chan struct{} // closed when our Delete was answered
+
+	// lastSent is when we last sent the peer anything; the NAT-T
+	// keepalive waits for it to be KeepaliveInterval ago, since any
+	// datagram refreshes the NAT mapping.
+	lastSent time.Time
 }
 
 type childSA struct {
@@ -265,7 +270,7 @@ func (sa *ikeSA) sendRequest(exch message.ExchangeType, pkt []byte) {
 	}
 	o := &outstanding{id: sa.nextReqID, exch: exch, pkt: pkt, started: time.Now()}
 	sa.out = o
-	sa.e.transmit(sa.local, sa.remote, pkt)
+	sa.send(sa.local, sa.remote, pkt)
 	o.timer = time.AfterFunc(sa.retransmitDelay(0), func() { sa.retransmit(o) })
 }
 
@@ -291,7 +296,7 @@ func (sa *ikeSA) retransmit(o *outstanding) {
 	o.tries++
 	sa.e.stats.add(&sa.e.stats.retrans)
 	sa.e.log.Debug("retransmitting request", sa.fields(zap.Stringer("exchange", o.exch), zap.Int("try", o.tries))...)
-	sa.e.transmit(sa.local, sa.remote, o.pkt)
+	sa.send(sa.local, sa.remote, o.pkt)
 	o.timer = time.AfterFunc(sa.retransmitDelay(o.tries), func() { sa.retransmit(o) })
 }
 
@@ -299,7 +304,15 @@ func (sa *ikeSA) retransmit(o *outstanding) {
 func (sa *ikeSA) respond(id uint32, pk packet, pkt []byte) {
 	sa.lastResp, sa.lastRespID, sa.haveResp = pkt, id, true
 	sa.expectReqID = id + 1
-	sa.e.transmit(pk.local, pk.from, pkt)
+	sa.send(pk.local, pk.from, pkt)
+}
+
+// send transmits pkt for this SA and notes when, which defers its next
+// NAT-T keepalive.
+func (sa *ikeSA) send(local, remote netip.AddrPort, pkt []byte) {
+	if sa.e.transmit(local, remote, pkt) == nil {
+		sa.lastSent = time.Now()
+	}
 }
 
 // protect builds an SK-protected message with the inner payloads.
@@ -422,7 +435,7 @@ func (sa *ikeSA) handleRequest(pk packet) {
 	if sa.haveResp && id == sa.lastRespID {
 		sa.e.stats.add(&sa.e.stats.cached)
 		sa.e.log.Debug("retransmitted request, answering from cache", sa.fields(zap.Stringer("exchange", pk.h.Exchange), zap.Uint32("msgid", id))...)
-		sa.e.transmit(pk.local, pk.from, sa.lastResp)
+		sa.send(pk.local, pk.from, sa.lastResp)
 		return
 	}
 	if id != sa.expectReqID {

@@ -50,6 +50,11 @@ type Stats struct {
 	// requests, CachedResponses responses re-sent for a retransmitted
 	// request without processing it again.
 	CookiesSent, Retransmits, CachedResponses uint64
+	// KeepalivesSent counts the NAT-T keepalives we sent (RFC 3948
+	// section 4), KeepalivesReceived those that reached the NAT-T socket:
+	// a datagram of exactly the byte 0xFF. Received keepalives are also
+	// counted in Dropped[DropNonIKE], as they were before this counter.
+	KeepalivesSent, KeepalivesReceived uint64
 }
 
 type counters struct {
@@ -59,6 +64,8 @@ type counters struct {
 	cookies   uint64
 	retrans   uint64
 	cached    uint64
+	kaSent    uint64
+	kaRecv    uint64
 }
 
 func newCounters() *counters {
@@ -87,11 +94,21 @@ func (c *counters) add(p *uint64) {
 	c.mu.Unlock()
 }
 
+// keepaliveIn counts a received NAT-T keepalive, which is also a non_ike
+// drop.
+func (c *counters) keepaliveIn() {
+	c.mu.Lock()
+	c.kaRecv++
+	c.dropped[DropNonIKE]++
+	c.mu.Unlock()
+}
+
 func (c *counters) snapshot() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return Stats{
 		Exchanges: maps.Clone(c.exchanges), Dropped: maps.Clone(c.dropped),
 		CookiesSent: c.cookies, Retransmits: c.retrans, CachedResponses: c.cached,
+		KeepalivesSent: c.kaSent, KeepalivesReceived: c.kaRecv,
 	}
 }

@@ -1,8 +1,9 @@
 // Package ike is xdpsec's IKEv2 (RFC 7296) state machine: the IKE_SA_INIT
 // and IKE_AUTH exchanges in both roles with pre-shared key authentication,
-// the first CHILD SA, NAT detection and the float to UDP 4500, COOKIEs under
-// load, INVALID_KE_PAYLOAD retries, retransmission and the responder's
-// response cache, and the INFORMATIONAL exchanges that delete SAs.
+// the first CHILD SA, NAT detection and the float to UDP 4500 with NAT-T
+// keepalives from the end behind the NAT, COOKIEs under load,
+// INVALID_KE_PAYLOAD retries, retransmission and the responder's response
+// cache, and the INFORMATIONAL exchanges that delete SAs.
 //
 // The design follows strongSwan's libcharon: every exchange is built and
 // processed by the initiator and the responder in turn, one outstanding
@@ -241,7 +242,16 @@ type Options struct {
 	// HalfOpenTimeout removes half-open SAs that do not complete
 	// (default 30 s).
 	HalfOpenTimeout time.Duration
-	Installer       Installer
+	// KeepaliveInterval is the idle time after which an established IKE
+	// SA whose local end is behind a NAT sends a NAT-T keepalive (RFC 3948
+	// section 4, RFC 7296 section 2.23) to keep the NAT mapping open;
+	// 0 means DefaultKeepaliveInterval (20 s), negative disables them.
+	// Forced encapsulation (Conn.ForceEncap) without a real NAT on our
+	// side sends none: there is no mapping of ours to keep alive, and
+	// RFC 7296 2.23 leaves keepalives to the host behind the NAT
+	// (strongSwan does the same for its faked NAT).
+	KeepaliveInterval time.Duration
+	Installer         Installer
 }
 
 // IKESAInfo describes an IKE SA for the operator.

@@ -4,9 +4,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -30,7 +32,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(demoCommand())
+	root.AddCommand(demoCommand(), benchCommand())
 	return root
 }
 
@@ -57,5 +59,84 @@ xdpsecctl reports and removes everything again, also when interrupted.`,
 	}
 	cmd.Flags().StringVar(&binDir, "bin", "bin", "directory holding xdpsecd and xdpsecctl")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "show the daemons' logs")
+	return cmd
+}
+
+func benchCommand() *cobra.Command {
+	var (
+		opts    perf.BenchOptions
+		configs string
+		noUDP   bool
+		asJSON  bool
+		verbose bool
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure TCP and UDP throughput hostA -> hostB: plain routing, xdpsec, strongSwan, wireguard-go",
+		Long: `bench runs iperf3 from hostA to hostB through the two-site lab once per
+configuration, each on a fresh lab that is torn down afterwards, also on
+failure or interruption:
+
+  plain         the gateways route, no tunnel (the baseline)
+  xdpsec        xdpsecd on both gateways, afxdp data plane, ESP aes256gcm16
+  strongswan    charon with kernel-libipsec, ESP aes256gcm16 (in UDP 4500)
+  wireguard-go  userspace WireGuard, built with go install at run time
+
+Each gets a single-stream TCP transfer and, unless --no-udp, a bounded search
+for the highest rate of 1400-byte UDP datagrams that loses less than 0.1 %.
+The table gives Mbit/s and ratios to plain routing and to wireguard-go.
+A configuration whose tools are missing is reported as skipped.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if os.Geteuid() != 0 {
+				return fmt.Errorf("bench needs root: it creates network namespaces")
+			}
+			if configs != "" {
+				opts.Configs = strings.Split(configs, ",")
+			}
+			opts.UDP = !noUDP
+			progress := cmd.ErrOrStderr()
+			if !asJSON {
+				progress = cmd.OutOrStdout()
+			}
+			opts.Out = progress
+			if verbose {
+				opts.DaemonLog = cmd.ErrOrStderr()
+			}
+			report, err := perf.RunBench(cmd.Context(), opts)
+			if report != nil {
+				if asJSON {
+					enc := json.NewEncoder(cmd.OutOrStdout())
+					enc.SetIndent("", "  ")
+					if jerr := enc.Encode(report); jerr != nil {
+						return jerr
+					}
+				} else {
+					fmt.Fprintln(cmd.OutOrStdout())
+					if werr := report.WriteText(cmd.OutOrStdout()); werr != nil {
+						return werr
+					}
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if failed := report.Failed(); len(failed) > 0 {
+				return fmt.Errorf("configurations failed: %s", strings.Join(failed, ", "))
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.BinDir, "bin", "bin", "directory holding xdpsecd")
+	f.StringVar(&configs, "configs", "", "comma-separated configurations to run (default all: "+strings.Join(perf.BenchConfigs(), ",")+")")
+	f.IntVar(&opts.Seconds, "seconds", perf.DefaultBenchSeconds, "length of each TCP transfer in seconds")
+	f.BoolVar(&noUDP, "no-udp", false, "skip the UDP loss-rate search")
+	f.IntVar(&opts.UDPTrials, "udp-trials", perf.DefaultUDPTrials, "most UDP trials per configuration")
+	f.IntVar(&opts.UDPTrialSeconds, "udp-trial-seconds", perf.DefaultUDPTrialSeconds, "length of each UDP trial in seconds")
+	f.StringVar(&opts.ProfileDir, "profile", "", "run xdpsecd with --cpu-profile DIR/gwA.pprof (and gwB) and print the top 15 functions")
+	f.StringVar(&opts.WireGuardGo, "wireguard-go", "", "wireguard-go binary to use (default: go install "+perf.WireGuardGoModule+"@"+perf.WireGuardGoVersion+" into a temp dir)")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON (progress goes to stderr)")
+	f.BoolVarP(&verbose, "verbose", "v", false, "show the daemons' logs")
 	return cmd
 }

@@ -97,7 +97,7 @@ func TestAfxdpTunnel(t *testing.T) {
 			t.Logf("TCP through the %s tunnel: %.0f Mbit/s", tc.name, res.End.SumReceived.BitsPerSecond/1e6)
 
 			if tc.udpCheck {
-				udpTransfer(t, ctx, lab.HostA, lab.HostB, v4.HostB, 100<<20)
+				udpTransfer(t, ctx, lab.HostA, lab.HostB, v4.HostB, 100<<20, 400)
 			}
 
 			metrics := a.get(t, "http://127.0.0.1:9469/metrics")
@@ -191,6 +191,9 @@ func TestAfxdpInteropStrongSwan(t *testing.T) {
 						t.Fatalf("ping %s from %s through the tunnel: %v", p.to, p.from.Name, err)
 					}
 				}
+				// strongSwan's ESP runs in user space too (kernel-libipsec),
+				// at a fraction of the rate: a smaller, slower transfer.
+				udpTransfer(t, ctx, lab.HostB, lab.HostA, v4.HostA, 10<<20, 50)
 				sas, err := charon.ListSAs(ctx)
 				if err != nil {
 					t.Fatal(err)
@@ -209,7 +212,7 @@ func TestAfxdpInteropStrongSwan(t *testing.T) {
 // to a rate the lab carries, and checks the receiver's copy by SHA-256.
 // Datagrams lost on the way (UDP guarantees nothing) are sent again, at
 // most three times, and counted in the log: the check is about content.
-func udpTransfer(t *testing.T, ctx context.Context, from, to *netlab.NS, dst netip.Addr, size int) {
+func udpTransfer(t *testing.T, ctx context.Context, from, to *netlab.NS, dst netip.Addr, size, mbps int) {
 	t.Helper()
 	const payload = 1400 - 4 // 4 bytes of sequence number
 	data := make([]byte, size)
@@ -273,17 +276,21 @@ func udpTransfer(t *testing.T, ctx context.Context, from, to *netlab.NS, dst net
 		binary.BigEndian.PutUint32(dgram, uint32(i))
 		end := min((i+1)*payload, size)
 		k := copy(dgram[4:], data[i*payload:end])
+		// A write can fail once with EMSGSIZE when the path learns a
+		// smaller MTU (strongSwan's TUN is 1400 bytes): the datagram is
+		// then missing and sent again like a lost one.
 		if _, err := send.Write(dgram[:4+k]); err != nil {
-			t.Errorf("send datagram %d: %v", i, err)
+			t.Logf("send datagram %d: %v", i, err)
 		}
 	}
 	dgram := make([]byte, 1400)
 	start := time.Now()
-	// About 400 Mbit/s: bursts of 32 datagrams every 0.9 ms.
+	// Bursts of 32 datagrams, spaced to average mbps.
+	gap := time.Duration(32 * 1400 * 8 * 1000 / mbps)
 	for i := range n {
 		sendOne(i, dgram)
 		if i%32 == 31 {
-			time.Sleep(900 * time.Microsecond)
+			time.Sleep(gap)
 		}
 	}
 	resent := 0
@@ -304,7 +311,7 @@ func udpTransfer(t *testing.T, ctx context.Context, from, to *netlab.NS, dst net
 		for j, i := range missing {
 			sendOne(i, dgram)
 			if j%32 == 31 {
-				time.Sleep(900 * time.Microsecond)
+				time.Sleep(gap)
 			}
 		}
 	}
