@@ -128,10 +128,11 @@ func (d *Daemon) open(runCtx context.Context) (*listeners, *config.Config, error
 		return fail(err)
 	}
 	engine, err := ike.New(ike.Options{
-		Logger:          d.log.Named("ike"),
-		Listen:          cfg.IKE.Listen,
-		CookieThreshold: cfg.IKE.CookieThreshold,
-		Installer:       &installer{dp: dp, log: d.log.Named("dataplane")},
+		Logger:            d.log.Named("ike"),
+		Listen:            cfg.IKE.Listen,
+		CookieThreshold:   cfg.IKE.CookieThreshold,
+		KeepaliveInterval: keepaliveInterval(cfg.IKE.NATKeepalive),
+		Installer:         &installer{dp: dp, log: d.log.Named("dataplane")},
 	})
 	if err != nil {
 		return fail(fmt.Errorf("ike: %w", err))
@@ -524,10 +525,20 @@ func (d *Daemon) Stats(ctx context.Context) (api.Stats, error) {
 	out.IKE = api.IKEStats{
 		IKESAs: is.IKESAs, HalfOpen: is.HalfOpen,
 		CookiesSent: is.CookiesSent, Retransmits: is.Retransmits, CachedResponses: is.CachedResponses,
+		KeepalivesSent: is.KeepalivesSent, KeepalivesReceived: is.KeepalivesReceived,
 		Dropped: make(map[string]uint64, len(is.Dropped)),
 	}
 	for reason, n := range is.Dropped {
 		out.IKE.Dropped[string(reason)] = n
 	}
 	return out, nil
+}
+
+// keepaliveInterval maps ike.nat_keepalive, where 0 means off, to the
+// engine's option, where 0 means its default and a negative value off.
+func keepaliveInterval(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -56,6 +56,7 @@ type ikeCollector struct {
 	cookies   *prometheus.Desc
 	retrans   *prometheus.Desc
 	cached    *prometheus.Desc
+	keepalive *prometheus.Desc
 }
 
 func newIKECollector(engine *ike.Engine) *ikeCollector {
@@ -68,11 +69,12 @@ func newIKECollector(engine *ike.Engine) *ikeCollector {
 		cookies:   prometheus.NewDesc("xdpsec_ike_cookies_sent_total", "COOKIE demands sent to IKE_SA_INIT requests (RFC 7296 2.6).", nil, nil),
 		retrans:   prometheus.NewDesc("xdpsec_ike_retransmits_total", "Requests this gateway retransmitted.", nil, nil),
 		cached:    prometheus.NewDesc("xdpsec_ike_cached_responses_total", "Responses re-sent from cache for retransmitted requests.", nil, nil),
+		keepalive: prometheus.NewDesc("xdpsec_nat_keepalives_total", "NAT-T keepalives (RFC 3948) by direction: sent by this end behind a NAT, received from a peer behind one.", []string{"direction"}, nil),
 	}
 }
 
 func (c *ikeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.sas, c.halfOpen, c.exchanges, c.dropped, c.cookies, c.retrans, c.cached} {
+	for _, d := range []*prometheus.Desc{c.sas, c.halfOpen, c.exchanges, c.dropped, c.cookies, c.retrans, c.cached, c.keepalive} {
 		ch <- d
 	}
 }
@@ -96,6 +98,8 @@ func (c *ikeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.cookies, prometheus.CounterValue, float64(st.CookiesSent))
 	ch <- prometheus.MustNewConstMetric(c.retrans, prometheus.CounterValue, float64(st.Retransmits))
 	ch <- prometheus.MustNewConstMetric(c.cached, prometheus.CounterValue, float64(st.CachedResponses))
+	ch <- prometheus.MustNewConstMetric(c.keepalive, prometheus.CounterValue, float64(st.KeepalivesSent), "sent")
+	ch <- prometheus.MustNewConstMetric(c.keepalive, prometheus.CounterValue, float64(st.KeepalivesReceived), "received")
 }
 
 // dataplaneCollector exports the data plane's counters: traffic per

@@ -218,6 +218,7 @@ func printStats(w io.Writer, st api.Stats) error {
 	}
 	fmt.Fprintf(tw, "ike:\t%d IKE SAs, %d half-open, %d cookies sent, %d retransmits, %d cached responses\n",
 		st.IKE.IKESAs, st.IKE.HalfOpen, st.IKE.CookiesSent, st.IKE.Retransmits, st.IKE.CachedResponses)
+	fmt.Fprintf(tw, "nat keepalives:\t%d sent, %d received\n", st.IKE.KeepalivesSent, st.IKE.KeepalivesReceived)
 	fmt.Fprintf(tw, "ike dropped:\t%s\n", counterList(st.IKE.Dropped))
 	return tw.Flush()
 }

@@ -45,10 +45,10 @@ func TestAfxdpTunnel(t *testing.T) {
 			}
 			const ike, esp = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
 			dB := newLabDir(t)
-			writeGatewayConfig(t, dB, gwB, xdpsecConn{ike: ike, esp: esp, startAction: "none", encap: tc.encap, dataplane: "afxdp", dualStack: true})
+			writeGatewayConfig(t, dB, gwB, xdpsecConn{ike: ike, esp: esp, startAction: "none", encap: tc.encap, dataplane: "afxdp", dualStack: true, keepalive: "300ms"})
 			startDaemonIn(t, bins, lab.GwB, dB)
 			dA := newLabDir(t)
-			writeGatewayConfig(t, dA, gwA, xdpsecConn{ike: ike, esp: esp, startAction: "start", encap: tc.encap, dataplane: "afxdp", metrics: "127.0.0.1:9469", dualStack: true})
+			writeGatewayConfig(t, dA, gwA, xdpsecConn{ike: ike, esp: esp, startAction: "start", encap: tc.encap, dataplane: "afxdp", metrics: "127.0.0.1:9469", dualStack: true, keepalive: "300ms"})
 			a := startDaemonIn(t, bins, lab.GwA, dA)
 			sa := waitEstablished(t, bins, dA, "s2s")
 			waitEstablished(t, bins, dB, "s2s")
@@ -128,6 +128,15 @@ func TestAfxdpTunnel(t *testing.T) {
 			}
 			if st.Dataplane != "afxdp" || handled == 0 || wanVerdicts == 0 || st.IKE.IKESAs != 1 {
 				t.Errorf("stats = %+v", st)
+			}
+			// Only gwA, behind the NAT, keeps its mapping open. On gwB the
+			// XDP front door drops (and counts) them before any socket.
+			var stB api.Stats
+			ctlJSON(t, bins, dB.socket, &stB, "stats")
+			heard := stB.XDP["wan"]["drop_keepalive"]
+			if tc.nat != (st.IKE.KeepalivesSent > 0) || tc.nat != (heard > 0) || stB.IKE.KeepalivesSent != 0 {
+				t.Errorf("NAT keepalives: gwA sent %d, gwB's XDP dropped %d, gwB sent %d (NAT %v)",
+					st.IKE.KeepalivesSent, heard, stB.IKE.KeepalivesSent, tc.nat)
 			}
 			if table, code := ctl(t, bins, dA.socket, "stats"); code != 0 || !strings.Contains(table, "xdp wan:") || !strings.Contains(table, "worker packets:") {
 				t.Errorf("stats table (exit %d):\n%s", code, table)

@@ -49,6 +49,8 @@ type xdpsecConn struct {
 	metrics string
 	// dualStack adds the sites' IPv6 LANs to the traffic selectors.
 	dualStack bool
+	// keepalive is ike.nat_keepalive; "" keeps the default.
+	keepalive string
 }
 
 // writeGatewayConfig writes an xdpsecd configuration (data plane none) for
@@ -78,8 +80,12 @@ func writeGatewayConfig(t *testing.T, d labDir, gw gateway, c xdpsecConn) {
 	if c.dataplane != "" && c.dataplane != "none" {
 		dataplane = fmt.Sprintf("{mode: %s, wan: %s, lan: %s}", c.dataplane, netlab.WANIf, netlab.LANIf)
 	}
+	ikeSection := ""
+	if c.keepalive != "" {
+		ikeSection = fmt.Sprintf("ike: {nat_keepalive: %s}\n", c.keepalive)
+	}
 	cfg := fmt.Sprintf(`log: {level: debug}
-api: {socket: %s}
+%sapi: {socket: %s}
 metrics: {listen: "%s"}
 dataplane: %s
 connections:
@@ -98,7 +104,7 @@ connections:
       - name: net
         local_ts: [%s]
         remote_ts: [%s]
-`, d.socket, c.metrics, dataplane, gw.local, remote, gw.localID, gw.remoteID, d.psk, c.ike, c.esp, c.startAction, c.encap, localTS, remoteTS)
+`, ikeSection, d.socket, c.metrics, dataplane, gw.local, remote, gw.localID, gw.remoteID, d.psk, c.ike, c.esp, c.startAction, c.encap, localTS, remoteTS)
 	if err := os.WriteFile(d.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -119,10 +119,14 @@ type Stats struct {
 
 // IKEStats are the IKE engine's counters.
 type IKEStats struct {
-	IKESAs          int               `json:"ike_sas"`
-	HalfOpen        int               `json:"half_open"`
-	CookiesSent     uint64            `json:"cookies_sent"`
-	Retransmits     uint64            `json:"retransmits"`
-	CachedResponses uint64            `json:"cached_responses"`
-	Dropped         map[string]uint64 `json:"dropped"`
+	IKESAs          int    `json:"ike_sas"`
+	HalfOpen        int    `json:"half_open"`
+	CookiesSent     uint64 `json:"cookies_sent"`
+	Retransmits     uint64 `json:"retransmits"`
+	CachedResponses uint64 `json:"cached_responses"`
+	// NAT-T keepalives (RFC 3948) sent by this end behind a NAT, and
+	// received from a peer behind one.
+	KeepalivesSent     uint64            `json:"keepalives_sent"`
+	KeepalivesReceived uint64            `json:"keepalives_received"`
+	Dropped            map[string]uint64 `json:"dropped"`
 }

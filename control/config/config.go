@@ -55,6 +55,10 @@ type IKE struct {
 	// CookieThreshold is the number of half-open IKE SAs above which
 	// responders demand COOKIEs (RFC 7296 2.6).
 	CookieThreshold int `yaml:"cookie_threshold"`
+	// NATKeepalive is the idle time after which a gateway behind a NAT
+	// sends a NAT-T keepalive (RFC 3948) to keep the mapping open; 0
+	// switches keepalives off.
+	NATKeepalive time.Duration `yaml:"nat_keepalive"`
 }
 
 // Dataplane selects and configures the ESP data plane.
@@ -174,7 +178,7 @@ func defaultConfig() Config {
 		Log:     Log{Level: "info", Format: "console"},
 		API:     API{Socket: "/run/xdpsec/xdpsec.sock"},
 		Metrics: Metrics{Listen: "127.0.0.1:9469"},
-		IKE:     IKE{CookieThreshold: 1000},
+		IKE:     IKE{CookieThreshold: 1000, NATKeepalive: 20 * time.Second},
 		Dataplane: Dataplane{
 			Mode:    "afxdp",
 			XDPMode: "auto",

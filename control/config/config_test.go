@@ -91,7 +91,7 @@ func TestDesignExample(t *testing.T) {
 		Log:     Log{Level: "info", Format: "console"},
 		API:     API{Socket: "/run/xdpsec/xdpsec.sock"},
 		Metrics: Metrics{Listen: "127.0.0.1:9469"},
-		IKE:     IKE{CookieThreshold: 1000},
+		IKE:     IKE{CookieThreshold: 1000, NATKeepalive: 20 * time.Second},
 		Dataplane: Dataplane{Mode: "afxdp", WAN: "eth0", LAN: "eth1", XDPMode: "auto",
 			Offload: Offload{Type: "crypto"}},
 		Connections: []Connection{{
@@ -344,6 +344,7 @@ func TestInvalid(t *testing.T) {
 		{"metrics port", doc("metrics: {listen: \"127.0.0.1:99999\"}\ndataplane: {mode: none}\n"), "metrics.listen", "port must be 1-65535", 1},
 		{"api socket relative", doc("api: {socket: xdpsec.sock}\ndataplane: {mode: none}\n"), "api.socket", "must be an absolute path", 1},
 		{"cookie threshold", doc("ike: {cookie_threshold: 0}\ndataplane: {mode: none}\n"), "ike.cookie_threshold", "must be at least 1", 1},
+		{"nat keepalive negative", doc("ike: {nat_keepalive: -5s}\ndataplane: {mode: none}\n"), "ike.nat_keepalive", "must be positive", 1},
 		{"ike listen", doc("ike:\n  listen: [192.0.2.1, 300.1.1.1]\ndataplane: {mode: none}\n"), "ike.listen[1]", `invalid IP address "300.1.1.1"`, 2},
 		{"dataplane mode", doc("dataplane: {mode: dpdk}\n"), "dataplane.mode", "must be one of afxdp, xfrm, xfrm-offload, none", 1},
 		{"afxdp needs lan", doc("dataplane:\n  wan: eth0\n"), "dataplane.lan", "required for mode afxdp", 2},

@@ -121,6 +121,7 @@ func (d *decoder) ike(n *yaml.Node, path string, ike *IKE) {
 				ike.CookieThreshold = x
 			}
 		},
+		"nat_keepalive": func(v *yaml.Node, p string) { d.duration(v, p, &ike.NATKeepalive, true) },
 	})
 }
 
