@@ -4,7 +4,6 @@ package perf
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -116,7 +114,7 @@ func RunDemo(ctx context.Context, opts DemoOptions) (err error) {
 		return fmt.Errorf("ping hostA -> hostB through the tunnel: %w", perr)
 	}
 	fmt.Fprintf(out, "    ping hostA -> hostB: %s\n", pingSummary(pingOut.String()))
-	mbps, err := iperfTCP(ctx, lab.HostA, lab.HostB, v4.HostB.String(), 5)
+	mbps, err := iperfTCPRate(ctx, lab.HostA, lab.HostB, v4.HostB.String(), 5)
 	if err != nil {
 		return err
 	}
@@ -219,43 +217,6 @@ func waitSocket(ctx context.Context, socket string, proc *netlab.Process, limit 
 			return fmt.Errorf("xdpsecd did not open %s within %s", socket, limit)
 		}
 	}
-}
-
-// iperfTCP runs a TCP transfer of secs seconds from client to server and
-// returns the receiver's rate in Mbit/s.
-func iperfTCP(ctx context.Context, client, server *netlab.NS, serverAddr string, secs int) (float64, error) {
-	srv, err := server.Start(exec.CommandContext(ctx, "iperf3", "-s", "-1", "-B", serverAddr), nil)
-	if err != nil {
-		return 0, fmt.Errorf("start iperf3 server: %w", err)
-	}
-	defer srv.Stop(2 * time.Second)
-	var out strings.Builder
-	var runErr error
-	// The server needs a moment to listen; retry the client briefly.
-	for range 20 {
-		out.Reset()
-		if runErr = client.Run(ctx, &out, "iperf3", "-c", serverAddr, "-t", strconv.Itoa(secs), "-J"); runErr == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if runErr != nil {
-		return 0, fmt.Errorf("iperf3: %w", runErr)
-	}
-	var res struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal([]byte(out.String()), &res); err != nil {
-		return 0, fmt.Errorf("iperf3 output: %w", err)
-	}
-	if res.End.SumReceived.BitsPerSecond <= 0 {
-		return 0, errors.New("iperf3 moved no data")
-	}
-	return res.End.SumReceived.BitsPerSecond / 1e6, nil
 }
 
 // waitEstablished polls the daemon's API until a CHILD SA is installed.

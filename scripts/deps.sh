@@ -9,6 +9,8 @@ packages=(
 	strongswan-charon strongswan-swanctl libcharon-extra-plugins
 	# lab tooling: namespaces are made through netlink, these are run inside
 	iproute2 iptables iputils-ping iperf3 tcpdump
+	# the WireGuard baseline of `xdpsec-bench bench` (wireguard-go is built from the Go module proxy)
+	wireguard-tools
 	# eBPF toolchain for `make generate` and the stale-object check
 	clang llvm libbpf-dev
 )
