@@ -34,6 +34,7 @@ func openDataplane(ctx context.Context, cfg *config.Config, configPath string, l
 			LAN:      dp.LAN,
 			Workers:  dp.Workers,
 			XDPMode:  dp.XDPMode,
+			TUN:      dp.TUN,
 			Instance: instanceName(configPath),
 			Logger:   log.Named("afxdp"),
 		})

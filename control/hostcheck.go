@@ -18,8 +18,8 @@ func HostProblems(cfg *config.Config) []string {
 	if cfg.Dataplane.Mode == "none" {
 		return problems
 	}
-	if cfg.Dataplane.TUN != "" {
-		problems = append(problems, "dataplane.tun: the TUN port for host-originated traffic is not available in this build yet; remove the key")
+	if cfg.Dataplane.TUN != "" && cfg.Dataplane.Mode != "afxdp" {
+		problems = append(problems, fmt.Sprintf("dataplane.tun: the TUN port exists only in mode afxdp, not %s", cfg.Dataplane.Mode))
 	}
 	// The TUN port is created by the daemon, so only the NICs must exist.
 	for _, iface := range []struct{ key, name string }{

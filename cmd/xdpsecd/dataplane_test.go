@@ -20,6 +20,12 @@ import (
 	"github.com/xdpsec/xdpsec/internal/swan"
 )
 
+// pingPair is a ping to run: from a namespace to an address.
+type pingPair struct {
+	from *netlab.NS
+	to   string
+}
+
 // TestAfxdpTunnel runs two xdpsecd with the AF_XDP data plane in a lab
 // whose gateways have no routes to each other's LAN: whatever reaches the
 // other site went through the ESP tunnel. IPv4 and IPv6 inner traffic, raw
@@ -31,10 +37,13 @@ func TestAfxdpTunnel(t *testing.T) {
 		name, encap string
 		nat         bool
 		udpCheck    bool
+		// tun gives both gateways a TUN port, so their own stacks use
+		// the tunnel too.
+		tun bool
 	}{
-		{"esp", "auto", false, true},
-		{"esp-in-udp", "always", false, false},
-		{"nat", "auto", true, true},
+		{"esp", "auto", false, true, true},
+		{"esp-in-udp", "always", false, false, false},
+		{"nat", "auto", true, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
@@ -46,10 +55,14 @@ func TestAfxdpTunnel(t *testing.T) {
 			}
 			const ike, esp = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
 			dB := newLabDir(t)
-			writeGatewayConfig(t, dB, gwB, xdpsecConn{ike: ike, esp: esp, startAction: "none", encap: tc.encap, dataplane: "afxdp", dualStack: true, keepalive: "300ms"})
+			tun := ""
+			if tc.tun {
+				tun = "xdpsec0"
+			}
+			writeGatewayConfig(t, dB, gwB, xdpsecConn{ike: ike, esp: esp, startAction: "none", encap: tc.encap, dataplane: "afxdp", dualStack: true, keepalive: "300ms", tun: tun})
 			startDaemonIn(t, bins, lab.GwB, dB)
 			dA := newLabDir(t)
-			writeGatewayConfig(t, dA, gwA, xdpsecConn{ike: ike, esp: esp, startAction: "start", encap: tc.encap, dataplane: "afxdp", metrics: "127.0.0.1:9469", dualStack: true, keepalive: "300ms"})
+			writeGatewayConfig(t, dA, gwA, xdpsecConn{ike: ike, esp: esp, startAction: "start", encap: tc.encap, dataplane: "afxdp", metrics: "127.0.0.1:9469", dualStack: true, keepalive: "300ms", tun: tun})
 			a := startDaemonIn(t, bins, lab.GwA, dA)
 			sa := waitEstablished(t, bins, dA, "s2s")
 			waitEstablished(t, bins, dB, "s2s")
@@ -58,13 +71,16 @@ func TestAfxdpTunnel(t *testing.T) {
 			}
 
 			v4, v6 := lab.V4, lab.V6
-			for _, p := range []struct {
-				from *netlab.NS
-				to   string
-			}{
+			pings := []pingPair{
 				{lab.HostA, v4.HostB.String()}, {lab.HostB, v4.HostA.String()},
 				{lab.HostA, v6.HostB.String()}, {lab.HostB, v6.HostA.String()},
-			} {
+			}
+			if tc.tun {
+				// The gateways' own LAN addresses lie inside the selectors:
+				// their stacks reach the other site through the TUN port.
+				pings = append(pings, pingPair{lab.GwA, v4.HostB.String()}, pingPair{lab.GwB, v4.GwALAN.String()})
+			}
+			for _, p := range pings {
 				var out strings.Builder
 				if err := p.from.Run(ctx, &out, "ping", "-c", "5", "-i", "0.2", "-W", "2", p.to); err != nil {
 					t.Fatalf("ping %s from %s through the tunnel: %v", p.to, p.from.Name, err)
@@ -172,10 +188,7 @@ func TestAfxdpInteropStrongSwan(t *testing.T) {
 					t.Fatal(err)
 				}
 				v4 := lab.V4
-				for _, p := range []struct {
-					from *netlab.NS
-					to   string
-				}{{lab.HostA, v4.HostB.String()}, {lab.HostB, v4.HostA.String()}} {
+				for _, p := range []pingPair{{lab.HostA, v4.HostB.String()}, {lab.HostB, v4.HostA.String()}} {
 					var out strings.Builder
 					if err := p.from.Run(ctx, &out, "ping", "-c", "5", "-i", "0.2", "-W", "2", p.to); err != nil {
 						t.Fatalf("ping %s from %s through the tunnel: %v", p.to, p.from.Name, err)

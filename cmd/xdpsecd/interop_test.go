@@ -51,6 +51,8 @@ type xdpsecConn struct {
 	dualStack bool
 	// keepalive is ike.nat_keepalive; "" keeps the default.
 	keepalive string
+	// tun names the afxdp TUN port for the gateway's own traffic.
+	tun string
 }
 
 // writeGatewayConfig writes an xdpsecd configuration (data plane none) for
@@ -78,7 +80,11 @@ func writeGatewayConfig(t *testing.T, d labDir, gw gateway, c xdpsecConn) {
 	}
 	dataplane := "{mode: none}"
 	if c.dataplane != "" && c.dataplane != "none" {
-		dataplane = fmt.Sprintf("{mode: %s, wan: %s, lan: %s}", c.dataplane, netlab.WANIf, netlab.LANIf)
+		tun := ""
+		if c.tun != "" {
+			tun = ", tun: " + c.tun
+		}
+		dataplane = fmt.Sprintf("{mode: %s, wan: %s, lan: %s%s}", c.dataplane, netlab.WANIf, netlab.LANIf, tun)
 	}
 	ikeSection := ""
 	if c.keepalive != "" {

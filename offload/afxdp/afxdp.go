@@ -11,16 +11,26 @@
 //
 // Drops are counted by reason. Besides the esp engine's verdicts the
 // workers count malformed (not untagged Ethernet with IP), no_route (no
-// resolved next hop yet, or one out of the wrong port; this includes
-// traffic for the gateway's own addresses), mtu (too big for the tunnel or
-// the LAN), ttl (TTL or hop limit exhausted), no_sa (steered by xdp_lan
-// but its policy or SA is gone), expired (hard time limit), tx_full (no
-// free TX frame or ring slot) and tx_error (failed TX kicks).
+// resolved next hop yet, or one out of the wrong port; without a TUN port
+// this includes traffic for the gateway's own addresses), mtu (too big
+// for the tunnel or the LAN), ttl (TTL or hop limit exhausted), no_sa
+// (steered by xdp_lan or routed into the TUN port, but no policy with an
+// SA selects it), expired (hard time limit), tx_full (no free TX frame or
+// ring slot), tun_error (TUN port reads or writes that failed) and
+// tx_error (failed TX kicks).
 //
-// Limits: tunnel mode only (transport mode needs the TUN port, not built);
-// packets too big for the tunnel are dropped, with an ICMP error to DF
-// senders, since fragmentation is out of scope; no ICMP time exceeded; an
-// SA whose traffic arrives on several queues is processed by several
+// With Options.TUN the gateway's own traffic is protected too: the host
+// stack routes packets for the destinations of outbound protect policies
+// into a TUN device, worker 0 reads it and encrypts them on the LAN's
+// path, and decrypted packets for the gateway's addresses are written
+// into it instead of being dropped.
+//
+// Limits: tunnel mode only (transport mode is refused); packets too big
+// for the tunnel are dropped, with an ICMP error to DF senders on the LAN
+// (the TUN port's MTU keeps the host's own within the tunnel), since
+// fragmentation is out of scope; no ICMP time exceeded; the host's
+// traffic for a trap policy is dropped without an Acquire event; an SA
+// whose traffic arrives on several queues is processed by several
 // workers in parallel, so its packets may leave out of order and the
 // receiver's replay window must absorb the reordering.
 package afxdp
@@ -44,6 +54,7 @@ import (
 	"github.com/xdpsec/xdpsec/offload"
 	"github.com/xdpsec/xdpsec/offload/afxdp/fib"
 	"github.com/xdpsec/xdpsec/offload/afxdp/icmp"
+	"github.com/xdpsec/xdpsec/offload/afxdp/tun"
 	"github.com/xdpsec/xdpsec/offload/afxdp/xsk"
 	"github.com/xdpsec/xdpsec/offload/esp"
 )
@@ -68,6 +79,17 @@ type Options struct {
 	// Socket sizes the AF_XDP sockets; the zero value uses xsk's
 	// defaults.
 	Socket xsk.Config
+	// TUN, when set, names the TUN port New creates for the gateway's
+	// own traffic (a kernel pattern such as "xdpsec%d" is allowed; the
+	// TUN method reports the name). For every outbound protect policy a
+	// route to its destination through the TUN port is added to the main
+	// table, so the host's packets there are encrypted like the LAN's;
+	// decrypted packets for the gateway's own addresses are written to
+	// it. Close deletes the device and its routes.
+	TUN string
+	// TUNMTU is the TUN port's MTU; 0 means the WAN port's MTU less the
+	// largest ESP overhead (esp.MaxHeadroom + esp.MaxTailroom).
+	TUNMTU int
 }
 
 // eventQueue is how many events wait for the control plane before new
@@ -90,6 +112,17 @@ type Dataplane struct {
 	// icmpLim bounds the ICMP errors of all workers (Linux's defaults:
 	// per source and global token buckets).
 	icmpLim *icmp.Limiter
+
+	// tun is the TUN port (nil without one), read by one worker and
+	// written by all; locals are the gateway's addresses, whose
+	// decrypted packets go to it. hostRoutes are the TUN routes per
+	// outbound protect policy (under mu).
+	tun        *tun.Device
+	tunName    string
+	locals     atomic.Pointer[localAddrs]
+	addrDone   chan struct{}
+	addrWG     sync.WaitGroup
+	hostRoutes map[policyKey]*netlink.Route
 
 	socks   []*xsk.Socket
 	workers []*worker
@@ -131,6 +164,9 @@ func New(ctx context.Context, opts Options) (_ *Dataplane, err error) {
 	if opts.Workers < 0 {
 		return nil, fmt.Errorf("afxdp: negative worker count %d", opts.Workers)
 	}
+	if opts.TUNMTU != 0 && opts.TUN == "" {
+		return nil, fmt.Errorf("afxdp: tun mtu %d without a tun port", opts.TUNMTU)
+	}
 	log := opts.Logger
 	if log == nil {
 		log = zap.NewNop()
@@ -146,8 +182,11 @@ func New(ctx context.Context, opts Options) (_ *Dataplane, err error) {
 		polIDs:   make(map[string]uint32),
 		byID:     make(map[uint32]offload.Policy),
 		ns:       netns.None(),
+
+		hostRoutes: make(map[policyKey]*netlink.Route),
 	}
 	d.spd.Store(buildSPD(nil))
+	d.locals.Store(&localAddrs{})
 	defer func() {
 		if err != nil {
 			d.teardown()
@@ -190,6 +229,13 @@ func New(ctx context.Context, opts Options) (_ *Dataplane, err error) {
 		return nil, fmt.Errorf("afxdp: %w", err)
 	}
 
+	if opts.TUN != "" {
+		if err := d.openTUN(opts.TUN, opts.TUNMTU); err != nil {
+			return nil, err
+		}
+		d.tunName = d.tun.Name()
+	}
+
 	wanSocks, err := xsk.OpenAll(d.wanIf, opts.Socket)
 	if err != nil {
 		return nil, fmt.Errorf("afxdp: wan sockets: %w", err)
@@ -216,6 +262,7 @@ func New(ctx context.Context, opts Options) (_ *Dataplane, err error) {
 	}
 	log.Info("afxdp data plane up",
 		zap.String("wan", opts.WAN), zap.Int("wan_queues", len(wanSocks)),
+		zap.String("tun", d.tunName),
 		zap.String("lan", opts.LAN), zap.Int("lan_queues", len(lanSocks)),
 		zap.Int("workers", len(d.workers)), zap.Stringer("xsk_mode", wanSocks[0].Mode()))
 	return d, nil
@@ -253,6 +300,14 @@ func (d *Dataplane) startWorkers(want int, wanSocks, lanSocks []*xsk.Socket) err
 		for _, s := range append(append([]*xsk.Socket{}, w.wan...), w.lan...) {
 			w.pfd = append(w.pfd, unix.PollFd{Fd: int32(s.FD()), Events: unix.POLLIN})
 		}
+		if i == 0 && d.tun != nil {
+			w.tun = d.tun
+			for b := range w.tunBufs {
+				w.tunBufs[b] = make([]byte, d.tun.MTU())
+			}
+			w.pfd = append(w.pfd, unix.PollFd{Fd: int32(d.tun.FD()), Events: unix.POLLIN})
+		}
+		// The wake eventfd comes last: idle looks for it there.
 		w.pfd = append(w.pfd, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
 	}
 	for _, w := range d.workers {
@@ -322,6 +377,9 @@ func (d *Dataplane) teardown() error {
 		}
 	}
 	d.workers = nil
+	if err := d.closeTUN(); err != nil {
+		errs = append(errs, err)
+	}
 	if d.traps != nil {
 		d.traps.Close()
 		d.trapsWG.Wait()

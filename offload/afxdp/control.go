@@ -128,8 +128,9 @@ func espConfig(sa offload.SA) (esp.Config, error) {
 	case offload.Tunnel:
 		c.Mode = esp.Tunnel
 	case offload.Transport:
-		// Transport mode protects the gateway's own traffic, which
-		// reaches this data plane through the TUN port, not yet built.
+		// Transport mode would need the engine to build ESP around the
+		// host's own transport headers; the TUN port carries the host's
+		// traffic in tunnel mode only.
 		return c, fmt.Errorf("sa %08x: transport mode is not supported by afxdp", sa.SPI)
 	default:
 		return c, fmt.Errorf("sa %08x: bad mode %d", sa.SPI, sa.Mode)
@@ -252,6 +253,9 @@ func (d *Dataplane) AddSA(_ context.Context, sa offload.SA) error {
 		if err := d.syncPolicies(); err != nil {
 			return err
 		}
+		// Their host routes may now take the SA's local endpoint as
+		// source.
+		d.syncHostRoutes()
 	}
 	return nil
 }
@@ -385,6 +389,7 @@ func (d *Dataplane) AddPolicy(_ context.Context, p offload.Policy) error {
 		}
 		return fmt.Errorf("add policy %s -> %s: %w", p.Src, p.Dst, err)
 	}
+	d.syncHostRoutes()
 	return nil
 }
 
@@ -474,7 +479,9 @@ func (d *Dataplane) DelPolicy(_ context.Context, p offload.Policy) error {
 		delete(d.polIDs, k.dst.String())
 	}
 	delete(d.policies, k)
-	return d.syncPolicies()
+	err := d.syncPolicies()
+	d.syncHostRoutes()
+	return err
 }
 
 // Policies returns the installed policies (for inspection and tests).

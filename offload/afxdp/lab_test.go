@@ -35,13 +35,19 @@ type site struct {
 
 func startSite(t *testing.T, ns *netlab.NS, instance string) *site {
 	t.Helper()
+	return startSiteWith(t, ns, instance, Options{})
+}
+
+// startSiteWith is startSite with more options; the ports, instance and
+// logger are filled in.
+func startSiteWith(t *testing.T, ns *netlab.NS, instance string, opts Options) *site {
+	t.Helper()
 	s := &site{ns: ns}
+	opts.WAN, opts.LAN, opts.Instance = netlab.WANIf, netlab.LANIf, instance
+	opts.Logger = zaptest.NewLogger(t).Named(instance)
 	err := ns.Do(func() error {
 		var err error
-		s.dp, err = New(t.Context(), Options{
-			WAN: netlab.WANIf, LAN: netlab.LANIf, Instance: instance,
-			Logger: zaptest.NewLogger(t).Named(instance),
-		})
+		s.dp, err = New(t.Context(), opts)
 		return err
 	})
 	if err != nil {
@@ -624,6 +630,12 @@ func iperf(t *testing.T, lab *netlab.Lab, sites ...*site) {
 
 // iperfArgs is iperf with extra client arguments.
 func iperfArgs(t *testing.T, lab *netlab.Lab, extra []string, sites ...*site) {
+	iperfFrom(t, lab, lab.HostA, extra, sites...)
+}
+
+// iperfFrom is iperfArgs with the client in the namespace client.
+func iperfFrom(t *testing.T, lab *netlab.Lab, client *netlab.NS, extra []string, sites ...*site) float64 {
+	t.Helper()
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		t.Skip("iperf3 not installed")
 	}
@@ -634,7 +646,7 @@ func iperfArgs(t *testing.T, lab *netlab.Lab, extra []string, sites ...*site) {
 	var err error
 	for range 20 { // the server needs a moment to listen
 		out.Reset()
-		err = lab.HostA.Run(ctx, &out, "iperf3", append([]string{"-c", lab.V4.HostB.String(), "-t", "3", "-J"}, extra...)...)
+		err = client.Run(ctx, &out, "iperf3", append([]string{"-c", lab.V4.HostB.String(), "-t", "3", "-J"}, extra...)...)
 		// iperf3 -J may exit 0 with the error in its JSON.
 		if !bytes.Contains(out.Bytes(), []byte("unable to connect")) {
 			break
@@ -658,8 +670,8 @@ func iperfArgs(t *testing.T, lab *netlab.Lab, extra []string, sites ...*site) {
 	if res.End.SumReceived.Bytes == 0 {
 		t.Fatalf("iperf3 moved no data:\n%s", out.Bytes())
 	}
-	t.Logf("iperf3 TCP through the tunnel: %.0f Mbit/s (%.0f MB in 3 s)",
-		res.End.SumReceived.BitsPerSecond/1e6, res.End.SumReceived.Bytes/1e6)
+	t.Logf("iperf3 TCP from %s through the tunnel: %.0f Mbit/s (%.0f MB in 3 s)",
+		client.Name, res.End.SumReceived.BitsPerSecond/1e6, res.End.SumReceived.Bytes/1e6)
 	for _, s := range sites {
 		nonzero := map[string]uint64{}
 		for k, v := range drops(t, s) {
@@ -669,4 +681,5 @@ func iperfArgs(t *testing.T, lab *netlab.Lab, extra []string, sites ...*site) {
 		}
 		t.Logf("%s drops: %v", s.ns.Name, nonzero)
 	}
+	return res.End.SumReceived.BitsPerSecond / 1e6
 }

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpsec/xdpsec/offload/afxdp/icmp"
+	"github.com/xdpsec/xdpsec/offload/afxdp/tun"
 	"github.com/xdpsec/xdpsec/offload/afxdp/xsk"
 	"github.com/xdpsec/xdpsec/offload/esp"
 )
@@ -31,6 +32,7 @@ const (
 	rNoSA
 	rExpired
 	rTxFull
+	rTUN
 	numReasons
 )
 
@@ -42,11 +44,15 @@ var reasonNames = [numReasons]string{
 	rNoSA:      "no_sa",
 	rExpired:   "expired",
 	rTxFull:    "tx_full",
+	rTUN:       "tun_error",
 }
 
 // worker owns the sockets of some queues of both ports and moves their
-// packets: WAN RX is decrypted and sent on its LAN socket, LAN RX is
-// encrypted and sent on its WAN socket.
+// packets: WAN RX is decrypted and sent on its LAN socket (or, for the
+// gateway's own addresses, written to the TUN port), LAN RX is encrypted
+// and sent on its WAN socket. One worker also reads the TUN port and
+// encrypts what the host routed into it: that worker owns WAN sockets to
+// send on, which a goroutine of the TUN's own would have to share.
 type worker struct {
 	dp       *Dataplane
 	cpu      int
@@ -74,6 +80,17 @@ type worker struct {
 	ts      unix.Timespec
 	wakeFD  int
 	wakeBuf [8]byte
+
+	// tun is set on the worker that reads the TUN port; tunBufs and
+	// tunSizes receive its batches (buffers of the TUN's MTU).
+	tun      *tun.Device
+	tunBufs  [batchSize][]byte
+	tunSizes [batchSize]int
+	// up collects a WAN batch's decrypted packets for the host, written
+	// to the TUN port together.
+	up [batchSize][]byte
+	// upOne carries one ICMP error for the host to the TUN port.
+	upOne [1][]byte
 }
 
 func (w *worker) count(r reason) { w.drops[r].Add(1) }
@@ -99,6 +116,9 @@ func (w *worker) run(stop *atomic.Bool) {
 			if w.fromLAN(s) > 0 {
 				busy = true
 			}
+		}
+		if w.tun != nil && w.fromTUN() > 0 {
+			busy = true
 		}
 		if !busy {
 			w.idle()
@@ -150,8 +170,13 @@ func (w *worker) fromWAN(s *xsk.Socket) int {
 	w.eng.DecryptBatch(w.dp.sadb, w.pkts[:m], w.res[:m])
 
 	k := w.lanTx.Alloc(w.tx[:m])
-	j := 0
+	j, nUp := 0, 0
 	lanIf := w.dp.lanIf
+	host := w.dp.tun != nil
+	var locals *localAddrs
+	if host {
+		locals = w.dp.locals.Load()
+	}
 	for i := range m {
 		if w.res[i].Verdict != esp.Accept {
 			continue // counted by esp
@@ -163,6 +188,20 @@ func (w *worker) fromWAN(s *xsk.Socket) int {
 			continue
 		}
 		p = p[:ip.totalLen]
+		if host && locals.has(ip.dst) {
+			// For the gateway itself: its stack receives the packet as
+			// if it had arrived on the TUN port. Not forwarded, so the
+			// TTL stays. The TUN port's virtio header goes in the
+			// headroom in front of the packet, where ESP's headers were.
+			off := w.pkts[i].Off
+			if off < tun.VnetHdrLen {
+				w.count(rTUN)
+				continue
+			}
+			w.up[nUp] = w.pkts[i].Buf[off-tun.VnetHdrLen : off+ip.totalLen]
+			nUp++
+			continue
+		}
 		nh, ok := w.dp.fib.Lookup(ip.dst)
 		if !ok || nh.IfIndex != lanIf {
 			w.count(rNoRoute)
@@ -189,6 +228,13 @@ func (w *worker) fromWAN(s *xsk.Socket) int {
 		copy(out[ethLen:], p)
 		w.tx[j].Len = uint32(ethLen + len(p))
 		j++
+	}
+	if nUp > 0 {
+		// Before the release: the packets are still in the RX frames.
+		if wrote, _ := w.dp.tun.Write(w.up[:nUp], tun.VnetHdrLen); wrote < nUp {
+			w.drops[rTUN].Add(uint64(nUp - wrote))
+		}
+		clear(w.up[:nUp])
 	}
 	s.Release(w.rx[:n])
 	w.send(w.lanTx, j, k)
@@ -224,8 +270,6 @@ func (w *worker) fromLAN(s *xsk.Socket) int {
 	spd := w.dp.spd.Load()
 	k := w.wanTx.Alloc(w.tx[:n])
 	j, nIcmp, nRel := 0, 0, 0
-	wanIf := w.dp.wanIf
-	const encOff = ethLen + esp.MaxHeadroom
 	for i := range n {
 		d := w.rx[i]
 		f := s.Frame(d)
@@ -234,7 +278,7 @@ func (w *worker) fromLAN(s *xsk.Socket) int {
 		case len(f) < ethLen || (etherType(f) != ethTypeIPv4 && etherType(f) != ethTypeIPv6):
 			w.count(rMalformed)
 		default:
-			keep = w.encryptOne(s, spd, d, f, &j, k, &nIcmp, encOff, wanIf)
+			keep = w.encryptOne(s, spd, d, f, &j, k, &nIcmp)
 		}
 		if !keep {
 			w.rel[nRel] = d
@@ -260,61 +304,141 @@ func (w *worker) fromLAN(s *xsk.Socket) int {
 // encryptOne handles one LAN frame f (descriptor d of socket s): it either
 // encrypts it into w.tx[*j], turns it into an ICMP error queued in
 // w.icmp (and reports true: the frame is then not released), or drops it.
-func (w *worker) encryptOne(s *xsk.Socket, spd *spdTable, d xsk.Desc, f []byte, j *int, k int, nIcmp *int, encOff, wanIf int) bool {
+func (w *worker) encryptOne(s *xsk.Socket, spd *spdTable, d xsk.Desc, f []byte, j *int, k int, nIcmp *int) bool {
 	ip, ok := parseIP(f[ethLen:])
 	if !ok || ip.v6 != (etherType(f) == ethTypeIPv6) {
 		w.count(rMalformed)
 		return false
 	}
-	pkt := f[ethLen : ethLen+ip.totalLen]
+	// Fragmentation is out of scope: without DF a packet too big for the
+	// tunnel is dropped as well, but only DF senders learn from an ICMP
+	// error.
+	if mtu := w.seal(spd, f[ethLen:ethLen+ip.totalLen], ip, true, j, k); mtu > 0 && ip.df {
+		return w.tooBig(s, d, f, ip, mtu, nIcmp)
+	}
+	return false
+}
+
+// fromTUN encrypts a batch of the host's own packets, which its routes
+// sent into the TUN port, and sends them to the WAN.
+func (w *worker) fromTUN() int {
+	n, err := w.tun.TryRead(w.tunBufs[:], w.tunSizes[:], 0)
+	if err != nil {
+		w.count(rTUN)
+		return 0
+	}
+	if n == 0 {
+		return 0
+	}
+	w.packets.Add(uint64(n))
+	spd := w.dp.spd.Load()
+	k := w.wanTx.Alloc(w.tx[:n])
+	j := 0
+	for i := range n {
+		pkt := w.tunBufs[i][:w.tunSizes[i]]
+		ip, ok := parseIP(pkt)
+		if !ok {
+			w.count(rMalformed)
+			continue
+		}
+		if ip.dst.IsMulticast() && spd.lookup(ip.src, ip.dst, ip.proto) == nil {
+			// The kernel's own MLD and IGMP reports on the port: no
+			// policy wants them, and counting them as no_sa would
+			// hide real misses.
+			continue
+		}
+		// The TUN's MTU keeps the host's packets within the tunnel; one
+		// too big for a smaller path MTU is dropped (counted as mtu) and
+		// a DF sender learns the MTU, as a LAN host would.
+		if mtu := w.seal(spd, pkt[:ip.totalLen], ip, false, &j, k); mtu > 0 && ip.df {
+			w.hostTooBig(i, ip, mtu)
+		}
+	}
+	w.send(w.wanTx, j, k)
+	return n
+}
+
+// hostTooBig turns TUN packet i into an ICMP "fragmentation needed" or
+// "packet too big" and writes it back into the TUN port, rate-limited.
+// The error claims to come from the packet's destination: the host's
+// stack takes the MTU from any source that is not its own (its own would
+// be a martian on this port), and the destination is routed through the
+// port, so reverse-path filtering accepts it.
+func (w *worker) hostTooBig(i int, ip ipInfo, mtu int) {
+	if !w.dp.icmpLim.Allow(ip.src, time.Now()) {
+		return
+	}
+	buf := w.tunBufs[i]
+	quote := copy(w.quote[:], buf[:ip.totalLen])
+	build := icmp.FragNeeded
+	if ip.v6 {
+		build = icmp.PacketTooBig
+	}
+	msg, err := build(buf[tun.VnetHdrLen:tun.VnetHdrLen:cap(buf)], w.quote[:quote], ip.dst, mtu)
+	if err != nil || len(msg) == 0 || &msg[0] != &buf[tun.VnetHdrLen] {
+		// Suppressed (an error about an error, a fragment) or too big
+		// for a TUN buffer smaller than the quote.
+		return
+	}
+	w.upOne[0] = buf[:tun.VnetHdrLen+len(msg)]
+	if wrote, _ := w.tun.Write(w.upOne[:], tun.VnetHdrLen); wrote < 1 {
+		w.count(rTUN)
+	}
+	w.upOne[0] = nil
+}
+
+// seal is the outbound path shared by the LAN and TUN ports: it looks the
+// IP packet pkt (parsed as ip) up in spd and encrypts it with its policy's
+// SA into the WAN frame w.tx[*j], or drops it, counted. forward says the
+// packet is being routed (from the LAN), so its TTL is decremented; the
+// host's own packets are not. When pkt is too big for the tunnel it
+// returns the largest packet that fits, else 0.
+func (w *worker) seal(spd *spdTable, pkt []byte, ip ipInfo, forward bool, j *int, k int) int {
+	const encOff = ethLen + esp.MaxHeadroom
 	e := spd.lookup(ip.src, ip.dst, ip.proto)
 	if e == nil {
-		// xdp_lan steered it, so a policy existed; it or its SA went
-		// away since. Fail closed.
+		// xdp_lan steered it (or the host routed it into the TUN), so a
+		// policy existed; it or its SA went away since, or it never
+		// selected this source. Fail closed.
 		w.count(rNoSA)
-		return false
+		return 0
 	}
 	if e.out.expired.Load() {
 		w.count(rExpired)
-		return false
+		return 0
 	}
 	nh, ok := w.dp.fib.Lookup(e.out.remote)
-	if !ok || nh.IfIndex != wanIf {
+	if !ok || nh.IfIndex != w.dp.wanIf {
 		w.count(rNoRoute)
-		return false
+		return 0
 	}
 	if mtu := nh.MTU - e.out.overhead; ip.totalLen > mtu {
 		w.count(rMTU)
-		// Fragmentation is out of scope: without DF the packet is
-		// dropped as well, but only DF senders learn from an ICMP error.
-		if ip.df {
-			return w.tooBig(s, d, f, ip, mtu, nIcmp)
-		}
-		return false
+		return mtu
 	}
-	if !decTTL(pkt, ip.v6) {
+	if forward && !decTTL(pkt, ip.v6) {
 		w.count(rTTL)
-		return false
+		return 0
 	}
 	if *j >= k {
 		w.count(rTxFull)
-		return false
+		return 0
 	}
 	out := w.wanTx.Frame(w.tx[*j])
 	if encOff+len(pkt)+esp.MaxTailroom > len(out) {
 		w.count(rMTU)
-		return false
+		return 0
 	}
 	copy(out[encOff:], pkt)
 	p := esp.Packet{Buf: out, Off: encOff, Len: len(pkt)}
 	if w.eng.Encrypt(e.out.sa, &p) != esp.Accept {
-		return false // counted by esp
+		return 0 // counted by esp
 	}
 	putEth(out[p.Off-ethLen:], nh.DstMAC, nh.SrcMAC, e.out.remote.Is6())
 	w.tx[*j].Addr += uint64(p.Off - ethLen)
 	w.tx[*j].Len = uint32(p.Len + ethLen)
 	*j++
-	return false
+	return 0
 }
 
 // tooBig rewrites frame f into an ICMP "fragmentation needed" or "packet
