@@ -89,6 +89,15 @@ func TestAfxdpTunnel(t *testing.T) {
 
 			// A TCP transfer through the tunnel, as iperf3 measures it.
 			t.Logf("TCP through the %s tunnel: %.0f Mbit/s", tc.name, iperfTCP(t, ctx, lab.HostA, lab.HostB, v4.HostB.String(), 3))
+			// The LAN program clamps the MSS of protected SYNs to what the
+			// tunnel carries, so TCP never sends a segment it must drop.
+			for _, d := range []labDir{dA, dB} {
+				var st api.Stats
+				ctlJSON(t, bins, d.socket, &st, "stats")
+				if n := st.Drops["mtu"]; n != 0 {
+					t.Errorf("%d packets dropped as too big during the TCP transfer: MSS not clamped", n)
+				}
+			}
 
 			if tc.udpCheck {
 				udpTransfer(t, ctx, lab.HostA, lab.HostB, v4.HostB, 100<<20, 400)
@@ -194,6 +203,7 @@ func TestAfxdpInteropStrongSwan(t *testing.T) {
 						t.Fatalf("ping %s from %s through the tunnel: %v", p.to, p.from.Name, err)
 					}
 				}
+				t.Logf("TCP xdpsec -> strongSwan: %.0f Mbit/s", iperfTCP(t, ctx, lab.HostA, lab.HostB, v4.HostB.String(), 2))
 				// strongSwan's ESP runs in user space too (kernel-libipsec),
 				// at a fraction of the rate: a smaller, slower transfer.
 				udpTransfer(t, ctx, lab.HostB, lab.HostA, v4.HostA, 10<<20, 50)
