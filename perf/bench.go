@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/xdpsec/xdpsec/internal/iperf"
 	"github.com/xdpsec/xdpsec/internal/netlab"
 )
 
@@ -491,7 +492,7 @@ func (b *bench) measure(ctx context.Context, config string, res *BenchResult) (e
 		return err
 	}
 	v4 := lab.V4
-	res.TCPMbps, err = iperfTCPRate(ctx, lab.HostA, lab.HostB, v4.HostB.String(), b.opts.Seconds)
+	res.TCPMbps, err = iperf.TCP(ctx, lab.HostA, lab.HostB, v4.HostB.String(), b.opts.Seconds)
 	if err != nil {
 		return fmt.Errorf("TCP: %w", err)
 	}

@@ -360,7 +360,7 @@ func (b *bench) setupWireGuard(ctx context.Context, lab *netlab.Lab) (func() err
 		if err != nil {
 			return fail(skipf("cannot run wireguard-go: %v", err))
 		}
-		if err := waitUAPI(ctx, gw.uapiSocket, gw.proc, 10*time.Second); err != nil {
+		if err := waitSocket(ctx, gw.uapiSocket, gw.proc, 10*time.Second); err != nil {
 			return fail(skipf("wireguard-go did not start on %s: %v", gw.name, err))
 		}
 		keyFile := filepath.Join(dir, gw.name+".key")
@@ -417,26 +417,4 @@ func wgKeyPair(ctx context.Context) (private, public string, err error) {
 		return "", "", fmt.Errorf("wg pubkey: %w", err)
 	}
 	return strings.TrimSpace(string(key)), strings.TrimSpace(string(pub)), nil
-}
-
-// waitUAPI waits for wireguard-go's control socket, which it opens once
-// its TUN device exists.
-func waitUAPI(ctx context.Context, socket string, proc *netlab.Process, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
-		if c, err := net.Dial("unix", socket); err == nil {
-			c.Close()
-			return nil
-		}
-		select {
-		case <-proc.Done():
-			return fmt.Errorf("exited: %v", proc.Err())
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no control socket %s within %s", socket, limit)
-		}
-	}
 }

@@ -195,23 +195,6 @@ func TestParseIperfUDP(t *testing.T) {
 	}
 }
 
-func TestParseIperfTCP(t *testing.T) {
-	got, err := parseIperfTCP([]byte(`{"end":{"sum_sent":{"bits_per_second":9e8},"sum_received":{"bits_per_second":8.5e8}}}`))
-	if err != nil || got != 850 {
-		t.Errorf("got %v, %v; want 850 Mbit/s", got, err)
-	}
-	// What iperf3 3.12 prints, with exit status 0, when the server is not
-	// listening yet: an error, never a rate of 0.
-	refused := `{"start":{"connected":[],"version":"iperf 3.12"},"intervals":[],"end":{},
-		"error":"unable to connect to server: Connection refused"}`
-	if _, err := parseIperfTCP([]byte(refused)); err == nil || !strings.Contains(err.Error(), "unable to connect") {
-		t.Errorf("refused connection: error %v, want iperf3's message", err)
-	}
-	if _, err := parseIperfTCP([]byte(`{"end":{"sum_received":{"bits_per_second":0}}}`)); err == nil {
-		t.Error("a transfer of nothing parsed as a rate")
-	}
-}
-
 func TestBenchReportRatiosAndText(t *testing.T) {
 	r := &BenchReport{
 		Date: time.Date(2026, 11, 27, 4, 0, 0, 0, time.UTC), Host: "lab", CPUs: 2, CPUModel: "test", Kernel: "6.x",

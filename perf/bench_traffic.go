@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os/exec"
 	"strconv"
-	"strings"
-	"time"
 
+	"github.com/xdpsec/xdpsec/internal/iperf"
 	"github.com/xdpsec/xdpsec/internal/netlab"
 )
 
@@ -103,7 +101,7 @@ func iperfUDP(ctx context.Context, client, server *netlab.NS, serverAddr string,
 	if offeredMbps > 0 {
 		rate = strconv.FormatInt(int64(offeredMbps*1000), 10) + "K"
 	}
-	out, err := iperfRun(ctx, client, server, serverAddr,
+	out, err := iperf.Run(ctx, client, server, serverAddr,
 		"-u", "-l", strconv.Itoa(UDPDatagramBytes), "-b", rate, "-t", strconv.Itoa(secs))
 	if err != nil {
 		return UDPTrial{}, err
@@ -147,77 +145,4 @@ func parseIperfUDP(out []byte) (UDPTrial, error) {
 		t.ReceivedMbps = s.BitsPerSecond * (1 - s.LostPercent/100) / 1e6
 	}
 	return t, nil
-}
-
-// iperfTCPRate runs a single-stream TCP transfer of secs seconds and
-// returns the receiver's rate in Mbit/s. iperf3 3.12 with -J exits 0 when
-// its connection is refused, so a client that beats the server's listen()
-// would read as "moved no data": iperfRun retries on the output.
-func iperfTCPRate(ctx context.Context, client, server *netlab.NS, serverAddr string, secs int) (float64, error) {
-	out, err := iperfRun(ctx, client, server, serverAddr, "-t", strconv.Itoa(secs))
-	if err != nil {
-		return 0, err
-	}
-	return parseIperfTCP(out)
-}
-
-// parseIperfTCP reads the receiver's rate from an iperf3 TCP client's JSON.
-func parseIperfTCP(out []byte) (float64, error) {
-	var res struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-		Error string `json:"error"`
-	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		return 0, fmt.Errorf("iperf3 TCP output: %w", err)
-	}
-	if res.Error != "" {
-		return 0, fmt.Errorf("iperf3: %s", res.Error)
-	}
-	if res.End.SumReceived.BitsPerSecond <= 0 {
-		return 0, errors.New("iperf3 moved no data")
-	}
-	return res.End.SumReceived.BitsPerSecond / 1e6, nil
-}
-
-// iperfRun starts a one-shot iperf3 server in server, runs the client in
-// client with args and returns the client's JSON output.
-func iperfRun(ctx context.Context, client, server *netlab.NS, serverAddr string, args ...string) ([]byte, error) {
-	srv, err := server.Start(exec.CommandContext(ctx, "iperf3", "-s", "-1", "-B", serverAddr), nil)
-	if err != nil {
-		return nil, fmt.Errorf("start iperf3 server: %w", err)
-	}
-	defer srv.Stop(2 * time.Second)
-	var out strings.Builder
-	args = append([]string{"-c", serverAddr, "-J"}, args...)
-	// The server needs a moment to listen; retry the client briefly. A
-	// transfer that started and failed is not retried: its error is real.
-	// iperf3 3.12 with -J may exit 0 after a refused connection, so the
-	// output decides.
-	for range 20 {
-		out.Reset()
-		err = client.Run(ctx, &out, "iperf3", args...)
-		if !strings.Contains(out.String(), "unable to connect") {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("iperf3: %w", err)
-	}
-	// iperf3 prints warnings (a UDP datagram larger than the control
-	// connection's MSS, say) on stderr, which Run merges in front of the
-	// JSON document.
-	text := out.String()
-	if i := strings.IndexByte(text, '{'); i > 0 {
-		text = text[i:]
-	}
-	return []byte(text), nil
 }

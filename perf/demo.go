@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/xdpsec/xdpsec/control/api"
+	"github.com/xdpsec/xdpsec/internal/iperf"
 	"github.com/xdpsec/xdpsec/internal/netlab"
 )
 
@@ -114,7 +115,7 @@ func RunDemo(ctx context.Context, opts DemoOptions) (err error) {
 		return fmt.Errorf("ping hostA -> hostB through the tunnel: %w", perr)
 	}
 	fmt.Fprintf(out, "    ping hostA -> hostB: %s\n", pingSummary(pingOut.String()))
-	mbps, err := iperfTCPRate(ctx, lab.HostA, lab.HostB, v4.HostB.String(), 5)
+	mbps, err := iperf.TCP(ctx, lab.HostA, lab.HostB, v4.HostB.String(), 5)
 	if err != nil {
 		return err
 	}
@@ -199,6 +200,8 @@ connections:
 	return waitSocket(ctx, gw.socket, proc, 10*time.Second)
 }
 
+// waitSocket waits until proc listens on the unix socket (xdpsecd's API,
+// wireguard-go's control socket), failing early when proc exits.
 func waitSocket(ctx context.Context, socket string, proc *netlab.Process, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
@@ -208,13 +211,13 @@ func waitSocket(ctx context.Context, socket string, proc *netlab.Process, limit 
 		}
 		select {
 		case <-proc.Done():
-			return fmt.Errorf("xdpsecd exited before opening %s: %v", socket, proc.Err())
+			return fmt.Errorf("%s exited before opening %s: %v", filepath.Base(proc.Cmd.Path), socket, proc.Err())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("xdpsecd did not open %s within %s", socket, limit)
+			return fmt.Errorf("%s did not open %s within %s", filepath.Base(proc.Cmd.Path), socket, limit)
 		}
 	}
 }

@@ -5,17 +5,15 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"net"
 	"net/netip"
-	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/xdpsec/xdpsec/control/api"
+	"github.com/xdpsec/xdpsec/internal/iperf"
 	"github.com/xdpsec/xdpsec/internal/netlab"
 	"github.com/xdpsec/xdpsec/internal/swan"
 )
@@ -88,7 +86,11 @@ func TestAfxdpTunnel(t *testing.T) {
 			}
 
 			// A TCP transfer through the tunnel, as iperf3 measures it.
-			t.Logf("TCP through the %s tunnel: %.0f Mbit/s", tc.name, iperfTCP(t, ctx, lab.HostA, lab.HostB, v4.HostB.String(), 3))
+			mbps, err := iperf.TCP(ctx, lab.HostA, lab.HostB, v4.HostB.String(), 3)
+			if err != nil {
+				t.Fatalf("TCP through the tunnel: %v", err)
+			}
+			t.Logf("TCP through the %s tunnel: %.0f Mbit/s", tc.name, mbps)
 			// The LAN program clamps the MSS of protected SYNs to what the
 			// tunnel carries, so TCP never sends a segment it must drop.
 			for _, d := range []labDir{dA, dB} {
@@ -203,7 +205,11 @@ func TestAfxdpInteropStrongSwan(t *testing.T) {
 						t.Fatalf("ping %s from %s through the tunnel: %v", p.to, p.from.Name, err)
 					}
 				}
-				t.Logf("TCP xdpsec -> strongSwan: %.0f Mbit/s", iperfTCP(t, ctx, lab.HostA, lab.HostB, v4.HostB.String(), 2))
+				mbps, err := iperf.TCP(ctx, lab.HostA, lab.HostB, v4.HostB.String(), 2)
+				if err != nil {
+					t.Fatalf("TCP xdpsec -> strongSwan: %v", err)
+				}
+				t.Logf("TCP xdpsec -> strongSwan: %.0f Mbit/s", mbps)
 				// strongSwan's ESP runs in user space too (kernel-libipsec),
 				// at a fraction of the rate: a smaller, slower transfer.
 				udpTransfer(t, ctx, lab.HostB, lab.HostA, v4.HostA, 10<<20, 50)
@@ -341,43 +347,4 @@ func udpTransfer(t *testing.T, ctx context.Context, from, to *netlab.NS, dst net
 		t.Fatalf("udp transfer: %d of %d datagrams never arrived or the content differs", remaining, n)
 	}
 	t.Logf("udp transfer: %d MB in %d datagrams checked by SHA-256 in %s (%.0f Mbit/s), %d resent", size>>20, n, elapsed.Round(time.Millisecond), float64(size)*8/elapsed.Seconds()/1e6, resent)
-}
-
-// iperfTCP runs a TCP transfer of secs seconds and returns the receiver's
-// rate in Mbit/s. iperf3 3.12 with -J exits 0 when its connection is
-// refused, so a client that beats the server's listen() is retried on its
-// output, not its exit status.
-func iperfTCP(t *testing.T, ctx context.Context, client, server *netlab.NS, addr string, secs int) float64 {
-	t.Helper()
-	srv, err := server.Start(exec.CommandContext(ctx, "iperf3", "-s", "-1", "-B", addr), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop(2 * time.Second)
-	var out strings.Builder
-	for range 20 {
-		out.Reset()
-		err = client.Run(ctx, &out, "iperf3", "-c", addr, "-t", strconv.Itoa(secs), "-J")
-		if !strings.Contains(out.String(), "unable to connect") {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("iperf3 through the tunnel: %v", err)
-	}
-	var res struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal([]byte(out.String()), &res); err != nil {
-		t.Fatalf("iperf3 output: %v\n%s", err, out.String())
-	}
-	if res.End.SumReceived.BitsPerSecond <= 0 {
-		t.Fatalf("iperf3 moved no data:\n%s", out.String())
-	}
-	return res.End.SumReceived.BitsPerSecond / 1e6
 }
