@@ -5,8 +5,6 @@ package none
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"fmt"
 	"sort"
 	"sync"
@@ -30,7 +28,7 @@ type policyKey struct {
 type Dataplane struct {
 	mu       sync.Mutex
 	closed   bool
-	reserved map[uint32]struct{}
+	reserved offload.SPIReservations
 	sas      map[saKey]offload.SA
 	policies map[policyKey]offload.Policy
 	events   chan offload.Event
@@ -41,7 +39,7 @@ var _ offload.Dataplane = (*Dataplane)(nil)
 // New returns an empty data plane.
 func New() *Dataplane {
 	return &Dataplane{
-		reserved: make(map[uint32]struct{}),
+		reserved: offload.SPIReservations{},
 		sas:      make(map[saKey]offload.SA),
 		policies: make(map[policyKey]offload.Policy),
 		events:   make(chan offload.Event),
@@ -51,46 +49,24 @@ func New() *Dataplane {
 // Name implements offload.Dataplane.
 func (d *Dataplane) Name() string { return "none" }
 
-// AllocSPI implements offload.Dataplane. SPIs are random so that they do not
-// reveal how many SAs a gateway has set up.
+// AllocSPI implements offload.Dataplane.
 func (d *Dataplane) AllocSPI(context.Context) (uint32, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return 0, offload.ErrClosed
 	}
-	var b [4]byte
-	for range 64 {
-		if _, err := rand.Read(b[:]); err != nil {
-			return 0, fmt.Errorf("random spi: %w", err)
-		}
-		spi := binary.BigEndian.Uint32(b[:])
-		if spi < 256 || d.inUse(spi) {
-			continue
-		}
-		d.reserved[spi] = struct{}{}
-		return spi, nil
-	}
-	return 0, fmt.Errorf("no free spi after 64 tries")
-}
-
-func (d *Dataplane) inUse(spi uint32) bool {
-	if _, ok := d.reserved[spi]; ok {
-		return true
-	}
-	_, ok := d.sas[saKey{spi, offload.In}]
-	return ok
+	return d.reserved.Reserve(func(spi uint32) bool {
+		_, ok := d.sas[saKey{spi, offload.In}]
+		return ok
+	})
 }
 
 // ReleaseSPI implements offload.Dataplane.
 func (d *Dataplane) ReleaseSPI(_ context.Context, spi uint32) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, ok := d.reserved[spi]; !ok {
-		return fmt.Errorf("release spi %08x: %w", spi, offload.ErrNotFound)
-	}
-	delete(d.reserved, spi)
-	return nil
+	return d.reserved.Release(spi)
 }
 
 // AddSA implements offload.Dataplane.
