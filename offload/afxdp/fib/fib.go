@@ -263,7 +263,7 @@ type subscriptions struct {
 	neigh                         chan netlink.NeighUpdate
 	route                         chan netlink.RouteUpdate
 	link                          chan netlink.LinkUpdate
-	neighDone, routeDone, linkDne chan struct{}
+	neighDone, routeDone, linkDone chan struct{}
 }
 
 // open subscribes to the kinds in which and returns those that failed.
@@ -316,7 +316,7 @@ func (s *subscriptions) open(f *FIB, which int) (int, error) {
 			close(done)
 			return which, fmt.Errorf("fib: subscribe to links: %w", err)
 		}
-		s.link, s.linkDne = ch, done
+		s.link, s.linkDone = ch, done
 		which &^= subLink
 	}
 	return 0, nil
@@ -338,7 +338,7 @@ func (s *subscriptions) close() {
 		s.route = nil
 	}
 	if s.link != nil {
-		close(s.linkDne)
+		close(s.linkDone)
 		for range s.link {
 		}
 		s.link = nil
@@ -450,7 +450,7 @@ func (f *FIB) onRoute(l *loop, ok bool, b *batch) {
 
 func (f *FIB) onLink(l *loop, u netlink.LinkUpdate, ok bool, b *batch) {
 	if !ok {
-		close(l.subs.linkDne)
+		close(l.subs.linkDone)
 		l.subs.link, l.failed = nil, l.failed|subLink
 		return
 	}
