@@ -260,9 +260,9 @@ const (
 // subscriptions holds the three netlink subscriptions. A nil channel is a
 // subscription that failed and waits to be reopened.
 type subscriptions struct {
-	neigh                         chan netlink.NeighUpdate
-	route                         chan netlink.RouteUpdate
-	link                          chan netlink.LinkUpdate
+	neigh                          chan netlink.NeighUpdate
+	route                          chan netlink.RouteUpdate
+	link                           chan netlink.LinkUpdate
 	neighDone, routeDone, linkDone chan struct{}
 }
 
