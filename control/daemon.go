@@ -1,5 +1,6 @@
 // Package control is the daemon's brain: it owns the running configuration,
-// the API server and (as they arrive) the IKE layer and the data plane.
+// the API and metrics servers, the IKE engine and the data plane, and wires
+// negotiated SAs from the one into the other.
 package control
 
 import (
@@ -72,11 +73,6 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	if err := CheckSupported(cfg); err != nil {
 		return nil, err
 	}
-	// Translating now catches a config the IKE layer cannot run before
-	// anything is opened.
-	if _, err := ikeConns(cfg); err != nil {
-		return nil, err
-	}
 	d := &Daemon{
 		opts:     opts,
 		log:      opts.Logger,
@@ -89,13 +85,19 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	return d, nil
 }
 
-// open opens the API socket and the IKE engine for the running
-// configuration. It holds reloadMu so that a SIGHUP arriving during
+// open opens the API socket, the data plane, the metrics listener and the
+// IKE engine for the running configuration. It holds reloadMu so that a SIGHUP arriving during
 // start-up is applied after, not lost between, these steps.
 func (d *Daemon) open(runCtx context.Context) (*listeners, *config.Config, error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	cfg := d.config()
+	// A configuration the IKE layer cannot run fails before anything is
+	// opened.
+	conns, err := ikeConns(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
 	// The API socket comes first: it tells a second daemon with the same
 	// configuration apart from a port conflict with some other program.
 	ln, err := api.Listen(cfg.API.Socket)
@@ -122,10 +124,6 @@ func (d *Daemon) open(runCtx context.Context) (*listeners, *config.Config, error
 		if ls.metrics, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
 			return fail(fmt.Errorf("metrics listener: %w", err))
 		}
-	}
-	conns, err := ikeConns(cfg)
-	if err != nil {
-		return fail(err)
 	}
 	engine, err := ike.New(ike.Options{
 		Logger:            d.log.Named("ike"),
