@@ -7,7 +7,7 @@ BIN := bin
 # bounded so a hang fails fast instead of eating CI's budget.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build deps test test-short demo generate lint clean
+.PHONY: all build deps test test-short demo bench generate lint clean
 
 all: build
 
@@ -30,6 +30,10 @@ test-short:
 
 demo: deps build
 	$(BIN)/xdpsec-bench demo --bin $(BIN)
+
+# Throughput against plain routing, strongSwan and wireguard-go (docs/benchmarks.md).
+bench: deps build
+	$(BIN)/xdpsec-bench bench --bin $(BIN)
 
 generate:
 	$(GO) generate ./...
