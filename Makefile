@@ -24,7 +24,8 @@ deps:
 test: deps lint
 	$(GO) test -p 1 -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-# Unit tests only (no root, no namespaces): quick feedback while coding.
+# Quick feedback while coding: run it as a normal user and the tests that
+# need root (namespaces, BPF, daemons) skip themselves.
 test-short:
 	$(GO) test -short ./...
 
