@@ -6,8 +6,10 @@
 //
 // Every RX queue of both ports gets a socket (xdp_wan and xdp_lan drop what
 // they cannot redirect: fail closed), and queue q of both ports belongs to
-// worker q mod workers, so a worker sends on the sockets it owns and no
-// socket is shared.
+// worker q mod workers, which alone receives on them and sends on its LAN
+// sockets. WAN sockets also carry the packets of the outbound SAs whose
+// home they are, from whichever worker encrypted them, under a lock per
+// socket (see wanPort).
 //
 // Drops are counted by reason. Besides the esp engine's verdicts the
 // workers count malformed (not untagged Ethernet with IP), no_route (no
@@ -29,10 +31,13 @@
 // for the tunnel are dropped, with an ICMP error to DF senders on the LAN
 // (the TUN port's MTU keeps the host's own within the tunnel), since
 // fragmentation is out of scope; no ICMP time exceeded; the host's
-// traffic for a trap policy is dropped without an Acquire event; an SA
-// whose traffic arrives on several queues is processed by several
-// workers in parallel, so its packets may leave out of order and the
-// receiver's replay window must absorb the reordering.
+// traffic for a trap policy is dropped without an Acquire event. An
+// outbound SA whose traffic arrives on several queues is encrypted by
+// several workers, one run of its packets at a time (its sequence
+// numbers are taken in order under a per-SA lock, so its crypto is not
+// parallel), and all of its packets leave in sequence order through one
+// WAN queue, its home, chosen by SPI; an inbound SA's packets are
+// decrypted by the workers of the queues they arrive on, in parallel.
 package afxdp
 
 import (
@@ -124,10 +129,13 @@ type Dataplane struct {
 	addrWG     sync.WaitGroup
 	hostRoutes map[policyKey]*netlink.Route
 
-	socks   []*xsk.Socket
-	workers []*worker
-	stop    atomic.Bool
-	wg      sync.WaitGroup
+	socks []*xsk.Socket
+	// wanPorts are the WAN sockets, by queue, shared by the workers to
+	// send on (see wanPort).
+	wanPorts []*wanPort
+	workers  []*worker
+	stop     atomic.Bool
+	wg       sync.WaitGroup
 
 	traps   *loader.EventReader[loader.TrapEvent]
 	trapsWG sync.WaitGroup
@@ -269,14 +277,17 @@ func New(ctx context.Context, opts Options) (_ *Dataplane, err error) {
 }
 
 // startWorkers spreads the sockets over the workers: queue q of each port
-// goes to worker q mod n, so every worker has at least one socket per port
-// to send on.
+// goes to worker q mod n, so every worker has at least one LAN socket to
+// send on; all of them may send on every WAN socket (see wanPort).
 func (d *Dataplane) startWorkers(want int, wanSocks, lanSocks []*xsk.Socket) error {
 	if want == 0 {
 		want = runtime.NumCPU()
 	}
 	n := min(want, len(wanSocks), len(lanSocks))
 	cpus := allowedCPUs()
+	for _, s := range wanSocks {
+		d.wanPorts = append(d.wanPorts, &wanPort{s: s})
+	}
 	for i := range n {
 		w := &worker{
 			dp:     d,
@@ -285,19 +296,22 @@ func (d *Dataplane) startWorkers(want int, wanSocks, lanSocks []*xsk.Socket) err
 			wakeFD: -1,
 		}
 		for q := i; q < len(wanSocks); q += n {
-			w.wan = append(w.wan, wanSocks[q])
+			w.wan = append(w.wan, d.wanPorts[q])
 		}
 		for q := i; q < len(lanSocks); q += n {
 			w.lan = append(w.lan, lanSocks[q])
 		}
-		w.wanTx, w.lanTx = w.wan[0], w.lan[0]
+		w.lanTx = w.lan[0]
 		fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 		if err != nil {
 			return fmt.Errorf("afxdp: worker eventfd: %w", err)
 		}
 		w.wakeFD = fd
 		d.workers = append(d.workers, w)
-		for _, s := range append(append([]*xsk.Socket{}, w.wan...), w.lan...) {
+		for _, p := range w.wan {
+			w.pfd = append(w.pfd, unix.PollFd{Fd: int32(p.s.FD()), Events: unix.POLLIN})
+		}
+		for _, s := range w.lan {
 			w.pfd = append(w.pfd, unix.PollFd{Fd: int32(s.FD()), Events: unix.POLLIN})
 		}
 		if i == 0 && d.tun != nil {

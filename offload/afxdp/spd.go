@@ -3,6 +3,7 @@ package afxdp
 import (
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 
 	"github.com/xdpsec/xdpsec/offload/esp"
@@ -20,6 +21,15 @@ type outSA struct {
 	// expired is set when the SA's hard time limit passes; the esp engine
 	// enforces only volume limits.
 	expired atomic.Bool
+	// txMu orders the SA's packets on the WAN across workers. The esp
+	// engine gives each Encrypt the SA's next sequence number, so a
+	// worker holds txMu from the first Encrypt of a run of the SA's
+	// packets until the run is on the TX ring of the SA's home port (see
+	// wanPort): runs get consecutive sequence numbers and enter that ring,
+	// and so the wire, in the order they got them, whichever worker
+	// sealed them. Without it two workers interleave numbers and send
+	// them on two queues. See beginRun for why it cannot deadlock.
+	txMu sync.Mutex
 }
 
 // spdEntry is an outbound protect policy: traffic to dst from src (and of

@@ -2,6 +2,7 @@ package afxdp
 
 import (
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +16,22 @@ import (
 
 // batchSize is how many packets a worker takes from a ring at once.
 const batchSize = 64
+
+// wanPort is a WAN socket with the lock that lets workers other than its
+// owner send on it. All of an outbound SA's packets leave through one WAN
+// queue, its home port (chosen by SPI), whichever worker encrypted them:
+// the peer's RX queue is the queue they were sent on, and the peer
+// decrypts each queue on its own worker, so packets of one SA sent on
+// two queues arrive as two streams that drift apart by whatever one
+// queue's worker lags, far beyond a replay window under load. One queue
+// per SA is also what a NIC's RSS does with ESP (it hashes the outer
+// addresses or the SPI). mu guards every use of s but Frame, FD and
+// Stats, which are safe anywhere: the RX and fill side (its owner), and
+// the TX ring, completion ring and free frames (anyone sending).
+type wanPort struct {
+	mu sync.Mutex
+	s  *xsk.Socket
+}
 
 // idlePoll bounds a worker's sleep so that frames a failed TX kick left on
 // a ring go out without waiting for the next packet.
@@ -50,20 +67,30 @@ var reasonNames = [numReasons]string{
 // worker owns the sockets of some queues of both ports and moves their
 // packets: WAN RX is decrypted and sent on its LAN socket (or, for the
 // gateway's own addresses, written to the TUN port), LAN RX is encrypted
-// and sent on its WAN socket. One worker also reads the TUN port and
-// encrypts what the host routed into it: that worker owns WAN sockets to
-// send on, which a goroutine of the TUN's own would have to share.
+// and sent on the WAN socket of its SA's home queue (see wanPort). One
+// worker also reads the TUN port and encrypts what the host routed into
+// it the same way, so the host's packets and the LAN's share each SA's
+// sequence order.
 type worker struct {
-	dp       *Dataplane
-	cpu      int
-	wan, lan []*xsk.Socket
-	// wanTx and lanTx are the sockets packets leave through; any socket
-	// bound to a port sends on that port.
-	wanTx, lanTx *xsk.Socket
+	dp  *Dataplane
+	cpu int
+	wan []*wanPort
+	lan []*xsk.Socket
+	// lanTx is the socket packets leave the LAN through; any socket
+	// bound to a port sends on that port. WAN packets leave through
+	// their SA's home port (see wanPort).
+	lanTx *xsk.Socket
 
-	eng    *esp.Worker
-	drops  [numReasons]atomic.Uint64
-	txErrs atomic.Uint64
+	eng *esp.Worker
+	// runSA is the outbound SA whose txMu the worker holds while it
+	// seals a run of the SA's packets, nil outside a run; runPort is the
+	// SA's home port, whose frames w.tx[:runK] the run got, and the first
+	// runN of them hold sealed packets.
+	runSA      *outSA
+	runPort    *wanPort
+	runN, runK int
+	drops      [numReasons]atomic.Uint64
+	txErrs     atomic.Uint64
 	// packets counts what the worker received from both ports, one
 	// atomic add per batch.
 	packets atomic.Uint64
@@ -129,13 +156,20 @@ func (w *worker) run(stop *atomic.Bool) {
 // idle pushes out frames left on the TX rings and sleeps until a socket
 // has packets, the worker is woken, or idlePoll passes.
 func (w *worker) idle() {
-	for _, socks := range [2][]*xsk.Socket{w.wan, w.lan} {
-		for _, s := range socks {
-			if err := s.Flush(); err != nil {
-				w.txErrs.Add(1)
-			}
-			s.Complete()
+	for _, p := range w.wan {
+		p.mu.Lock()
+		err := p.s.Flush()
+		p.s.Complete()
+		p.mu.Unlock()
+		if err != nil {
+			w.txErrs.Add(1)
 		}
+	}
+	for _, s := range w.lan {
+		if err := s.Flush(); err != nil {
+			w.txErrs.Add(1)
+		}
+		s.Complete()
 	}
 	for i := range w.pfd {
 		w.pfd[i].Revents = 0
@@ -149,10 +183,13 @@ func (w *worker) idle() {
 	}
 }
 
-// fromWAN decrypts a batch from the WAN socket s and forwards the inner
+// fromWAN decrypts a batch from the WAN port and forwards the inner
 // packets to the LAN.
-func (w *worker) fromWAN(s *xsk.Socket) int {
+func (w *worker) fromWAN(port *wanPort) int {
+	s := port.s
+	port.mu.Lock()
 	n := s.Receive(w.rx[:])
+	port.mu.Unlock()
 	if n == 0 {
 		return 0
 	}
@@ -236,7 +273,9 @@ func (w *worker) fromWAN(s *xsk.Socket) int {
 		}
 		clear(w.up[:nUp])
 	}
+	port.mu.Lock()
 	s.Release(w.rx[:n])
+	port.mu.Unlock()
 	w.send(w.lanTx, j, k)
 	return n
 }
@@ -268,8 +307,7 @@ func (w *worker) fromLAN(s *xsk.Socket) int {
 	}
 	w.packets.Add(uint64(n))
 	spd := w.dp.spd.Load()
-	k := w.wanTx.Alloc(w.tx[:n])
-	j, nIcmp, nRel := 0, 0, 0
+	nIcmp, nRel := 0, 0
 	for i := range n {
 		d := w.rx[i]
 		f := s.Frame(d)
@@ -278,13 +316,14 @@ func (w *worker) fromLAN(s *xsk.Socket) int {
 		case len(f) < ethLen || (etherType(f) != ethTypeIPv4 && etherType(f) != ethTypeIPv6):
 			w.count(rMalformed)
 		default:
-			keep = w.encryptOne(s, spd, d, f, &j, k, &nIcmp)
+			keep = w.encryptOne(s, spd, d, f, n-i, &nIcmp)
 		}
 		if !keep {
 			w.rel[nRel] = d
 			nRel++
 		}
 	}
+	w.endRun()
 	if nRel > 0 {
 		s.Release(w.rel[:nRel])
 	}
@@ -297,14 +336,14 @@ func (w *worker) fromLAN(s *xsk.Socket) int {
 			s.Release(w.icmp[sent:nIcmp])
 		}
 	}
-	w.send(w.wanTx, j, k)
 	return n
 }
 
-// encryptOne handles one LAN frame f (descriptor d of socket s): it either
-// encrypts it into w.tx[*j], turns it into an ICMP error queued in
-// w.icmp (and reports true: the frame is then not released), or drops it.
-func (w *worker) encryptOne(s *xsk.Socket, spd *spdTable, d xsk.Desc, f []byte, j *int, k int, nIcmp *int) bool {
+// encryptOne handles one LAN frame f (descriptor d of socket s), with left
+// frames of the batch to go, itself included: it either seals it (see
+// seal), turns it into an ICMP error queued in w.icmp (and reports true:
+// the frame is then not released), or drops it.
+func (w *worker) encryptOne(s *xsk.Socket, spd *spdTable, d xsk.Desc, f []byte, left int, nIcmp *int) bool {
 	ip, ok := parseIP(f[ethLen:])
 	if !ok || ip.v6 != (etherType(f) == ethTypeIPv6) {
 		w.count(rMalformed)
@@ -313,7 +352,7 @@ func (w *worker) encryptOne(s *xsk.Socket, spd *spdTable, d xsk.Desc, f []byte, 
 	// Fragmentation is out of scope: without DF a packet too big for the
 	// tunnel is dropped as well, but only DF senders learn from an ICMP
 	// error.
-	if mtu := w.seal(spd, f[ethLen:ethLen+ip.totalLen], ip, true, j, k); mtu > 0 && ip.df {
+	if mtu := w.seal(spd, f[ethLen:ethLen+ip.totalLen], ip, true, left); mtu > 0 && ip.df {
 		return w.tooBig(s, d, f, ip, mtu, nIcmp)
 	}
 	return false
@@ -332,8 +371,6 @@ func (w *worker) fromTUN() int {
 	}
 	w.packets.Add(uint64(n))
 	spd := w.dp.spd.Load()
-	k := w.wanTx.Alloc(w.tx[:n])
-	j := 0
 	for i := range n {
 		pkt := w.tunBufs[i][:w.tunSizes[i]]
 		ip, ok := parseIP(pkt)
@@ -350,11 +387,11 @@ func (w *worker) fromTUN() int {
 		// The TUN's MTU keeps the host's packets within the tunnel; one
 		// too big for a smaller path MTU is dropped (counted as mtu) and
 		// a DF sender learns the MTU, as a LAN host would.
-		if mtu := w.seal(spd, pkt[:ip.totalLen], ip, false, &j, k); mtu > 0 && ip.df {
+		if mtu := w.seal(spd, pkt[:ip.totalLen], ip, false, n-i); mtu > 0 && ip.df {
 			w.hostTooBig(i, ip, mtu)
 		}
 	}
-	w.send(w.wanTx, j, k)
+	w.endRun()
 	return n
 }
 
@@ -389,12 +426,12 @@ func (w *worker) hostTooBig(i int, ip ipInfo, mtu int) {
 
 // seal is the outbound path shared by the LAN and TUN ports: it looks the
 // IP packet pkt (parsed as ip) up in spd and encrypts it with its policy's
-// SA into the WAN frame w.tx[*j], or drops it, counted. forward says the
-// packet is being routed (from the LAN), so its TTL is decremented; the
-// host's own packets are not. When pkt is too big for the tunnel it
-// returns the largest packet that fits, else 0.
-func (w *worker) seal(spd *spdTable, pkt []byte, ip ipInfo, forward bool, j *int, k int) int {
-	const encOff = ethLen + esp.MaxHeadroom
+// SA into the next frame of the SA's run (see beginRun), or drops it,
+// counted. left is how many packets of the batch are still to come, pkt
+// included. forward says the packet is being routed (from the LAN), so
+// its TTL is decremented; the host's own packets are not. When pkt is too
+// big for the tunnel it returns the largest packet that fits, else 0.
+func (w *worker) seal(spd *spdTable, pkt []byte, ip ipInfo, forward bool, left int) int {
 	e := spd.lookup(ip.src, ip.dst, ip.proto)
 	if e == nil {
 		// xdp_lan steered it (or the host routed it into the TUN), so a
@@ -420,25 +457,88 @@ func (w *worker) seal(spd *spdTable, pkt []byte, ip ipInfo, forward bool, j *int
 		w.count(rTTL)
 		return 0
 	}
-	if *j >= k {
-		w.count(rTxFull)
-		return 0
+	w.push(e.out, pkt, left, nh.DstMAC, nh.SrcMAC)
+	return 0
+}
+
+// push encrypts pkt with o into the next frame of o's run, which it
+// starts (ending another SA's) if o has none, and addresses the frame
+// from srcMAC to dstMAC; or drops pkt, counted. left is as for seal.
+func (w *worker) push(o *outSA, pkt []byte, left int, dstMAC, srcMAC [6]byte) {
+	const encOff = ethLen + esp.MaxHeadroom
+	if w.runSA != o {
+		w.endRun()
+		w.beginRun(o, left)
 	}
-	out := w.wanTx.Frame(w.tx[*j])
+	if w.runN >= w.runK {
+		w.count(rTxFull)
+		return
+	}
+	d := &w.tx[w.runN]
+	out := w.runPort.s.Frame(*d)
 	if encOff+len(pkt)+esp.MaxTailroom > len(out) {
 		w.count(rMTU)
-		return 0
+		return
 	}
 	copy(out[encOff:], pkt)
 	p := esp.Packet{Buf: out, Off: encOff, Len: len(pkt)}
-	if w.eng.Encrypt(e.out.sa, &p) != esp.Accept {
-		return 0 // counted by esp
+	if w.eng.Encrypt(o.sa, &p) != esp.Accept {
+		return // counted by esp
 	}
-	putEth(out[p.Off-ethLen:], nh.DstMAC, nh.SrcMAC, e.out.remote.Is6())
-	w.tx[*j].Addr += uint64(p.Off - ethLen)
-	w.tx[*j].Len = uint32(p.Len + ethLen)
-	*j++
-	return 0
+	putEth(out[p.Off-ethLen:], dstMAC, srcMAC, o.remote.Is6())
+	d.Addr += uint64(p.Off - ethLen)
+	d.Len = uint32(p.Len + ethLen)
+	w.runN++
+}
+
+// beginRun starts a run of o's packets: it takes o.txMu, so that the
+// sequence numbers the run's Encrypts take are consecutive and leave
+// before any later ones, and up to n free frames of o's home port.
+//
+// Why this cannot deadlock: the lock order is txMu, then a port's mu, and
+// nothing takes a txMu while it holds a port's mu. A worker holds at most
+// one txMu: push ends one run before it begins the next, and every path
+// that seals ends its run with endRun before it returns to the loop, so
+// no txMu is held while a worker polls or serves another socket. A port's
+// mu is held only around socket calls that never wait (the kick is a
+// non-blocking sendto); a txMu only around those and at most one batch's
+// crypto. Every waiter thus waits for a holder that is running towards
+// its release, never for one that waits in turn, and a wait lasts at most
+// one batch's crypto (plus the holder's preemption).
+func (w *worker) beginRun(o *outSA, n int) {
+	o.txMu.Lock()
+	ports := w.dp.wanPorts
+	p := ports[o.spi%uint32(len(ports))]
+	p.mu.Lock()
+	k := p.s.Alloc(w.tx[:n])
+	p.mu.Unlock()
+	w.runSA, w.runPort, w.runN, w.runK = o, p, 0, k
+}
+
+// endRun puts the current run's sealed frames on its port's TX ring,
+// gives back the frames it did not use and lets other workers number and
+// send the SA's packets again. Frames of one SA thus enter one TX ring in
+// sequence-number order, and the kernel sends a ring in order.
+func (w *worker) endRun() {
+	o, p := w.runSA, w.runPort
+	if o == nil {
+		return
+	}
+	n, k := w.runN, w.runK
+	w.runSA, w.runPort, w.runN, w.runK = nil, nil, 0, 0
+	p.mu.Lock()
+	sent, err := p.s.Transmit(w.tx[:n])
+	if sent < k {
+		p.s.Release(w.tx[sent:k])
+	}
+	p.mu.Unlock()
+	o.txMu.Unlock()
+	if err != nil {
+		w.txErrs.Add(1)
+	}
+	if sent < n {
+		w.drops[rTxFull].Add(uint64(n - sent))
+	}
 }
 
 // tooBig rewrites frame f into an ICMP "fragmentation needed" or "packet
