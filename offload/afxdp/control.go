@@ -248,6 +248,10 @@ func (d *Dataplane) AddSA(_ context.Context, sa offload.SA) error {
 	d.sas[k] = e
 	d.armTimers(k, e, ident)
 	if sa.Dir == offload.Out {
+		// Resolve the peer's next hop now rather than on the first packet,
+		// which the FIB would otherwise have to drop while it asks the
+		// kernel (a miss only queues the resolution).
+		d.fib.Lookup(sa.Dst)
 		// Policies that named this SPI before it existed (or while it
 		// was gone) start protecting now.
 		if err := d.syncPolicies(); err != nil {
