@@ -134,6 +134,11 @@ type Dataplane struct {
 	// send on (see wanPort).
 	wanPorts []*wanPort
 	workers  []*worker
+	// sealHook, when set (by tests; nil otherwise), is called as a worker
+	// starts (start true) and ends the lock-free encryption of a run of
+	// o's packets, so that a test can delay it and see runs of one SA
+	// encrypted at once.
+	sealHook func(o *outSA, start bool)
 	stop     atomic.Bool
 	wg       sync.WaitGroup
 

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,7 +26,9 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // yielding at random points, over a two-queue veth, and reads what leaves
 // at the peer: every packet each goroutine sealed must arrive, and each
 // SA's sequence numbers must arrive as 1, 2, 3, ..., within a bounded
-// time. It also checks that sealing allocates nothing.
+// time. Runs of one SA are encrypted by several goroutines at once (a
+// hook delays some of them at random and counts how many overlap). It
+// also checks that sealing allocates nothing.
 func TestOrderedSend(t *testing.T) {
 	netlab.RequireRoot(t)
 	ns := netlab.NewTestNS(t, "", "order")
@@ -90,6 +93,24 @@ func TestOrderedSend(t *testing.T) {
 			t.Fatal(err)
 		}
 		sas = append(sas, &outSA{sa: sa, spi: spi, remote: netip.MustParseAddr("192.0.2.2")})
+	}
+	// The hook delays some runs' encryption at random, so that runs
+	// finish out of ticket order and park, and records how many runs of
+	// each SA are being encrypted at once: more than one shows that one
+	// SA's crypto runs on several goroutines in parallel.
+	var sealing, maxSealing [2]atomic.Int32
+	dp.sealHook = func(o *outSA, start bool) {
+		i := int(o.spi - 0x1000)
+		if !start {
+			sealing[i].Add(-1)
+			return
+		}
+		c := sealing[i].Add(1)
+		for m := maxSealing[i].Load(); c > m && !maxSealing[i].CompareAndSwap(m, c); m = maxSealing[i].Load() {
+		}
+		if rand.IntN(4) == 0 {
+			time.Sleep(time.Duration(rand.IntN(200)) * time.Microsecond)
+		}
 	}
 	pkt := ipv4Packet(64, 100, false)
 	dst, src := [6]byte{2, 0, 0, 0, 0, 2}, [6]byte{2, 0, 0, 0, 0, 1}
@@ -218,6 +239,17 @@ func TestOrderedSend(t *testing.T) {
 		}
 	}
 
+	for i, spi := range []uint32{0x1000, 0x1001} {
+		t.Logf("SA %#x: at most %d runs encrypted at once", spi, maxSealing[i].Load())
+		if maxSealing[i].Load() < 2 {
+			t.Errorf("SA %#x: runs were never encrypted in parallel", spi)
+		}
+		if n := sealing[i].Load(); n != 0 {
+			t.Errorf("SA %#x: %d encryptions never ended", spi, n)
+		}
+	}
+
+	dp.sealHook = nil
 	w := workers[0]
 	allocs := testing.AllocsPerRun(20, func() {
 		for i := range batchSize {

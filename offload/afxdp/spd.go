@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/xdpsec/xdpsec/offload/afxdp/xsk"
 	"github.com/xdpsec/xdpsec/offload/esp"
 )
 
@@ -21,15 +22,47 @@ type outSA struct {
 	// expired is set when the SA's hard time limit passes; the esp engine
 	// enforces only volume limits.
 	expired atomic.Bool
-	// txMu orders the SA's packets on the WAN across workers. The esp
-	// engine gives each Encrypt the SA's next sequence number, so a
-	// worker holds txMu from the first Encrypt of a run of the SA's
-	// packets until the run is on the TX ring of the SA's home port (see
-	// wanPort): runs get consecutive sequence numbers and enter that ring,
-	// and so the wire, in the order they got them, whichever worker
-	// sealed them. Without it two workers interleave numbers and send
-	// them on two queues. See beginRun for why it cannot deadlock.
+	// txMu numbers the SA's runs: under it a worker reserves a run's
+	// sequence numbers (esp ReserveSeq) and takes the run's ticket, so
+	// tickets and sequence ranges are handed out in the same order. The
+	// worker then encrypts without any lock, several workers at once if
+	// one SA is hot, and hands the run to ord, which puts runs on the TX
+	// ring of the SA's home port (see wanPort) in ticket order, and so
+	// the wire in sequence-number order, whichever worker sealed them.
+	// Without the order two workers would interleave numbers and send
+	// them on two queues. See submit for why it cannot deadlock.
 	txMu sync.Mutex
+	// ticket is the next run's ticket; guarded by txMu.
+	ticket uint64
+	ord    txOrder
+}
+
+// orderSlots bounds how many of an SA's sealed runs may wait for a
+// predecessor. A run whose ticket is that far ahead of the next one to
+// send waits for the predecessors instead of parking (see submit).
+const orderSlots = 8
+
+// txOrder sends an SA's runs in ticket order. A run whose predecessors
+// are all sent goes on the ring at once; any other is parked in slot
+// ticket%orderSlots, copied out of its worker's scratch space so that the
+// worker can move on, and is sent by whoever sends its predecessor. The
+// slots are part of the outSA, so parking allocates nothing.
+type txOrder struct {
+	mu sync.Mutex
+	// next is the ticket of the run to send next. Every ticket below it
+	// is sent; every parked run's ticket is in [next, next+orderSlots),
+	// so no two of them want the same slot.
+	next  uint64
+	slots [orderSlots]parkedRun
+}
+
+// parkedRun is a sealed run waiting for its predecessors: frames of the
+// SA's home port, ready to send.
+type parkedRun struct {
+	used   bool
+	ticket uint64
+	n      int
+	descs  [batchSize]xsk.Desc
 }
 
 // spdEntry is an outbound protect policy: traffic to dst from src (and of

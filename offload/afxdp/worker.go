@@ -82,13 +82,15 @@ type worker struct {
 	lanTx *xsk.Socket
 
 	eng *esp.Worker
-	// runSA is the outbound SA whose txMu the worker holds while it
-	// seals a run of the SA's packets, nil outside a run; runPort is the
-	// SA's home port, whose frames w.tx[:runK] the run got, and the first
-	// runN of them hold sealed packets.
+	// runSA is the outbound SA whose run of packets the worker collects,
+	// nil outside a run; runPort is the SA's home port, whose frames
+	// w.tx[:runK] the run got, and the first runN of them hold the run's
+	// plaintext packets (at runEncOff), described by runPkt, until
+	// endRun numbers, encrypts and sends them.
 	runSA      *outSA
 	runPort    *wanPort
 	runN, runK int
+	runPkt     [batchSize]runPacket
 	drops      [numReasons]atomic.Uint64
 	txErrs     atomic.Uint64
 	// packets counts what the worker received from both ports, one
@@ -461,11 +463,21 @@ func (w *worker) seal(spd *spdTable, pkt []byte, ip ipInfo, forward bool, left i
 	return 0
 }
 
-// push encrypts pkt with o into the next frame of o's run, which it
-// starts (ending another SA's) if o has none, and addresses the frame
-// from srcMAC to dstMAC; or drops pkt, counted. left is as for seal.
+// runEncOff is where a run's plaintext packet goes in its frame: room for
+// the Ethernet header and the most ESP puts in front.
+const runEncOff = ethLen + esp.MaxHeadroom
+
+// runPacket is what endRun needs to know of a packet of the run besides
+// its frame: its length and the addresses of its Ethernet header.
+type runPacket struct {
+	len            int
+	dstMAC, srcMAC [6]byte
+}
+
+// push puts pkt into the next frame of o's run, which it starts (ending
+// another SA's) if o has none, to be encrypted and addressed from srcMAC
+// to dstMAC by endRun; or drops pkt, counted. left is as for seal.
 func (w *worker) push(o *outSA, pkt []byte, left int, dstMAC, srcMAC [6]byte) {
-	const encOff = ethLen + esp.MaxHeadroom
 	if w.runSA != o {
 		w.endRun()
 		w.beginRun(o, left)
@@ -474,39 +486,20 @@ func (w *worker) push(o *outSA, pkt []byte, left int, dstMAC, srcMAC [6]byte) {
 		w.count(rTxFull)
 		return
 	}
-	d := &w.tx[w.runN]
-	out := w.runPort.s.Frame(*d)
-	if encOff+len(pkt)+esp.MaxTailroom > len(out) {
+	out := w.runPort.s.Frame(w.tx[w.runN])
+	if runEncOff+len(pkt)+esp.MaxTailroom > len(out) {
 		w.count(rMTU)
 		return
 	}
-	copy(out[encOff:], pkt)
-	p := esp.Packet{Buf: out, Off: encOff, Len: len(pkt)}
-	if w.eng.Encrypt(o.sa, &p) != esp.Accept {
-		return // counted by esp
-	}
-	putEth(out[p.Off-ethLen:], dstMAC, srcMAC, o.remote.Is6())
-	d.Addr += uint64(p.Off - ethLen)
-	d.Len = uint32(p.Len + ethLen)
+	copy(out[runEncOff:], pkt)
+	w.runPkt[w.runN] = runPacket{len: len(pkt), dstMAC: dstMAC, srcMAC: srcMAC}
 	w.runN++
 }
 
-// beginRun starts a run of o's packets: it takes o.txMu, so that the
-// sequence numbers the run's Encrypts take are consecutive and leave
-// before any later ones, and up to n free frames of o's home port.
-//
-// Why this cannot deadlock: the lock order is txMu, then a port's mu, and
-// nothing takes a txMu while it holds a port's mu. A worker holds at most
-// one txMu: push ends one run before it begins the next, and every path
-// that seals ends its run with endRun before it returns to the loop, so
-// no txMu is held while a worker polls or serves another socket. A port's
-// mu is held only around socket calls that never wait (the kick is a
-// non-blocking sendto); a txMu only around those and at most one batch's
-// crypto. Every waiter thus waits for a holder that is running towards
-// its release, never for one that waits in turn, and a wait lasts at most
-// one batch's crypto (plus the holder's preemption).
+// beginRun starts a run of o's packets with up to n free frames of o's
+// home port, taken under the port's lock: frames of one port are sent only
+// on it.
 func (w *worker) beginRun(o *outSA, n int) {
-	o.txMu.Lock()
 	ports := w.dp.wanPorts
 	p := ports[o.spi%uint32(len(ports))]
 	p.mu.Lock()
@@ -515,10 +508,14 @@ func (w *worker) beginRun(o *outSA, n int) {
 	w.runSA, w.runPort, w.runN, w.runK = o, p, 0, k
 }
 
-// endRun puts the current run's sealed frames on its port's TX ring,
-// gives back the frames it did not use and lets other workers number and
-// send the SA's packets again. Frames of one SA thus enter one TX ring in
-// sequence-number order, and the kernel sends a ring in order.
+// endRun seals the current run and sends it. Under o.txMu, briefly, it
+// reserves the run's sequence numbers and takes its ticket; it encrypts
+// without any lock, so that other workers can number and encrypt runs of
+// the same SA meanwhile; and submit puts the run on the home port's TX
+// ring after every run with an earlier ticket. Frames of one SA thus
+// enter one TX ring in sequence-number order, and the kernel sends a
+// ring in order. Frames the run did not fill, and those of packets the
+// engine refused, go back to the port.
 func (w *worker) endRun() {
 	o, p := w.runSA, w.runPort
 	if o == nil {
@@ -526,18 +523,137 @@ func (w *worker) endRun() {
 	}
 	n, k := w.runN, w.runK
 	w.runSA, w.runPort, w.runN, w.runK = nil, nil, 0, 0
+	var (
+		first, t uint64
+		ok       bool
+	)
+	if n > 0 {
+		o.txMu.Lock()
+		// A refused reservation (expired SA, sequence space exhausted)
+		// takes no ticket, so there is nothing for successors to wait
+		// for; esp counts its packets as dropped.
+		if first, ok = o.sa.ReserveSeq(n); ok {
+			t = o.ticket
+			o.ticket++
+		}
+		o.txMu.Unlock()
+	}
+	m := 0 // the sealed frames, w.tx[:m], in sequence-number order
+	if ok {
+		if h := w.dp.sealHook; h != nil {
+			h(o, true)
+		}
+		v6 := o.remote.Is6()
+		for i := range n {
+			d := w.tx[i]
+			out := p.s.Frame(d)
+			r := &w.runPkt[i]
+			pk := esp.Packet{Buf: out, Off: runEncOff, Len: r.len}
+			if w.eng.EncryptSeq(o.sa, &pk, first+uint64(i)) != esp.Accept {
+				continue // counted by esp; its frame goes back below
+			}
+			putEth(out[pk.Off-ethLen:], r.dstMAC, r.srcMAC, v6)
+			d.Addr += uint64(pk.Off - ethLen)
+			d.Len = uint32(pk.Len + ethLen)
+			w.tx[i], w.tx[m] = w.tx[m], d
+			m++
+		}
+		if h := w.dp.sealHook; h != nil {
+			h(o, false)
+		}
+	}
+	if m < k {
+		p.mu.Lock()
+		p.s.Release(w.tx[m:k])
+		p.mu.Unlock()
+	}
+	if ok {
+		// Even with no frame left (every packet refused) the ticket is
+		// submitted: successors wait for it.
+		w.submit(o, p, t, w.tx[:m])
+	}
+}
+
+// submit sends descs, the sealed run of o with ticket t, on o's home port
+// p once every run with an earlier ticket is on p's TX ring: at once, with
+// any parked successors it thereby unblocks, if t is next; else it parks
+// the run in o.ord's slot t%orderSlots for the sender of its predecessor.
+// Only a run at least orderSlots ahead of the next one finds no slot; its
+// worker then waits, yielding its CPU, until the next ticket comes close.
+//
+// Why this cannot deadlock: a worker holds at most one unsent ticket, the
+// run it is sealing (push ends one run before it begins the next, and
+// endRun submits before it returns), and while it holds it, it holds no
+// lock but for the short sections below and in endRun, which never wait
+// for anything but each other in one order: txMu alone; ord.mu, then a
+// port's mu; a port's mu alone. Nothing takes txMu or ord.mu while it
+// holds a port's mu, and port sections call only non-blocking socket
+// operations (the kick is a non-blocking sendto). Every taken ticket is
+// submitted, with zero frames if need be, and the holder of the ticket
+// ord.next never waits in submit: it is sending. So the holder of
+// ord.next is always running towards sending it (encrypting at most one
+// batch, or queued on a short lock section), after which it drains
+// every parked run that follows, and a waiter's wait lasts at most the
+// crypto of the runs of the orderSlots tickets before its own (plus the
+// preemption of their workers). A waiting worker holds its frames, but
+// of its own ticket only; no predecessor needs them. For the same reason
+// nothing stays parked once the workers are quiet: a parked run has an
+// unsent predecessor, whose worker sends it on its way out of endRun.
+func (w *worker) submit(o *outSA, p *wanPort, t uint64, descs []xsk.Desc) {
+	q := &o.ord
+	for spin := 0; ; spin++ {
+		q.mu.Lock()
+		if t == q.next {
+			w.transmit(p, descs)
+			q.next++
+			for {
+				s := &q.slots[q.next%orderSlots]
+				if !s.used || s.ticket != q.next {
+					break
+				}
+				w.transmit(p, s.descs[:s.n])
+				s.used = false
+				q.next++
+			}
+			q.mu.Unlock()
+			return
+		}
+		if t-q.next < orderSlots {
+			// The slot is free: every parked ticket lies in
+			// [next, next+orderSlots) and t is the only one of them
+			// that maps to it.
+			s := &q.slots[t%orderSlots]
+			s.used, s.ticket, s.n = true, t, copy(s.descs[:], descs)
+			q.mu.Unlock()
+			return
+		}
+		q.mu.Unlock()
+		// The predecessors are being encrypted: at most a few batches.
+		if spin < 64 {
+			runtime.Gosched()
+		} else {
+			time.Sleep(10 * time.Microsecond)
+		}
+	}
+}
+
+// transmit puts the sealed frames descs of an SA on its home port p's TX
+// ring and gives back any the full ring did not take, counted as tx_full.
+func (w *worker) transmit(p *wanPort, descs []xsk.Desc) {
+	if len(descs) == 0 {
+		return
+	}
 	p.mu.Lock()
-	sent, err := p.s.Transmit(w.tx[:n])
-	if sent < k {
-		p.s.Release(w.tx[sent:k])
+	sent, err := p.s.Transmit(descs)
+	if sent < len(descs) {
+		p.s.Release(descs[sent:])
 	}
 	p.mu.Unlock()
-	o.txMu.Unlock()
 	if err != nil {
 		w.txErrs.Add(1)
 	}
-	if sent < n {
-		w.drops[rTxFull].Add(uint64(n - sent))
+	if sent < len(descs) {
+		w.drops[rTxFull].Add(uint64(len(descs) - sent))
 	}
 }
 

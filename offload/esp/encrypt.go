@@ -41,6 +41,23 @@ func (w *Worker) Encrypt(sa *SA, p *Packet) Verdict {
 	return w.encrypt(sa, p, seq, nil)
 }
 
+// EncryptSeq is Encrypt with a sequence number seq that the caller got
+// from sa.ReserveSeq, so that numbering (ordered, cheap) and encryption
+// (parallel, costly) can happen in different places. Each number must be
+// used once. Like Encrypt it refuses packets once sa has expired, so a hard
+// lifetime reached within a reserved range stops the rest of the range.
+func (w *Worker) EncryptSeq(sa *SA, p *Packet, seq uint64) Verdict {
+	if sa.dead.Load() {
+		return sa.drop(DropExpired)
+	}
+	if seq == 0 || seq > sa.maxSeq {
+		// Not a number ReserveSeq gives: sending it would reuse a nonce
+		// or a number the peer's window has passed.
+		return sa.drop(DropMalformed)
+	}
+	return w.encrypt(sa, p, seq, nil)
+}
+
 // EncryptBatch encrypts pkts with sa, allocating their sequence numbers in
 // one step so that a batch keeps its order, and writes each packet's verdict
 // to the same index of verdicts, which must be at least as long as pkts.

@@ -293,6 +293,28 @@ func (sa *SA) account(packets, bytes *atomic.Uint64, n int) {
 	}
 }
 
+// ReserveSeq allocates n consecutive outbound sequence numbers in one
+// atomic step and returns the first, for a caller that numbers packets
+// before it encrypts them (EncryptSeq), so that several workers can seal
+// one SA's packets at once and still send them in order. The rules are
+// Encrypt's: an expired SA gives none, and a range that would pass the end
+// of the sequence space (2^32-1 without ESN) gives none and stops the SA,
+// raising EventSeqOverflow once. When it reports false, the n packets it
+// was asked for are counted as dropped (DropExpired), as Encrypt counts a
+// packet it refuses. n must be positive.
+func (sa *SA) ReserveSeq(n int) (first uint64, ok bool) {
+	if n <= 0 {
+		return 0, false
+	}
+	if !sa.dead.Load() {
+		if first, ok = sa.nextSeq(uint64(n)); ok {
+			return first, true
+		}
+	}
+	sa.drops[DropExpired].Add(uint64(n))
+	return 0, false
+}
+
 // nextSeq allocates n consecutive outbound sequence numbers and returns the
 // first, or false when they would pass the end of the sequence space, in
 // which case the SA stops.
