@@ -499,6 +499,7 @@ func (d *Daemon) Initiate(ctx context.Context, conn string) error {
 type xdpReporter interface {
 	XDPCounters() (wan, lan map[string]uint64, err error)
 	WorkerPackets() []uint64
+	SocketCounters() (map[string]uint64, error)
 }
 
 // Stats implements api.Backend.
@@ -518,6 +519,9 @@ func (d *Daemon) Stats(ctx context.Context) (api.Stats, error) {
 			return api.Stats{}, fmt.Errorf("xdp counters: %w", err)
 		}
 		out.XDP = map[string]map[string]uint64{"wan": wan, "lan": lan}
+		if out.AFXDP, err = x.SocketCounters(); err != nil {
+			return api.Stats{}, fmt.Errorf("af_xdp counters: %w", err)
+		}
 	}
 	is := d.engine.Stats()
 	out.IKE = api.IKEStats{

@@ -113,6 +113,7 @@ type dataplaneCollector struct {
 	drops   *prometheus.Desc
 	xdp     *prometheus.Desc
 	workers *prometheus.Desc
+	sockets *prometheus.Desc
 }
 
 func newDataplaneCollector(dp offload.Dataplane, engine *ike.Engine) *dataplaneCollector {
@@ -125,6 +126,7 @@ func newDataplaneCollector(dp offload.Dataplane, engine *ike.Engine) *dataplaneC
 		drops:   prometheus.NewDesc("xdpsec_dataplane_drops_total", "Packets the data plane dropped, by reason (unknown_spi, replay, auth, selector, malformed, no_route, mtu, ...).", []string{"dataplane", "reason"}, nil),
 		xdp:     prometheus.NewDesc("xdpsec_xdp_verdicts_total", "Verdicts of the XDP programs by interface side (wan, lan) and verdict.", []string{"interface", "verdict"}, nil),
 		workers: prometheus.NewDesc("xdpsec_worker_packets_total", "Packets handled per data-plane worker.", []string{"worker"}, nil),
+		sockets: prometheus.NewDesc("xdpsec_afxdp_socket_events_total", "Kernel AF_XDP socket statistics summed over all sockets (rx_ring_full, rx_dropped, ...): packets lost before a worker saw them.", []string{"event"}, nil),
 	}
 }
 
@@ -134,6 +136,7 @@ func (c *dataplaneCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.drops
 	ch <- c.xdp
 	ch <- c.workers
+	ch <- c.sockets
 }
 
 type childKey struct{ conn, child, dir string }
@@ -175,6 +178,11 @@ func (c *dataplaneCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for i, n := range x.WorkerPackets() {
 		ch <- prometheus.MustNewConstMetric(c.workers, prometheus.CounterValue, float64(n), strconv.Itoa(i))
+	}
+	if socks, err := x.SocketCounters(); err == nil {
+		for event, n := range socks {
+			ch <- prometheus.MustNewConstMetric(c.sockets, prometheus.CounterValue, float64(n), event)
+		}
 	}
 	wan, lan, err := x.XDPCounters()
 	if err != nil {

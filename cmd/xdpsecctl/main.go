@@ -216,6 +216,9 @@ func printStats(w io.Writer, st api.Stats) error {
 			fmt.Fprintf(tw, "xdp %s:\t%s\n", side, counterList(c))
 		}
 	}
+	if st.AFXDP != nil {
+		fmt.Fprintf(tw, "af_xdp sockets:\t%s\n", counterList(st.AFXDP))
+	}
 	fmt.Fprintf(tw, "ike:\t%d IKE SAs, %d half-open, %d cookies sent, %d retransmits, %d cached responses\n",
 		st.IKE.IKESAs, st.IKE.HalfOpen, st.IKE.CookiesSent, st.IKE.Retransmits, st.IKE.CachedResponses)
 	fmt.Fprintf(tw, "nat keepalives:\t%d sent, %d received\n", st.IKE.KeepalivesSent, st.IKE.KeepalivesReceived)

@@ -112,6 +112,7 @@ func TestAfxdpTunnel(t *testing.T) {
 				`xdpsec_dataplane_drops_total{dataplane="afxdp",reason="replay"}`,
 				`xdpsec_worker_packets_total{worker="0"}`,
 				`xdpsec_xdp_verdicts_total{interface="wan",`,
+				`xdpsec_afxdp_socket_events_total{event="rx_ring_full"}`,
 			} {
 				if !strings.Contains(metrics, want) {
 					t.Errorf("metrics lack %s", want)
@@ -131,6 +132,9 @@ func TestAfxdpTunnel(t *testing.T) {
 			for _, n := range st.XDP["wan"] {
 				wanVerdicts += n
 			}
+			if _, ok := st.AFXDP["rx_ring_full"]; !ok {
+				t.Errorf("stats lack the AF_XDP socket counters: %+v", st.AFXDP)
+			}
 			if st.Dataplane != "afxdp" || handled == 0 || wanVerdicts == 0 || st.IKE.IKESAs != 1 {
 				t.Errorf("stats = %+v", st)
 			}
@@ -143,7 +147,7 @@ func TestAfxdpTunnel(t *testing.T) {
 				t.Errorf("NAT keepalives: gwA sent %d, gwB's XDP dropped %d, gwB sent %d (NAT %v)",
 					st.IKE.KeepalivesSent, heard, stB.IKE.KeepalivesSent, tc.nat)
 			}
-			if table, code := ctl(t, bins, dA.socket, "stats"); code != 0 || !strings.Contains(table, "xdp wan:") || !strings.Contains(table, "worker packets:") {
+			if table, code := ctl(t, bins, dA.socket, "stats"); code != 0 || !strings.Contains(table, "xdp wan:") || !strings.Contains(table, "worker packets:") || !strings.Contains(table, "af_xdp sockets:") {
 				t.Errorf("stats table (exit %d):\n%s", code, table)
 			}
 

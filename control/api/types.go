@@ -114,7 +114,10 @@ type Stats struct {
 	Workers []uint64 `json:"workers,omitempty"`
 	// XDP maps "wan"/"lan" to the program's verdict counters (afxdp).
 	XDP map[string]map[string]uint64 `json:"xdp,omitempty"`
-	IKE IKEStats                     `json:"ike"`
+	// AFXDP sums the kernel's AF_XDP socket statistics (afxdp): drops
+	// before any worker saw the packet, such as a full RX ring.
+	AFXDP map[string]uint64 `json:"af_xdp,omitempty"`
+	IKE   IKEStats          `json:"ike"`
 }
 
 // IKEStats are the IKE engine's counters.

@@ -495,6 +495,35 @@ func (d *Dataplane) XDPCounters() (wan, lan map[string]uint64, err error) {
 	return wan, lan, nil
 }
 
+// SocketCounters sums the kernel's statistics of all AF_XDP sockets
+// (XDP_STATISTICS): packets the kernel dropped before a worker saw them
+// because a ring was full or the fill ring empty, which no other counter
+// of the data plane can see.
+func (d *Dataplane) SocketCounters() (map[string]uint64, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, offload.ErrClosed
+	}
+	out := map[string]uint64{
+		"rx_dropped": 0, "rx_invalid_descs": 0, "tx_invalid_descs": 0,
+		"rx_ring_full": 0, "rx_fill_ring_empty_descs": 0, "tx_ring_empty_descs": 0,
+	}
+	for _, s := range d.socks {
+		st, err := s.Stats()
+		if err != nil {
+			return nil, fmt.Errorf("afxdp: %w", err)
+		}
+		out["rx_dropped"] += st.RxDropped
+		out["rx_invalid_descs"] += st.RxInvalidDescs
+		out["tx_invalid_descs"] += st.TxInvalidDescs
+		out["rx_ring_full"] += st.RxRingFull
+		out["rx_fill_ring_empty_descs"] += st.RxFillRingEmptyDescs
+		out["tx_ring_empty_descs"] += st.TxRingEmptyDescs
+	}
+	return out, nil
+}
+
 // allowedCPUs lists the CPUs this process may run on, so that worker i is
 // pinned to the i-th of them (queue i's interrupts usually land there) and
 // never to a CPU a cpuset forbids.
