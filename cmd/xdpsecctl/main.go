@@ -59,24 +59,34 @@ func statusCommand(g *globals) *cobra.Command {
 		Short: "Show the daemon's version, uptime, configuration file and data plane",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := g.client().Status(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd.OutOrStdout(), st)
-			}
-			tw := newTable(cmd.OutOrStdout())
-			fmt.Fprintf(tw, "version:\t%s\n", st.Version)
-			fmt.Fprintf(tw, "pid:\t%d\n", st.PID)
-			fmt.Fprintf(tw, "uptime:\t%s (since %s)\n",
-				(time.Duration(st.UptimeSeconds) * time.Second).String(), st.StartedAt.Local().Format(time.DateTime))
-			fmt.Fprintf(tw, "config:\t%s (loaded %s)\n", st.ConfigFile, st.ConfigLoadedAt.Local().Format(time.DateTime))
-			fmt.Fprintf(tw, "data plane:\t%s\n", st.DataplaneMode)
-			fmt.Fprintf(tw, "connections:\t%d\n", st.Connections)
-			return tw.Flush()
+			return show(cmd, g, g.client().Status, printStatus)
 		},
 	}
+}
+
+func printStatus(w io.Writer, st api.Status) error {
+	tw := newTable(w)
+	fmt.Fprintf(tw, "version:\t%s\n", st.Version)
+	fmt.Fprintf(tw, "pid:\t%d\n", st.PID)
+	fmt.Fprintf(tw, "uptime:\t%s (since %s)\n",
+		(time.Duration(st.UptimeSeconds) * time.Second).String(), st.StartedAt.Local().Format(time.DateTime))
+	fmt.Fprintf(tw, "config:\t%s (loaded %s)\n", st.ConfigFile, st.ConfigLoadedAt.Local().Format(time.DateTime))
+	fmt.Fprintf(tw, "data plane:\t%s\n", st.DataplaneMode)
+	fmt.Fprintf(tw, "connections:\t%d\n", st.Connections)
+	return tw.Flush()
+}
+
+// show fetches one API answer and prints it as JSON or, for people, with
+// table; every command that prints one API answer is this.
+func show[T any](cmd *cobra.Command, g *globals, fetch func(context.Context) (T, error), table func(io.Writer, T) error) error {
+	v, err := fetch(cmd.Context())
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(cmd.OutOrStdout(), v)
+	}
+	return table(cmd.OutOrStdout(), v)
 }
 
 func connsCommand(g *globals) *cobra.Command {
@@ -85,14 +95,7 @@ func connsCommand(g *globals) *cobra.Command {
 		Short: "List the configured connections and their children",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conns, err := g.client().Conns(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd.OutOrStdout(), conns)
-			}
-			return printConns(cmd.OutOrStdout(), conns)
+			return show(cmd, g, g.client().Conns, printConns)
 		},
 	}
 }
@@ -133,14 +136,7 @@ SPIs and negotiated algorithms, and under it each CHILD SA with its SPIs,
 mode, encapsulation, traffic selectors and traffic counters.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			sas, err := g.client().SAs(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd.OutOrStdout(), sas)
-			}
-			return printSAs(cmd.OutOrStdout(), sas)
+			return show(cmd, g, g.client().SAs, printSAs)
 		},
 	}
 }
@@ -188,14 +184,7 @@ func statsCommand(g *globals) *cobra.Command {
 		Short: "Show data-plane drops by reason, worker load, XDP verdicts and IKE counters",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := g.client().Stats(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd.OutOrStdout(), st)
-			}
-			return printStats(cmd.OutOrStdout(), st)
+			return show(cmd, g, g.client().Stats, printStats)
 		},
 	}
 }
@@ -290,21 +279,18 @@ refused with every problem listed and the running configuration stays as it
 is; connections whose settings did not change keep their SAs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			res, err := g.client().Reload(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return printJSON(cmd.OutOrStdout(), res)
-			}
-			tw := newTable(cmd.OutOrStdout())
-			fmt.Fprintf(tw, "added:\t%s\n", listOrNone(res.Added))
-			fmt.Fprintf(tw, "removed:\t%s\n", listOrNone(res.Removed))
-			fmt.Fprintf(tw, "changed:\t%s\n", listOrNone(res.Changed))
-			fmt.Fprintf(tw, "unchanged:\t%s\n", listOrNone(res.Unchanged))
-			return tw.Flush()
+			return show(cmd, g, g.client().Reload, printReload)
 		},
 	}
+}
+
+func printReload(w io.Writer, res api.ReloadResult) error {
+	tw := newTable(w)
+	fmt.Fprintf(tw, "added:\t%s\n", listOrNone(res.Added))
+	fmt.Fprintf(tw, "removed:\t%s\n", listOrNone(res.Removed))
+	fmt.Fprintf(tw, "changed:\t%s\n", listOrNone(res.Changed))
+	fmt.Fprintf(tw, "unchanged:\t%s\n", listOrNone(res.Unchanged))
+	return tw.Flush()
 }
 
 func versionCommand(g *globals) *cobra.Command {
