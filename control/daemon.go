@@ -418,8 +418,8 @@ func apiConn(c *config.Connection) api.Conn {
 		LocalID:      c.LocalID.String(),
 		RemoteID:     c.RemoteID.String(),
 		Auth:         c.Auth,
-		IKEProposals: proposalStrings(c.IKEProposals),
-		ESPProposals: proposalStrings(c.ESPProposals),
+		IKEProposals: stringsOf(c.IKEProposals),
+		ESPProposals: stringsOf(c.ESPProposals),
 		IKELifetime:  c.IKELifetime.String(),
 		DPDDelay:     c.DPDDelay.String(),
 		DPDAction:    c.DPDAction,
@@ -431,8 +431,8 @@ func apiConn(c *config.Connection) api.Conn {
 		conn.Children = append(conn.Children, api.Child{
 			Name:         ch.Name,
 			Mode:         ch.Mode,
-			LocalTS:      prefixStrings(ch.LocalTS),
-			RemoteTS:     prefixStrings(ch.RemoteTS),
+			LocalTS:      stringsOf(ch.LocalTS),
+			RemoteTS:     stringsOf(ch.RemoteTS),
 			Lifetime:     ch.Lifetime.String(),
 			ReplayWindow: ch.ReplayWindow,
 		})
@@ -440,15 +440,14 @@ func apiConn(c *config.Connection) api.Conn {
 	return conn
 }
 
-func proposalStrings[P fmt.Stringer](ps []P) []string {
+// stringsOf renders proposals, prefixes and the like for the API.
+func stringsOf[P fmt.Stringer](ps []P) []string {
 	out := make([]string, 0, len(ps))
 	for _, p := range ps {
 		out = append(out, p.String())
 	}
 	return out
 }
-
-func prefixStrings[P fmt.Stringer](ps []P) []string { return proposalStrings(ps) }
 
 // startConn initiates a connection configured with start_action start. It
 // runs in the background: a peer that is not up yet must not hold up the

@@ -128,11 +128,15 @@ func (in *installer) DeleteChild(ctx context.Context, sa ike.ChildSA) error {
 	return errors.Join(errs...)
 }
 
-func offloadSAs(sa ike.ChildSA) (in, out offload.SA) {
-	mode := offload.Tunnel
-	if sa.Mode == ike.ModeTransport {
-		mode = offload.Transport
+func offloadMode(m ike.Mode) offload.Mode {
+	if m == ike.ModeTransport {
+		return offload.Transport
 	}
+	return offload.Tunnel
+}
+
+func offloadSAs(sa ike.ChildSA) (in, out offload.SA) {
+	mode := offloadMode(sa.Mode)
 	base := offload.SA{
 		Conn: sa.Conn, Child: sa.Child,
 		Encr: sa.Encr, KeyBits: sa.KeyBits, Integ: sa.Integ, ESN: sa.ESN,
@@ -157,10 +161,7 @@ func offloadSAs(sa ike.ChildSA) (in, out offload.SA) {
 // childPolicies are the SPD entries of a child: one outbound protect policy
 // and one inbound check per selector pair of the same address family.
 func childPolicies(sa ike.ChildSA) []offload.Policy {
-	mode := offload.Tunnel
-	if sa.Mode == ike.ModeTransport {
-		mode = offload.Transport
-	}
+	mode := offloadMode(sa.Mode)
 	var ps []offload.Policy
 	for _, l := range sa.LocalTS {
 		for _, r := range sa.RemoteTS {
@@ -198,7 +199,7 @@ func apiSAs(sas []ike.IKESAInfo, counters map[saCounterKey]offload.SACounters) [
 				Name: c.Name, State: c.State,
 				SPIIn: fmt.Sprintf("%08x", c.SPIIn), SPIOut: fmt.Sprintf("%08x", c.SPIOut),
 				Mode: c.Mode, Encap: c.Encap, Proposal: c.Proposal,
-				LocalTS: prefixStrings(c.LocalTS), RemoteTS: prefixStrings(c.RemoteTS),
+				LocalTS: stringsOf(c.LocalTS), RemoteTS: stringsOf(c.RemoteTS),
 				BytesIn: in.Bytes, PacketsIn: in.Packets, BytesOut: outC.Bytes, PacketsOut: outC.Packets,
 			})
 		}
