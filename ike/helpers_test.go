@@ -26,10 +26,14 @@ type fakeInstaller struct {
 	mu        sync.Mutex
 	next      uint32
 	installed []ChildSA
+	outbound  []ChildSA
 	deleted   []ChildSA
+	traps     map[string]int
 }
 
-func newFakeInstaller(base uint32) *fakeInstaller { return &fakeInstaller{next: base} }
+func newFakeInstaller(base uint32) *fakeInstaller {
+	return &fakeInstaller{next: base, traps: map[string]int{}}
+}
 
 func (f *fakeInstaller) AllocSPI(_ context.Context, _, _ string) (uint32, error) {
 	f.mu.Lock()
@@ -38,10 +42,33 @@ func (f *fakeInstaller) AllocSPI(_ context.Context, _, _ string) (uint32, error)
 	return f.next, nil
 }
 
-func (f *fakeInstaller) InstallChild(_ context.Context, sa ChildSA) error {
+// InstallInbound records the SA; a child counts as installed from its
+// inbound half, which is the one the peer's traffic needs first.
+func (f *fakeInstaller) InstallInbound(_ context.Context, sa ChildSA) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.installed = append(f.installed, sa)
+	return nil
+}
+
+func (f *fakeInstaller) InstallOutbound(_ context.Context, sa ChildSA) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.outbound = append(f.outbound, sa)
+	return nil
+}
+
+func (f *fakeInstaller) Trap(_ context.Context, conn string, child Child) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.traps[conn+"/"+child.Name]++
+	return nil
+}
+
+func (f *fakeInstaller) Untrap(_ context.Context, conn string, child Child) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.traps[conn+"/"+child.Name]--
 	return nil
 }
 
@@ -55,7 +82,7 @@ func (f *fakeInstaller) DeleteChild(_ context.Context, sa ChildSA) error {
 func (f *fakeInstaller) reset() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.installed, f.deleted = nil, nil
+	f.installed, f.outbound, f.deleted = nil, nil, nil
 }
 
 func (f *fakeInstaller) deletedList() []ChildSA {

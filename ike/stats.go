@@ -55,6 +55,10 @@ type Stats struct {
 	// a datagram of exactly the byte 0xFF. Received keepalives are also
 	// counted in Dropped[DropNonIKE], as they were before this counter.
 	KeepalivesSent, KeepalivesReceived uint64
+	// ChildRekeys and IKERekeys count completed rekeys (either side's),
+	// DeadPeers the IKE SAs given up because the peer stopped answering
+	// (DPD or any other request).
+	ChildRekeys, IKERekeys, DeadPeers uint64
 }
 
 type counters struct {
@@ -66,6 +70,7 @@ type counters struct {
 	cached    uint64
 	kaSent    uint64
 	kaRecv    uint64
+	childRekeys, ikeRekeys, deadPeers uint64
 }
 
 func newCounters() *counters {
@@ -110,5 +115,6 @@ func (c *counters) snapshot() Stats {
 		Exchanges: maps.Clone(c.exchanges), Dropped: maps.Clone(c.dropped),
 		CookiesSent: c.cookies, Retransmits: c.retrans, CachedResponses: c.cached,
 		KeepalivesSent: c.kaSent, KeepalivesReceived: c.kaRecv,
+		ChildRekeys: c.childRekeys, IKERekeys: c.ikeRekeys, DeadPeers: c.deadPeers,
 	}
 }

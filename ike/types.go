@@ -169,10 +169,69 @@ type Conn struct {
 	// ForceEncap uses UDP 4500 from the start and fakes the NAT detection
 	// source hash, as RFC 7296 2.23 allows, so the peer encapsulates too.
 	ForceEncap bool
-	// IKELifetime and DPDDelay are carried for rekeying and DPD.
-	IKELifetime, DPDDelay time.Duration
+	// IKELifetime is the IKE SA's lifetime; it is rekeyed at about 90% of
+	// it, brought forward by up to RekeyJitter (a fraction 0-1 of the
+	// lifetime) so that the two ends do not rekey in step. Zero: never.
+	IKELifetime time.Duration
+	RekeyJitter float64
+	// DPDDelay is the idle time after which an established IKE SA sends a
+	// liveness check (an empty INFORMATIONAL); 0 disables DPD. DPDAction
+	// says what happens when the peer is found dead (a request of ours
+	// goes unanswered through all retransmissions).
+	DPDDelay  time.Duration
+	DPDAction DPDAction
+	// StartAction trap installs trap policies for the children while no
+	// CHILD SA is up; the data plane's Acquire then starts negotiation
+	// (Engine.Acquire). StartStart is carried out by the caller (Initiate
+	// at start-up); the engine only uses it to tell trap from the rest.
+	StartAction StartAction
 	// Children[0] is created in IKE_AUTH.
 	Children []Child
+}
+
+// DPDAction is what happens to a connection whose peer is found dead.
+type DPDAction uint8
+
+// DPD actions, named as in swanctl.conf.
+const (
+	// DPDClear removes the SAs and leaves the connection down.
+	DPDClear DPDAction = iota
+	// DPDHold removes the SAs and installs trap policies, so the next
+	// packet for the connection negotiates it again.
+	DPDHold
+	// DPDRestart removes the SAs and initiates the connection again,
+	// retrying until the peer answers.
+	DPDRestart
+)
+
+func (a DPDAction) String() string {
+	switch a {
+	case DPDHold:
+		return "hold"
+	case DPDRestart:
+		return "restart"
+	}
+	return "clear"
+}
+
+// StartAction is what the gateway does with a connection on its own.
+type StartAction uint8
+
+// Start actions, named as in swanctl.conf.
+const (
+	StartNone StartAction = iota
+	StartStart
+	StartTrap
+)
+
+func (a StartAction) String() string {
+	switch a {
+	case StartStart:
+		return "start"
+	case StartTrap:
+		return "trap"
+	}
+	return "none"
 }
 
 // Child is one configured CHILD SA.
@@ -213,10 +272,25 @@ type ChildSA struct {
 }
 
 // Installer programs the data plane. Calls may block briefly.
+//
+// A CHILD SA is installed in two steps so that rekeying loses nothing
+// (make-before-break): InstallInbound makes the new SA decrypt, and only
+// later InstallOutbound moves the child's policies to the new outbound SA.
+// The old SA pair stays installed (its inbound SA still decrypting late
+// packets) until DeleteChild removes it after a grace period; DeleteChild
+// must leave alone policies that a newer SA of the same child has taken
+// over.
 type Installer interface {
 	AllocSPI(ctx context.Context, conn, child string) (uint32, error)
-	InstallChild(ctx context.Context, sa ChildSA) error
+	InstallInbound(ctx context.Context, sa ChildSA) error
+	InstallOutbound(ctx context.Context, sa ChildSA) error
 	DeleteChild(ctx context.Context, sa ChildSA) error
+	// Trap installs trap policies for a configured child (traffic that
+	// matches raises an Acquire, see Engine.Acquire); Untrap removes them.
+	// An installed CHILD SA's policies replace the trap; after the SA is
+	// deleted the engine calls Trap again where the connection wants it.
+	Trap(ctx context.Context, conn string, child Child) error
+	Untrap(ctx context.Context, conn string, child Child) error
 }
 
 // Options configures an Engine.
@@ -251,7 +325,11 @@ type Options struct {
 	// RFC 7296 2.23 leaves keepalives to the host behind the NAT
 	// (strongSwan does the same for its faked NAT).
 	KeepaliveInterval time.Duration
-	Installer         Installer
+	// RekeyGrace is how long a rekeyed CHILD SA stays in the data plane
+	// after its Delete exchange, so that packets still in flight on it
+	// decrypt (default 2 s).
+	RekeyGrace time.Duration
+	Installer  Installer
 }
 
 // IKESAInfo describes an IKE SA for the operator.
@@ -264,15 +342,28 @@ type IKESAInfo struct {
 	NATLocal, NATRemote bool
 	Proposal            string // e.g. AES_GCM_16_256/PRF_HMAC_SHA2_256/CURVE_25519
 	Established         time.Time
-	Children            []ChildInfo
+	// RekeyAt is when the IKE SA will be rekeyed (zero: never); Rekeys
+	// counts the rekeys of its lineage (the IKE SAs it replaced).
+	RekeyAt  time.Time
+	Rekeys   int
+	Children []ChildInfo
 }
 
 // ChildInfo describes a CHILD SA for the operator.
 type ChildInfo struct {
-	Name, State       string // INSTALLED
+	// State is INSTALLED (in use), REKEYING (a rekey is under way),
+	// REKEYED (replaced, kept for late packets until deleted) or
+	// INBOUND (new, decrypting, not yet used for sending).
+	Name, State       string
 	SPIIn, SPIOut     uint32
 	Mode              string
 	Encap             bool
 	LocalTS, RemoteTS []netip.Prefix
 	Proposal          string
+	// Established is when this SA pair was installed; RekeyAt when it
+	// will be rekeyed (zero: never); Rekeys counts the rekeys of the
+	// child's lineage.
+	Established time.Time
+	RekeyAt     time.Time
+	Rekeys      int
 }
