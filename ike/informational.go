@@ -77,10 +77,11 @@ func (sa *ikeSA) deleteChildren(spis []uint32) []uint32 {
 			// The peer's redundant SA of a rekey collision, or one it
 			// gave up on: never used for sending.
 			sa.dropChild(c)
+		case c.peerRekey != nil && !c.peerRekey.gone_ && c.peerRekey.state == childInbound:
+			// Also after a collision we lost: the winner's SA.
+			sa.takeOver(c, c.peerRekey)
 		case c.state == childRekeyed:
 			sa.retire(c)
-		case c.peerRekey != nil && !c.peerRekey.gone_ && c.peerRekey.state == childInbound:
-			sa.takeOver(c, c.peerRekey)
 		default:
 			sa.e.log.Info("peer deleted a CHILD SA", sa.fields(zap.String("child", c.sa.Child),
 				zap.String("spi", fmt.Sprintf("%08x", c.sa.SPIIn)))...)
