@@ -240,6 +240,15 @@ func printStats(w io.Writer, st api.Stats) error {
 		st.IKE.IKESAs, st.IKE.HalfOpen, st.IKE.CookiesSent, st.IKE.Retransmits, st.IKE.CachedResponses)
 	fmt.Fprintf(tw, "nat keepalives:\t%d sent, %d received\n", st.IKE.KeepalivesSent, st.IKE.KeepalivesReceived)
 	fmt.Fprintf(tw, "ike dropped:\t%s\n", counterList(st.IKE.Dropped))
+	fmt.Fprintf(tw, "rekeys:\t%d child, %d ike; %d dead peers\n", st.IKE.ChildRekeys, st.IKE.IKERekeys, st.IKE.DeadPeers)
+	sas := make([]string, 0, len(st.SAs))
+	for _, sa := range st.SAs {
+		sas = append(sas, sa.SPI+"/"+sa.Dir)
+	}
+	if len(sas) == 0 {
+		sas = append(sas, "none")
+	}
+	fmt.Fprintf(tw, "data plane SAs:\t%s\n", strings.Join(sas, " "))
 	return tw.Flush()
 }
 

@@ -131,7 +131,19 @@ type Stats struct {
 	// AFXDP sums the kernel's AF_XDP socket statistics (afxdp): drops
 	// before any worker saw the packet, such as a full RX ring.
 	AFXDP map[string]uint64 `json:"af_xdp,omitempty"`
-	IKE   IKEStats          `json:"ike"`
+	// SAs lists every SA installed in the data plane, including rekeyed
+	// ones still in their grace period: what `sas` shows per child is the
+	// IKE engine's view, this is what actually processes packets.
+	SAs []DataplaneSA `json:"sas"`
+	IKE IKEStats      `json:"ike"`
+}
+
+// DataplaneSA is one installed SA with its own counters.
+type DataplaneSA struct {
+	SPI     string `json:"spi"` // 8 hex digits
+	Dir     string `json:"dir"` // in | out
+	Bytes   uint64 `json:"bytes"`
+	Packets uint64 `json:"packets"`
 }
 
 // IKEStats are the IKE engine's counters.
