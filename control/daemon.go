@@ -43,6 +43,7 @@ type Daemon struct {
 	metrics *daemonMetrics
 	dp      offload.Dataplane
 	engine  *ike.Engine
+	inst    *installer
 
 	// reloadMu serialises reloads (SIGHUP and API may race); mu guards the
 	// running configuration for readers.
@@ -125,22 +126,29 @@ func (d *Daemon) open(runCtx context.Context) (*listeners, *config.Config, error
 			return fail(fmt.Errorf("metrics listener: %w", err))
 		}
 	}
+	inst := newInstaller(dp, d.log.Named("dataplane"))
 	engine, err := ike.New(ike.Options{
 		Logger:            d.log.Named("ike"),
 		Listen:            cfg.IKE.Listen,
 		CookieThreshold:   cfg.IKE.CookieThreshold,
 		KeepaliveInterval: keepaliveInterval(cfg.IKE.NATKeepalive),
-		Installer:         &installer{dp: dp, log: d.log.Named("dataplane")},
+		RetransmitTimeout: cfg.IKE.RetransmitTimeout,
+		RetransmitBase:    cfg.IKE.RetransmitBase,
+		RetransmitTries:   cfg.IKE.RetransmitTries,
+		RekeyGrace:        cfg.IKE.RekeyGrace,
+		Installer:         inst,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("ike: %w", err))
 	}
 	d.dp = dp
+	// The installer learns the addresses before the engine may trap.
+	inst.setConns(conns)
 	engine.SetConns(conns)
 	d.mu.Lock()
-	d.engine, d.runCtx = engine, runCtx
+	d.engine, d.inst, d.runCtx = engine, inst, runCtx
 	d.mu.Unlock()
-	d.metrics.registry.MustRegister(newIKECollector(engine), newDataplaneCollector(dp, engine))
+	d.metrics.registry.MustRegister(newIKECollector(engine), newDataplaneCollector(dp))
 	return ls, cfg, nil
 }
 
@@ -194,6 +202,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err := d.engine.Run(ctx); err != nil {
 			errc <- fmt.Errorf("ike: %w", err)
 		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.dataplaneEvents(ctx)
 	}()
 	for i := range cfg.Connections {
 		d.startConn(ctx, &wg, &cfg.Connections[i])
@@ -273,12 +286,13 @@ func (d *Daemon) Reload(ctx context.Context) (api.ReloadResult, error) {
 	d.mu.Lock()
 	d.cfg = next
 	d.loadedAt = time.Now()
-	runCtx, engine := d.runCtx, d.engine
+	runCtx, engine, inst := d.runCtx, d.engine, d.inst
 	d.mu.Unlock()
 	// Connections whose settings did not change keep their SAs: the
 	// engine only touches what differs. Before Run has opened the engine
 	// there is nothing to update: open reads the new configuration.
 	if engine != nil {
+		inst.setConns(conns)
 		engine.SetConns(conns)
 	}
 
@@ -493,6 +507,63 @@ func (d *Daemon) Initiate(ctx context.Context, conn string) error {
 	return d.engine.Initiate(ctx, conn)
 }
 
+// Terminate implements api.Backend: it deletes the connection's SAs, at
+// the peer too, and waits for the outcome.
+func (d *Daemon) Terminate(ctx context.Context, conn string) error {
+	if findConn(d.config(), conn) == nil {
+		return fmt.Errorf("%q: %w", conn, api.ErrUnknownConn)
+	}
+	return d.engine.Terminate(ctx, conn)
+}
+
+// Rekey implements api.Backend: it rekeys the connection's IKE SA (child
+// "") or the named CHILD SA now and waits until the new SA is in place.
+func (d *Daemon) Rekey(ctx context.Context, conn, child string) error {
+	c := findConn(d.config(), conn)
+	if c == nil {
+		return fmt.Errorf("%q: %w", conn, api.ErrUnknownConn)
+	}
+	if child != "" && !slices.ContainsFunc(c.Children, func(ch config.Child) bool { return ch.Name == child }) {
+		return fmt.Errorf("%q of %q: %w", child, conn, api.ErrUnknownChild)
+	}
+	return d.engine.Rekey(ctx, conn, child)
+}
+
+// dataplaneEvents hands the data plane's events to the engine until ctx
+// ends or the data plane closes its channel: soft expiries rekey, hard
+// ones delete the child, acquires negotiate a trapped child. Events are
+// rare (per SA lifetime or trapped flow), so each is logged at debug.
+func (d *Daemon) dataplaneEvents(ctx context.Context) {
+	events := d.dp.Events()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			d.handleEvent(ev)
+		}
+	}
+}
+
+func (d *Daemon) handleEvent(ev offload.Event) {
+	log := d.log.With(zap.String("conn", ev.Conn), zap.String("child", ev.Child))
+	switch ev.Kind {
+	case offload.SoftExpire, offload.HardExpire:
+		hard := ev.Kind == offload.HardExpire
+		log.Debug("sa expiring", zap.String("spi", fmt.Sprintf("%08x", ev.SPI)),
+			zap.Stringer("direction", ev.Dir), zap.Bool("hard", hard))
+		d.engine.Expire(ev.SPI, hard)
+	case offload.Acquire:
+		log.Debug("acquire", zap.Stringer("src", ev.Src), zap.Stringer("dst", ev.Dst))
+		d.engine.Acquire(ev.Conn, ev.Child)
+	default:
+		log.Debug("unknown data plane event", zap.Uint8("kind", uint8(ev.Kind)))
+	}
+}
+
 // xdpReporter is implemented by data planes that run XDP programs and
 // workers of their own (afxdp); the others have nothing of the kind.
 type xdpReporter interface {
@@ -527,6 +598,7 @@ func (d *Daemon) Stats(ctx context.Context) (api.Stats, error) {
 		IKESAs: is.IKESAs, HalfOpen: is.HalfOpen,
 		CookiesSent: is.CookiesSent, Retransmits: is.Retransmits, CachedResponses: is.CachedResponses,
 		KeepalivesSent: is.KeepalivesSent, KeepalivesReceived: is.KeepalivesReceived,
+		ChildRekeys: is.ChildRekeys, IKERekeys: is.IKERekeys, DeadPeers: is.DeadPeers,
 		Dropped: make(map[string]uint64, len(is.Dropped)),
 	}
 	for reason, n := range is.Dropped {

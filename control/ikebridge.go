@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"sync"
 
 	"go.uber.org/zap"
 
@@ -26,7 +28,16 @@ func ikeConns(cfg *config.Config) ([]ike.Conn, error) {
 			IKEProposals: c.IKEProposals,
 			ForceEncap:   c.Encap == "always",
 			IKELifetime:  c.IKELifetime,
-			DPDDelay:     c.DPDDelay,
+			// The config speaks percent, the engine a fraction.
+			RekeyJitter: c.RekeyJitter / 100,
+			DPDDelay:    c.DPDDelay,
+		}
+		var err error
+		if ic.DPDAction, err = ikeDPDAction(c.DPDAction); err != nil {
+			return nil, fmt.Errorf("connections[%d].dpd_action: %w", i, err)
+		}
+		if ic.StartAction, err = ikeStartAction(c.StartAction); err != nil {
+			return nil, fmt.Errorf("connections[%d].start_action: %w", i, err)
 		}
 		if a, any := c.LocalAddress(); !any {
 			ic.LocalAddr = a
@@ -34,7 +45,6 @@ func ikeConns(cfg *config.Config) ([]ike.Conn, error) {
 		if a, any := c.RemoteAddress(); !any {
 			ic.RemoteAddr = a
 		}
-		var err error
 		if ic.LocalID, err = ikeIdentity(c.LocalID); err != nil {
 			return nil, fmt.Errorf("connections[%d].local_id: %w", i, err)
 		}
@@ -61,6 +71,30 @@ func ikeConns(cfg *config.Config) ([]ike.Conn, error) {
 	return conns, nil
 }
 
+func ikeDPDAction(s string) (ike.DPDAction, error) {
+	switch s {
+	case "clear":
+		return ike.DPDClear, nil
+	case "hold":
+		return ike.DPDHold, nil
+	case "restart":
+		return ike.DPDRestart, nil
+	}
+	return 0, fmt.Errorf("unknown dpd action %q", s)
+}
+
+func ikeStartAction(s string) (ike.StartAction, error) {
+	switch s {
+	case "none":
+		return ike.StartNone, nil
+	case "start":
+		return ike.StartStart, nil
+	case "trap":
+		return ike.StartTrap, nil
+	}
+	return 0, fmt.Errorf("unknown start action %q", s)
+}
+
 func ikeIdentity(id config.Identity) (ike.Identity, error) {
 	if id.IsZero() {
 		return ike.Identity{}, nil
@@ -72,9 +106,40 @@ func ikeIdentity(id config.Identity) (ike.Identity, error) {
 // inbound SA first (the peer may send as soon as it has the response),
 // then outbound SA, then the policies that steer traffic into it. Removal
 // runs the other way round, so no packet ever finds a policy without SA.
+//
+// Trap policies need the connection's addresses, which the engine does
+// not pass to Trap: the installer keeps them per connection, set from the
+// configuration (setConns) before the engine sees it. They only label the
+// trap (its tunnel endpoints, unknown for a %any local address): a trap
+// carries no traffic, it drops what it matches and asks for the child.
 type installer struct {
 	dp  offload.Dataplane
 	log *zap.Logger
+
+	mu    sync.Mutex
+	addrs map[string]connAddrs
+}
+
+// connAddrs are a connection's configured outer addresses; zero when
+// %any.
+type connAddrs struct {
+	local, remote netip.Addr
+}
+
+func newInstaller(dp offload.Dataplane, log *zap.Logger) *installer {
+	return &installer{dp: dp, log: log, addrs: map[string]connAddrs{}}
+}
+
+// setConns records the addresses of the connections the engine is about
+// to run; call it before Engine.SetConns, which may install traps.
+func (in *installer) setConns(conns []ike.Conn) {
+	m := make(map[string]connAddrs, len(conns))
+	for _, c := range conns {
+		m[c.Name] = connAddrs{local: c.LocalAddr, remote: c.RemoteAddr}
+	}
+	in.mu.Lock()
+	in.addrs = m
+	in.mu.Unlock()
 }
 
 var _ ike.Installer = (*installer)(nil)
@@ -118,12 +183,69 @@ func (in *installer) InstallOutbound(ctx context.Context, sa ike.ChildSA) error 
 	return nil
 }
 
-// Trap is filled in with start_action trap.
-func (in *installer) Trap(ctx context.Context, conn string, child ike.Child) error { return nil }
+// Trap installs an outbound protect policy without SA (SPI 0) for each
+// selector pair of the child: the data plane drops what matches and
+// raises an Acquire, which the daemon hands to the engine. Like an SA's
+// policy, a trap replaces whatever policy the selectors had, so the
+// engine calls it only while the child has no SA. A trap that cannot be
+// installed whole is removed again.
+func (in *installer) Trap(ctx context.Context, conn string, child ike.Child) error {
+	in.mu.Lock()
+	a := in.addrs[conn]
+	in.mu.Unlock()
+	var added []offload.Policy
+	for _, p := range trapPolicies(conn, child, a) {
+		if err := in.dp.AddPolicy(ctx, p); err != nil {
+			errs := []error{fmt.Errorf("install trap %s -> %s: %w", p.Src, p.Dst, err)}
+			for _, t := range added {
+				if err := in.dp.DelPolicy(ctx, t); err != nil && !errors.Is(err, offload.ErrNotFound) {
+					errs = append(errs, err)
+				}
+			}
+			return errors.Join(errs...)
+		}
+		added = append(added, p)
+	}
+	in.log.Debug("trap installed", zap.String("conn", conn), zap.String("child", child.Name),
+		zap.Int("policies", len(added)))
+	return nil
+}
 
-// Untrap is filled in with start_action trap.
-func (in *installer) Untrap(ctx context.Context, conn string, child ike.Child) error { return nil }
+// Untrap removes the child's trap policies, but only those still traps:
+// where an SA's policy has replaced a trap, it stays (DelPolicy with SPI 0
+// and action protect removes only a trap).
+func (in *installer) Untrap(ctx context.Context, conn string, child ike.Child) error {
+	var errs []error
+	for _, p := range trapPolicies(conn, child, connAddrs{}) {
+		if err := in.dp.DelPolicy(ctx, p); err != nil && !errors.Is(err, offload.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("remove trap %s -> %s: %w", p.Src, p.Dst, err))
+		}
+	}
+	in.log.Debug("trap removed", zap.String("conn", conn), zap.String("child", child.Name))
+	return errors.Join(errs...)
+}
 
+// trapPolicies are the outbound trap policies of a configured child: one
+// per local and remote selector pair of the same address family, as an
+// SA's outbound policies (childPolicies) would have.
+func trapPolicies(conn string, child ike.Child, a connAddrs) []offload.Policy {
+	var ps []offload.Policy
+	for _, l := range child.LocalTS {
+		for _, r := range child.RemoteTS {
+			if l.Addr().Is4() != r.Addr().Is4() {
+				continue
+			}
+			ps = append(ps, offload.Policy{Conn: conn, Child: child.Name, Dir: offload.Out, Src: l, Dst: r,
+				Action: offload.Protect, SPI: 0, Mode: offloadMode(child.Mode),
+				TunnelSrc: a.local, TunnelDst: a.remote})
+		}
+	}
+	return ps
+}
+
+// DeleteChild removes the policies that still name the SA (a rekey's
+// successor keeps those it took over, see offload.Dataplane.DelPolicy),
+// then the SAs.
 func (in *installer) DeleteChild(ctx context.Context, sa ike.ChildSA) error {
 	var errs []error
 	for _, p := range childPolicies(sa) {
@@ -204,6 +326,7 @@ func apiSAs(sas []ike.IKESAInfo, counters map[saCounterKey]offload.SACounters) [
 			Local: s.Local.String(), Remote: s.Remote.String(),
 			NAT:      api.NAT{Local: s.NATLocal, Remote: s.NATRemote},
 			Proposal: s.Proposal, Established: s.Established.UTC(),
+			RekeyAt: s.RekeyAt.UTC(), Rekeys: s.Rekeys,
 			Children: make([]api.ChildSA, 0, len(s.Children)),
 		}
 		for _, c := range s.Children {
@@ -215,6 +338,7 @@ func apiSAs(sas []ike.IKESAInfo, counters map[saCounterKey]offload.SACounters) [
 				Mode: c.Mode, Encap: c.Encap, Proposal: c.Proposal,
 				LocalTS: stringsOf(c.LocalTS), RemoteTS: stringsOf(c.RemoteTS),
 				BytesIn: in.Bytes, PacketsIn: in.Packets, BytesOut: outC.Bytes, PacketsOut: outC.Packets,
+				Established: c.Established.UTC(), RekeyAt: c.RekeyAt.UTC(), Rekeys: c.Rekeys,
 			})
 		}
 		out = append(out, a)

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/xdpsec/xdpsec/control/config"
 	"github.com/xdpsec/xdpsec/ike"
 	"github.com/xdpsec/xdpsec/offload"
 	"github.com/xdpsec/xdpsec/offload/none"
@@ -79,12 +80,27 @@ func (f *failingPolicies) AddPolicy(ctx context.Context, p offload.Policy) error
 	return f.Dataplane.AddPolicy(ctx, p)
 }
 
+// install runs both steps of an installation, as the engine does.
+func install(ctx context.Context, in *installer, sa ike.ChildSA) error {
+	if err := in.InstallInbound(ctx, sa); err != nil {
+		return err
+	}
+	return in.InstallOutbound(ctx, sa)
+}
+
 func TestInstallerOrderAndRollback(t *testing.T) {
 	ctx := context.Background()
 	dp := none.New()
-	in := &installer{dp: dp, log: zap.NewNop()}
+	in := newInstaller(dp, zap.NewNop())
 	sa := testChildSA(true)
-	if err := in.InstallChild(ctx, sa); err != nil {
+	if err := in.InstallInbound(ctx, sa); err != nil {
+		t.Fatal(err)
+	}
+	// Step one: the inbound SA decrypts, nothing is sent through it yet.
+	if sas := dp.SAs(); len(sas) != 1 || sas[0].Dir != offload.In || len(dp.Policies()) != 0 {
+		t.Fatalf("after InstallInbound: SAs %+v, %d policies, want the inbound SA alone", sas, len(dp.Policies()))
+	}
+	if err := in.InstallOutbound(ctx, sa); err != nil {
 		t.Fatal(err)
 	}
 	if len(dp.SAs()) != 2 || len(dp.Policies()) != 2 {
@@ -102,11 +118,183 @@ func TestInstallerOrderAndRollback(t *testing.T) {
 	}
 
 	failing := &failingPolicies{Dataplane: none.New(), n: 2}
-	in = &installer{dp: failing, log: zap.NewNop()}
-	if err := in.InstallChild(ctx, sa); err == nil || !strings.Contains(err.Error(), "policy table full") {
-		t.Fatalf("InstallChild with a failing policy: %v", err)
+	in = newInstaller(failing, zap.NewNop())
+	if err := in.InstallInbound(ctx, sa); err != nil {
+		t.Fatal(err)
 	}
-	if len(failing.SAs()) != 0 || len(failing.Policies()) != 0 {
-		t.Fatalf("rollback left %d SAs and %d policies", len(failing.SAs()), len(failing.Policies()))
+	if err := in.InstallOutbound(ctx, sa); err == nil || !strings.Contains(err.Error(), "policy table full") {
+		t.Fatalf("InstallOutbound with a failing policy: %v", err)
+	}
+	// The outbound half is rolled back; the inbound SA is the engine's
+	// to delete (DeleteChild), as it may already have decrypted.
+	if sas := failing.SAs(); len(sas) != 1 || sas[0].Dir != offload.In || len(failing.Policies()) != 0 {
+		t.Fatalf("rollback left SAs %+v and %d policies", sas, len(failing.Policies()))
+	}
+}
+
+// TestInstallerRekey: make-before-break. The new SA pair takes the
+// policies over; deleting the old pair leaves them with the new one.
+func TestInstallerRekey(t *testing.T) {
+	ctx := context.Background()
+	dp := none.New()
+	in := newInstaller(dp, zap.NewNop())
+	old := testChildSA(false)
+	if err := install(ctx, in, old); err != nil {
+		t.Fatal(err)
+	}
+	next := old
+	next.SPIIn, next.SPIOut = 0x1001, 0x2001
+	if err := in.InstallInbound(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if len(dp.SAs()) != 3 {
+		t.Fatalf("%d SAs while the new inbound SA is in, want 3", len(dp.SAs()))
+	}
+	if err := in.InstallOutbound(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.DeleteChild(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if len(dp.SAs()) != 2 {
+		t.Fatalf("%d SAs after the old pair went, want 2", len(dp.SAs()))
+	}
+	ps := dp.Policies()
+	if len(ps) != 2 {
+		t.Fatalf("policies after the rekey: %+v, want 2", ps)
+	}
+	for _, p := range ps {
+		if want := map[offload.Direction]uint32{offload.In: next.SPIIn, offload.Out: next.SPIOut}[p.Dir]; p.SPI != want {
+			t.Errorf("%s policy names spi %x, want the new SA's %x", p.Dir, p.SPI, want)
+		}
+	}
+}
+
+func TestTrapPolicies(t *testing.T) {
+	v4l, v4r := netip.MustParsePrefix("10.1.0.0/24"), netip.MustParsePrefix("10.2.0.0/24")
+	v6l, v6r := netip.MustParsePrefix("fd00:1::/64"), netip.MustParsePrefix("fd00:2::/64")
+	gwA, gwB := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	for _, tc := range []struct {
+		name          string
+		local, remote []netip.Prefix
+		addrs         connAddrs
+		want          int
+	}{
+		{"one pair", []netip.Prefix{v4l}, []netip.Prefix{v4r}, connAddrs{gwA, gwB}, 1},
+		{"families pair up", []netip.Prefix{v4l, v6l}, []netip.Prefix{v4r, v6r}, connAddrs{gwA, gwB}, 2},
+		{"no family in common", []netip.Prefix{v4l}, []netip.Prefix{v6r}, connAddrs{gwA, gwB}, 0},
+		{"local %any", []netip.Prefix{v4l}, []netip.Prefix{v4r}, connAddrs{remote: gwB}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ps := trapPolicies("site-b", ike.Child{Name: "net", LocalTS: tc.local, RemoteTS: tc.remote}, tc.addrs)
+			if len(ps) != tc.want {
+				t.Fatalf("%d trap policies, want %d: %+v", len(ps), tc.want, ps)
+			}
+			for _, p := range ps {
+				if p.Dir != offload.Out || p.Action != offload.Protect || p.SPI != 0 || p.Mode != offload.Tunnel ||
+					p.Conn != "site-b" || p.Child != "net" || p.Src.Addr().Is4() != p.Dst.Addr().Is4() ||
+					p.TunnelSrc != tc.addrs.local || p.TunnelDst != tc.addrs.remote {
+					t.Errorf("trap policy %+v", p)
+				}
+			}
+		})
+	}
+}
+
+func TestTrapUntrap(t *testing.T) {
+	ctx := context.Background()
+	child := ike.Child{Name: "net", Mode: ike.ModeTunnel,
+		LocalTS:  []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24"), netip.MustParsePrefix("fd00:1::/64")},
+		RemoteTS: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24")}}
+	conns := []ike.Conn{{Name: "site-b", LocalAddr: netip.MustParseAddr("192.0.2.1"), RemoteAddr: netip.MustParseAddr("192.0.2.2"),
+		Children: []ike.Child{child}}}
+	sa := testChildSA(false) // site-b/net with the same selectors
+	type step func(*installer) error
+	trap := func(in *installer) error { return in.Trap(ctx, "site-b", child) }
+	untrap := func(in *installer) error { return in.Untrap(ctx, "site-b", child) }
+	up := func(in *installer) error { return install(ctx, in, sa) }
+	down := func(in *installer) error { return in.DeleteChild(ctx, sa) }
+	for _, tc := range []struct {
+		name      string
+		steps     []step
+		wantTraps int
+		wantSA    int // policies naming an SA
+	}{
+		{"trap", []step{trap}, 1, 0},
+		{"trap twice", []step{trap, trap}, 1, 0},
+		{"trap and untrap", []step{trap, untrap}, 0, 0},
+		{"untrap without trap", []step{untrap}, 0, 0},
+		{"sa replaces trap", []step{trap, up}, 0, 2},
+		{"untrap leaves the sa's policies", []step{trap, up, untrap}, 0, 2},
+		{"trap again after the sa", []step{trap, up, down, trap}, 1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dp := none.New()
+			in := newInstaller(dp, zap.NewNop())
+			in.setConns(conns)
+			for i, s := range tc.steps {
+				if err := s(in); err != nil {
+					t.Fatalf("step %d: %v", i, err)
+				}
+			}
+			var traps, withSA int
+			for _, p := range dp.Policies() {
+				switch {
+				case p.SPI == 0 && p.Action == offload.Protect && p.Dir == offload.Out:
+					traps++
+					if p.TunnelSrc != conns[0].LocalAddr || p.TunnelDst != conns[0].RemoteAddr {
+						t.Errorf("trap without the connection's addresses: %+v", p)
+					}
+				case p.SPI != 0:
+					withSA++
+				}
+			}
+			if traps != tc.wantTraps || withSA != tc.wantSA {
+				t.Errorf("%d traps and %d SA policies, want %d and %d: %+v", traps, withSA, tc.wantTraps, tc.wantSA, dp.Policies())
+			}
+		})
+	}
+}
+
+func TestTrapRollback(t *testing.T) {
+	ctx := context.Background()
+	failing := &failingPolicies{Dataplane: none.New(), n: 2}
+	in := newInstaller(failing, zap.NewNop())
+	child := ike.Child{Name: "net",
+		LocalTS:  []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24"), netip.MustParsePrefix("fd00:1::/64")},
+		RemoteTS: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24"), netip.MustParsePrefix("fd00:2::/64")}}
+	if err := in.Trap(ctx, "site-b", child); err == nil || !strings.Contains(err.Error(), "policy table full") {
+		t.Fatalf("Trap with a failing policy: %v", err)
+	}
+	if ps := failing.Policies(); len(ps) != 0 {
+		t.Fatalf("rollback left %+v", ps)
+	}
+}
+
+func TestIKEConnsActions(t *testing.T) {
+	for _, tc := range []struct {
+		dpd, start string
+		jitter     float64
+		wantDPD    ike.DPDAction
+		wantStart  ike.StartAction
+	}{
+		{"clear", "none", 0, ike.DPDClear, ike.StartNone},
+		{"hold", "trap", 10, ike.DPDHold, ike.StartTrap},
+		{"restart", "start", 100, ike.DPDRestart, ike.StartStart},
+	} {
+		cfg := &config.Config{Connections: []config.Connection{{Name: "c", LocalAddr: "%any", RemoteAddr: "192.0.2.2",
+			DPDAction: tc.dpd, StartAction: tc.start, RekeyJitter: tc.jitter}}}
+		conns, err := ikeConns(cfg)
+		if err != nil {
+			t.Fatalf("%s/%s: %v", tc.dpd, tc.start, err)
+		}
+		c := conns[0]
+		if c.DPDAction != tc.wantDPD || c.StartAction != tc.wantStart || c.RekeyJitter != tc.jitter/100 {
+			t.Errorf("%s/%s/%v%%: got %v/%v/%v", tc.dpd, tc.start, tc.jitter, c.DPDAction, c.StartAction, c.RekeyJitter)
+		}
+	}
+	bad := &config.Config{Connections: []config.Connection{{Name: "c", DPDAction: "explode", StartAction: "none"}}}
+	if _, err := ikeConns(bad); err == nil || !strings.Contains(err.Error(), "dpd_action") {
+		t.Errorf("unknown dpd action: %v", err)
 	}
 }

@@ -57,6 +57,8 @@ type ikeCollector struct {
 	retrans   *prometheus.Desc
 	cached    *prometheus.Desc
 	keepalive *prometheus.Desc
+	rekeys    *prometheus.Desc
+	deadPeers *prometheus.Desc
 }
 
 func newIKECollector(engine *ike.Engine) *ikeCollector {
@@ -70,11 +72,13 @@ func newIKECollector(engine *ike.Engine) *ikeCollector {
 		retrans:   prometheus.NewDesc("xdpsec_ike_retransmits_total", "Requests this gateway retransmitted.", nil, nil),
 		cached:    prometheus.NewDesc("xdpsec_ike_cached_responses_total", "Responses re-sent from cache for retransmitted requests.", nil, nil),
 		keepalive: prometheus.NewDesc("xdpsec_nat_keepalives_total", "NAT-T keepalives (RFC 3948) by direction: sent by this end behind a NAT, received from a peer behind one.", []string{"direction"}, nil),
+		rekeys:    prometheus.NewDesc("xdpsec_rekeys_total", "Completed rekeys (either side's) by type (child, ike).", []string{"type"}, nil),
+		deadPeers: prometheus.NewDesc("xdpsec_dead_peers_total", "IKE SAs given up because the peer stopped answering (DPD or any other request).", nil, nil),
 	}
 }
 
 func (c *ikeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.sas, c.halfOpen, c.exchanges, c.dropped, c.cookies, c.retrans, c.cached, c.keepalive} {
+	for _, d := range []*prometheus.Desc{c.sas, c.halfOpen, c.exchanges, c.dropped, c.cookies, c.retrans, c.cached, c.keepalive, c.rekeys, c.deadPeers} {
 		ch <- d
 	}
 }
@@ -100,14 +104,17 @@ func (c *ikeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.cached, prometheus.CounterValue, float64(st.CachedResponses))
 	ch <- prometheus.MustNewConstMetric(c.keepalive, prometheus.CounterValue, float64(st.KeepalivesSent), "sent")
 	ch <- prometheus.MustNewConstMetric(c.keepalive, prometheus.CounterValue, float64(st.KeepalivesReceived), "received")
+	ch <- prometheus.MustNewConstMetric(c.rekeys, prometheus.CounterValue, float64(st.ChildRekeys), "child")
+	ch <- prometheus.MustNewConstMetric(c.rekeys, prometheus.CounterValue, float64(st.IKERekeys), "ike")
+	ch <- prometheus.MustNewConstMetric(c.deadPeers, prometheus.CounterValue, float64(st.DeadPeers))
 }
 
 // dataplaneCollector exports the data plane's counters: traffic per
-// connection, child and direction, and drops by reason. SAs are named
-// through the IKE engine, which knows which child each SPI belongs to.
+// connection, child and direction, and drops by reason. Traffic comes from
+// the data plane's lineage totals, which include deleted SAs, so the
+// counters do not go back when a child is rekeyed or goes down.
 type dataplaneCollector struct {
 	dp      offload.Dataplane
-	engine  *ike.Engine
 	bytes   *prometheus.Desc
 	packets *prometheus.Desc
 	drops   *prometheus.Desc
@@ -116,11 +123,10 @@ type dataplaneCollector struct {
 	sockets *prometheus.Desc
 }
 
-func newDataplaneCollector(dp offload.Dataplane, engine *ike.Engine) *dataplaneCollector {
+func newDataplaneCollector(dp offload.Dataplane) *dataplaneCollector {
 	labels := []string{"conn", "child", "direction"}
 	return &dataplaneCollector{
 		dp:      dp,
-		engine:  engine,
 		bytes:   prometheus.NewDesc("xdpsec_child_bytes_total", "Bytes through the ESP data plane per connection, child and direction (in = decrypted, out = encrypted).", labels, nil),
 		packets: prometheus.NewDesc("xdpsec_child_packets_total", "Packets through the ESP data plane per connection, child and direction.", labels, nil),
 		drops:   prometheus.NewDesc("xdpsec_dataplane_drops_total", "Packets the data plane dropped, by reason (unknown_spi, replay, auth, selector, malformed, no_route, mtu, ...).", []string{"dataplane", "reason"}, nil),
@@ -139,35 +145,14 @@ func (c *dataplaneCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.sockets
 }
 
-type childKey struct{ conn, child, dir string }
-
 func (c *dataplaneCollector) Collect(ch chan<- prometheus.Metric) {
 	st, err := c.dp.Stats(context.Background())
 	if err != nil {
 		return
 	}
-	owner := map[saCounterKey]childKey{}
-	for _, sa := range c.engine.SAs() {
-		for _, child := range sa.Children {
-			owner[saCounterKey{child.SPIIn, offload.In}] = childKey{sa.Conn, child.Name, "in"}
-			owner[saCounterKey{child.SPIOut, offload.Out}] = childKey{sa.Conn, child.Name, "out"}
-		}
-	}
-	type totals struct{ bytes, packets uint64 }
-	sums := map[childKey]totals{}
-	for _, sa := range st.SAs {
-		k, ok := owner[saCounterKey{sa.SPI, sa.Dir}]
-		if !ok {
-			continue
-		}
-		t := sums[k]
-		t.bytes += sa.Bytes
-		t.packets += sa.Packets
-		sums[k] = t
-	}
-	for k, t := range sums {
-		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(t.bytes), k.conn, k.child, k.dir)
-		ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(t.packets), k.conn, k.child, k.dir)
+	for _, t := range st.Children {
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(t.Bytes), t.Conn, t.Child, t.Dir.String())
+		ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(t.Packets), t.Conn, t.Child, t.Dir.String())
 	}
 	for reason, n := range st.Drops {
 		ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(n), c.dp.Name(), reason)

@@ -187,7 +187,9 @@ func (sa *ikeSA) processAuthRequest(pk packet) {
 		return
 	}
 	if a.initialContac {
-		e.log.Debug("peer sent INITIAL_CONTACT", sa.fields()...)
+		// Checked without our lock held: the other SAs' locks are
+		// taken one by one.
+		go e.initialContact(sa, conn, sa.peerID, sa.created)
 	}
 	idr := sa.localID.payload(true)
 	ourAuth, err := pskAuth(sa.prf, conn.PSK, sa.initResp, sa.ni, sa.keys.SKpr, idr)
@@ -323,7 +325,13 @@ func (sa *ikeSA) processAuthResponse(pk packet) {
 		zap.String("proposal", sa.ikeProp.String()), zap.Bool("nat_local", sa.natLocal), zap.Bool("nat_remote", sa.natRemote))...)
 	if sa.pendingChild == nil {
 		sa.finish(nil)
-		return
+	} else {
+		sa.finish(sa.acceptChild(a))
 	}
-	sa.finish(sa.acceptChild(a))
+	// The other configured children follow with CREATE_CHILD_SA.
+	for i := 1; i < len(sa.conn.Children); i++ {
+		ch := &sa.conn.Children[i]
+		sa.pendingCreate[ch.Name] = true
+		sa.enqueue(&createChildTask{cfg: ch})
+	}
 }

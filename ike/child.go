@@ -134,6 +134,8 @@ func tsPrefixes(ts []message.TrafficSelector) []netip.Prefix {
 type childFailure struct {
 	notify message.NotifyType
 	err    error
+	// invalidKE is the INVALID_KE_PAYLOAD to send, naming our group.
+	invalidKE *message.Notify
 }
 
 func (c *childFailure) Error() string { return c.err.Error() }
@@ -153,8 +155,7 @@ func (sa *ikeSA) respondChild(a authPayloads) ([]message.Payload, *childSA, erro
 		prop, ok := selectProposal(a.sa.Proposals, ch.ESPProposals, message.ProtocolESP, 0)
 		if !ok {
 			if firstFail == nil {
-				firstFail = &childFailure{message.NotifyNoProposalChosen,
-					fmt.Errorf("no common ESP proposal for child %q: received %s, configured %s", ch.Name, offerString(a.sa.Proposals), confString(ch.ESPProposals))}
+				firstFail = &childFailure{notify: message.NotifyNoProposalChosen, err: fmt.Errorf("no common ESP proposal for child %q: received %s, configured %s", ch.Name, offerString(a.sa.Proposals), confString(ch.ESPProposals))}
 			}
 			continue
 		}
@@ -162,21 +163,20 @@ func (sa *ikeSA) respondChild(a authPayloads) ([]message.Payload, *childSA, erro
 		tsr := narrow(a.tsr.Selectors, ch.LocalTS)
 		if len(tsi) == 0 || len(tsr) == 0 {
 			if firstFail == nil || firstFail.notify == message.NotifyNoProposalChosen {
-				firstFail = &childFailure{message.NotifyTSUnacceptable,
-					fmt.Errorf("traffic selectors unacceptable for child %q: received TSi %s TSr %s, configured local %s remote %s",
-						ch.Name, tsString(a.tsi.Selectors), tsString(a.tsr.Selectors), prefixesString(ch.LocalTS), prefixesString(ch.RemoteTS))}
+				firstFail = &childFailure{notify: message.NotifyTSUnacceptable, err: fmt.Errorf("traffic selectors unacceptable for child %q: received TSi %s TSr %s, configured local %s remote %s",
+					ch.Name, tsString(a.tsi.Selectors), tsString(a.tsr.Selectors), prefixesString(ch.LocalTS), prefixesString(ch.RemoteTS))}
 			}
 			continue
 		}
 		peerSPI, ok := prop.spiValue()
 		if !ok {
-			firstFail = &childFailure{message.NotifyInvalidSyntax, errors.New("ESP proposal without a 4-byte SPI")}
+			firstFail = &childFailure{notify: message.NotifyInvalidSyntax, err: errors.New("ESP proposal without a 4-byte SPI")}
 			break
 		}
 		ourSPI, err := sa.allocSPI(ch.Name)
 		if err != nil {
 			e.log.Warn("cannot allocate an SPI", sa.fields(zap.String("child", ch.Name), zap.Error(err))...)
-			firstFail = &childFailure{message.NotifyNoProposalChosen, err}
+			firstFail = &childFailure{notify: message.NotifyNoProposalChosen, err: err}
 			break
 		}
 		mode := ModeTunnel
@@ -186,7 +186,7 @@ func (sa *ikeSA) respondChild(a authPayloads) ([]message.Payload, *childSA, erro
 		c, err := sa.installChild(ch, prop, ourSPI, peerSPI, mode, tsr, tsi)
 		if err != nil {
 			e.log.Warn("installing the CHILD SA failed", sa.fields(zap.String("child", ch.Name), zap.Error(err))...)
-			firstFail = &childFailure{message.NotifyNoProposalChosen, err}
+			firstFail = &childFailure{notify: message.NotifyNoProposalChosen, err: err}
 			break
 		}
 		prop.spi = spiBytes(ourSPI)
@@ -203,7 +203,7 @@ func (sa *ikeSA) respondChild(a authPayloads) ([]message.Payload, *childSA, erro
 		return out, c, nil
 	}
 	if firstFail == nil {
-		firstFail = &childFailure{message.NotifyNoProposalChosen, fmt.Errorf("connection %q has no children", sa.connName())}
+		firstFail = &childFailure{notify: message.NotifyNoProposalChosen, err: fmt.Errorf("connection %q has no children", sa.connName())}
 	}
 	result := ResultNoProposal
 	msg := "no common ESP proposal; CHILD SA not created (IKE SA stays up)"
@@ -291,42 +291,92 @@ func (sa *ikeSA) releaseSPI(ch *Child, spi uint32) {
 	_ = inst.DeleteChild(ctx, ChildSA{Conn: sa.connName(), Child: ch.Name, IKESPIi: sa.spii, IKESPIr: sa.spir, SPIIn: spi})
 }
 
-// installChild derives the CHILD SA's keys (RFC 7296 2.17), hands it to the
-// Installer and records it. localTS/remoteTS are from our point of view.
+// installChild derives, installs (both directions) and records a CHILD SA
+// negotiated in IKE_AUTH, whose keys come from the IKE SA's own nonces.
+// localTS/remoteTS are from our point of view.
 func (sa *ikeSA) installChild(ch *Child, prop chosen, spiIn, spiOut uint32, mode Mode, localTS, remoteTS []message.TrafficSelector) (*childSA, error) {
+	c, err := sa.buildChild(ch, prop, sa.initiator, spiIn, spiOut, mode, localTS, remoteTS, nil, sa.ni, sa.nr)
+	if err != nil {
+		return nil, err
+	}
+	if err := sa.installInbound(c); err != nil {
+		return nil, err
+	}
+	if err := sa.installOutbound(c); err != nil {
+		sa.deleteFromDataplane(c)
+		return nil, err
+	}
+	sa.addChild(c)
+	return c, nil
+}
+
+// buildChild derives a CHILD SA's keys (RFC 7296 2.17) from SK_d, the
+// exchange's nonces and, with PFS, the new shared secret gir. exchInit is
+// whether we initiated the exchange that creates it: the initiator's keys
+// protect initiator-to-responder traffic.
+func (sa *ikeSA) buildChild(ch *Child, prop chosen, exchInit bool, spiIn, spiOut uint32, mode Mode, localTS, remoteTS []message.TrafficSelector, gir, ni, nr []byte) (*childSA, error) {
 	keys, err := crypto.DeriveChildKeys(sa.ikeProp.prf, sa.keys.SKd,
-		crypto.Suite{Encr: prop.encr, KeyBits: prop.keyBits, Integ: prop.integ}, nil, sa.ni, sa.nr)
+		crypto.Suite{Encr: prop.encr, KeyBits: prop.keyBits, Integ: prop.integ}, gir, ni, nr)
 	if err != nil {
 		return nil, fmt.Errorf("derive CHILD SA keys: %w", err)
 	}
-	// The initiator's keys protect initiator-to-responder traffic.
 	encIn, intIn, encOut, intOut := keys.ResponderEncr, keys.ResponderInteg, keys.InitiatorEncr, keys.InitiatorInteg
-	if !sa.initiator {
+	if !exchInit {
 		encIn, intIn, encOut, intOut = encOut, intOut, encIn, intIn
 	}
 	encap := sa.natt || sa.natLocal || sa.natRemote
 	c := ChildSA{
 		Conn: sa.connName(), Child: ch.Name, IKESPIi: sa.spii, IKESPIr: sa.spir,
-		Initiator: sa.initiator, SPIIn: spiIn, SPIOut: spiOut,
+		Initiator: exchInit, SPIIn: spiIn, SPIOut: spiOut,
 		Encr: prop.encr, KeyBits: prop.keyBits, Integ: prop.integ, ESN: prop.esn,
 		EncrKeyIn: encIn, EncrKeyOut: encOut, IntegKeyIn: intIn, IntegKeyOut: intOut,
 		Mode: mode, Local: sa.local, Remote: sa.remote, Encap: encap,
 		LocalTS: tsPrefixes(localTS), RemoteTS: tsPrefixes(remoteTS),
 		ReplayWindow: ch.ReplayWindow, Lifetime: ch.Lifetime, Established: time.Now(),
 	}
+	p := prop
+	p.prf = 0
+	cs := &childSA{sa: c, proposal: p.String(), cfg: ch, state: childInbound}
+	cs.owner.Store(sa)
+	return cs, nil
+}
+
+// installInbound makes the data plane decrypt with c. On failure whatever
+// the data plane half-did goes.
+func (sa *ikeSA) installInbound(c *childSA) error {
+	inst := sa.e.opts.Installer
+	if inst == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
+	defer cancel()
+	if err := inst.InstallInbound(ctx, c.sa); err != nil {
+		_ = inst.DeleteChild(ctx, c.sa)
+		return fmt.Errorf("install CHILD SA %q inbound: %w", c.sa.Child, err)
+	}
+	return nil
+}
+
+// installOutbound moves the child's traffic to c: from now on we send with
+// it. It arms c's rekey timer.
+func (sa *ikeSA) installOutbound(c *childSA) error {
 	if inst := sa.e.opts.Installer; inst != nil {
 		ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
 		defer cancel()
-		if err := errors.Join(inst.InstallInbound(ctx, c), inst.InstallOutbound(ctx, c)); err != nil {
-			// Whatever the data plane half-did goes with the SA.
-			_ = inst.DeleteChild(ctx, c)
-			return nil, fmt.Errorf("install CHILD SA %q: %w", ch.Name, err)
+		if err := inst.InstallOutbound(ctx, c.sa); err != nil {
+			return fmt.Errorf("install CHILD SA %q outbound: %w", c.sa.Child, err)
 		}
 	}
-	p := prop
-	p.prf = 0
-	cs := &childSA{sa: c, proposal: p.String()}
-	sa.children = append(sa.children, cs)
+	c.state = childInstalled
+	c.outbound = true
+	sa.e.childUp(c.sa.Conn, c.sa.Child)
+	sa.armChildTimers(c)
+	return nil
+}
+
+// addChild records c under the IKE SA.
+func (sa *ikeSA) addChild(c *childSA) {
+	c.owner.Store(sa)
+	sa.children = append(sa.children, c)
 	slices.SortStableFunc(sa.children, func(a, b *childSA) int { return strings.Compare(a.sa.Child, b.sa.Child) })
-	return cs, nil
 }

@@ -69,6 +69,12 @@ type Engine struct {
 	halfOpen int
 	closed   bool
 	lastLog  map[string]time.Time
+	// liveChildren counts the sending CHILD SAs per conn/child (see
+	// childUp); restarting holds the cancel of each background restart,
+	// acquiring the connections an Acquire is initiating.
+	liveChildren map[string]int
+	restarting   map[string]context.CancelFunc
+	acquiring    map[string]bool
 
 	// dropHook, set only by tests before Run, discards received datagrams
 	// to simulate loss.
@@ -148,12 +154,16 @@ func newEngine(opts Options) *Engine {
 	if opts.KeepaliveInterval == 0 {
 		opts.KeepaliveInterval = DefaultKeepaliveInterval
 	}
+	if opts.RekeyGrace <= 0 {
+		opts.RekeyGrace = DefaultRekeyGrace
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Engine{
 		opts: opts, log: opts.Logger.Named("ike"),
 		cookies: newCookieJar(time.Now), stats: newCounters(),
 		ctx: ctx, cancel: cancel,
 		sas: map[uint64]*ikeSA{}, initIdx: map[initKey]*ikeSA{}, lastLog: map[string]time.Time{},
+		liveChildren: map[string]int{}, restarting: map[string]context.CancelFunc{}, acquiring: map[string]bool{},
 		probe: &routeProbe{fd4: -1, fd6: -1},
 	}
 }
@@ -267,12 +277,31 @@ func (e *Engine) SetConns(conns []Conn) {
 			}
 		}
 	}
+	prev := e.conns
 	e.conns = next
 	var stale []*ikeSA
 	for _, sa := range e.sas {
 		stale = append(stale, sa)
 	}
 	e.mu.Unlock()
+	// Trap policies: the old connections' go first, so that a changed
+	// connection's new ones are not removed with them.
+	for _, c := range prev {
+		if keep[c] == nil && c.StartAction == StartTrap {
+			for _, ch := range c.Children {
+				e.untrap(c.Name, ch)
+			}
+		}
+	}
+	for _, c := range next {
+		if keep[c] == nil && c.StartAction == StartTrap {
+			for _, ch := range c.Children {
+				if !e.childLive(c.Name, ch.Name) {
+					e.trap(c.Name, ch)
+				}
+			}
+		}
+	}
 	for _, sa := range stale {
 		sa.mu.Lock()
 		if sa.conn != nil && keep[sa.conn] == nil {
@@ -559,29 +588,3 @@ type packet struct {
 	from, local netip.AddrPort
 	natt        bool
 }
-
-// Terminate deletes the IKE SAs of conn and with them its CHILD SAs, at
-// the peer too (INFORMATIONAL Delete), and stops any restart of it; it
-// returns when the peer answered or the retransmissions gave up. Trap
-// policies of a trap connection stay (as with swanctl --terminate).
-func (e *Engine) Terminate(ctx context.Context, conn string) error {
-	return fmt.Errorf("terminate %q: not implemented yet", conn)
-}
-
-// Rekey rekeys conn's IKE SA (child "") or the named CHILD SA now and
-// returns when the new SA is in place.
-func (e *Engine) Rekey(ctx context.Context, conn, child string) error {
-	return fmt.Errorf("rekey %q: not implemented yet", conn)
-}
-
-// Acquire asks for the CHILD SA child of conn because traffic hit its trap
-// policy: it is created with CREATE_CHILD_SA on an established IKE SA, or
-// the connection is initiated. It does not block; a negotiation already
-// under way for the child absorbs further calls.
-func (e *Engine) Acquire(conn, child string) {}
-
-// Expire is the data plane's report that the SA with SPI spi (ours or the
-// peer's) reached a soft limit (hard false: bytes, packets, sequence
-// numbers), so its child is rekeyed, or a hard one, so the CHILD SA is
-// deleted.
-func (e *Engine) Expire(spi uint32, hard bool) {}

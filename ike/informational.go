@@ -1,8 +1,8 @@
 package ike
 
 import (
-	"context"
 	"errors"
+	"fmt"
 
 	"go.uber.org/zap"
 
@@ -60,46 +60,87 @@ func (sa *ikeSA) processInformationalRequest(pk packet) {
 	}
 }
 
-// deleteChildren removes the CHILD SAs whose outbound SPIs the peer deleted
-// and returns our inbound SPIs of them for the answer (RFC 7296 1.4.1).
+// deleteChildren handles the peer's Delete of CHILD SAs by their outbound
+// SPIs and returns our inbound SPIs of them for the answer (RFC 7296
+// 1.4.1). The Delete of an SA the peer rekeyed is the moment we switch to
+// the new SA; a replaced SA stays for the grace period, the others go now.
 func (sa *ikeSA) deleteChildren(spis []uint32) []uint32 {
 	var ours []uint32
-	kept := sa.children[:0]
-	for _, c := range sa.children {
-		found := false
-		for _, s := range spis {
-			if c.sa.SPIOut == s {
-				found = true
-			}
-		}
-		if !found {
-			kept = append(kept, c)
+	for _, spi := range spis {
+		c := sa.childByOut(spi)
+		if c == nil {
 			continue
 		}
 		ours = append(ours, c.sa.SPIIn)
-		sa.e.log.Info("peer deleted a CHILD SA", sa.fields(zap.String("child", c.sa.Child))...)
-		if inst := sa.e.opts.Installer; inst != nil {
-			ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
-			if err := inst.DeleteChild(ctx, c.sa); err != nil {
-				sa.e.log.Warn("removing CHILD SA from the data plane failed", sa.fields(zap.String("child", c.sa.Child), zap.Error(err))...)
-			}
-			cancel()
+		switch {
+		case c.state == childInbound:
+			// The peer's redundant SA of a rekey collision, or one it
+			// gave up on: never used for sending.
+			sa.dropChild(c)
+		case c.peerRekey != nil && !c.peerRekey.gone_ && c.peerRekey.state == childInbound:
+			// Also after a collision we lost: the winner's SA.
+			sa.takeOver(c, c.peerRekey)
+		case c.state == childRekeyed:
+			sa.retire(c)
+		default:
+			sa.e.log.Info("peer deleted a CHILD SA", sa.fields(zap.String("child", c.sa.Child),
+				zap.String("spi", fmt.Sprintf("%08x", c.sa.SPIIn)))...)
+			sa.dropChild(c)
 		}
 	}
-	sa.children = kept
 	return ours
 }
 
-// processCreateChildRequest refuses CREATE_CHILD_SA for now: additional
-// CHILD SAs and rekeying come with a later change, and NO_ADDITIONAL_SAS
-// tells the peer exactly that (RFC 7296 1.3).
-func (sa *ikeSA) processCreateChildRequest(pk packet) {
-	if _, ok := sa.openRequest(pk); !ok {
-		return
-	}
-	sa.e.log.Info("refusing CREATE_CHILD_SA (not supported yet): sending NO_ADDITIONAL_SAS", sa.fields()...)
-	sa.respondError(pk, message.NotifyNoAdditionalSAs, ResultError)
+// deleteChildTask deletes one of our CHILD SAs at the peer: a rekeyed one
+// (which then stays for the grace period), an expired one, or a redundant
+// one of a rekey collision that was never installed here.
+type deleteChildTask struct {
+	c      *childSA
+	reason string
 }
+
+func (t *deleteChildTask) request(sa *ikeSA) (message.ExchangeType, []message.Payload, bool) {
+	if t.c.gone_ {
+		return 0, nil, false
+	}
+	sa.e.log.Debug("deleting CHILD SA", sa.fields(zap.String("child", t.c.sa.Child), zap.String("reason", t.reason),
+		zap.String("spi", fmt.Sprintf("%08x", t.c.sa.SPIIn)))...)
+	return message.ExchangeInformational, []message.Payload{&message.Delete{Protocol: message.ProtocolESP, SPIs: []uint32{t.c.sa.SPIIn}}}, true
+}
+
+func (t *deleteChildTask) response(sa *ikeSA, _ []message.Payload, err error) {
+	c := t.c
+	switch {
+	case err != nil && sa.gone:
+		// Its IKE SA went, and the children with it.
+	case c.state == childRekeyed && slicesContains(sa.children, c):
+		sa.retire(c)
+	case slicesContains(sa.children, c):
+		sa.dropChild(c)
+	default:
+		// Never installed here: only its SPI reservation goes.
+		sa.deleteFromDataplane(c)
+	}
+}
+
+func slicesContains(cs []*childSA, c *childSA) bool {
+	for _, x := range cs {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// dpdTask is a liveness check: an empty INFORMATIONAL request. Its answer
+// needs no processing; no answer makes the SA's peer dead.
+type dpdTask struct{}
+
+func (dpdTask) request(*ikeSA) (message.ExchangeType, []message.Payload, bool) {
+	return message.ExchangeInformational, nil, true
+}
+
+func (dpdTask) response(*ikeSA, []message.Payload, error) {}
 
 // startDelete deletes an established IKE SA: CHILD SAs leave the data plane
 // now, the peer is told with an INFORMATIONAL Delete, and the SA goes once
@@ -110,12 +151,19 @@ func (sa *ikeSA) startDelete(reason string) {
 	}
 	sa.state = stateDeleting
 	sa.uninstallChildren()
+	sa.sendIKEDelete(reason)
+}
+
+// sendIKEDelete sends the Delete of this IKE SA, abandoning whatever else
+// we were waiting for (window size 1).
+func (sa *ikeSA) sendIKEDelete(reason string) {
 	sa.deleted = make(chan struct{})
 	if sa.out != nil {
-		// Window size 1: abandon whatever we were waiting for.
-		sa.out.timer.Stop()
-		sa.out = nil
 		sa.nextReqID++
+	}
+	sa.abortTasks(errors.New("IKE SA deleted"))
+	for _, t := range sa.timers {
+		t.Stop()
 	}
 	pkt, err := sa.protect(message.ExchangeInformational, sa.nextReqID, false,
 		[]message.Payload{&message.Delete{Protocol: message.ProtocolIKE}})

@@ -38,6 +38,7 @@ func (e *Engine) newInitiatorSA(c *Conn) (*ikeSA, error) {
 		natt:    c.ForceEncap,
 		localID: c.LocalID,
 		done:    make(chan error, 1),
+		created: time.Now(), pendingCreate: map[string]bool{},
 	}
 	if sa.localID.IsZero() {
 		id := message.IDFromAddr(sa.local.Addr(), false)
@@ -456,7 +457,8 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 		e: e, conn: conn, candidates: cands, spii: h.SPIi,
 		local: local, remote: from, initFrom: from, natt: natt,
 		kex: kex, ni: append([]byte(nil), ip.nonce.Data...), nr: randomBytes(nonceLen),
-		initReq: append([]byte(nil), b...), expectReqID: 1,
+		initReq: append([]byte(nil), b...), expectReqID: 1, created: time.Now(),
+		pendingCreate: map[string]bool{},
 	}
 	e.mu.Lock()
 	if e.initIdx[key] != nil || e.closed {

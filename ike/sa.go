@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -22,6 +23,9 @@ const (
 	stateConnecting saState = iota
 	stateEstablished
 	stateDeleting
+	// stateRekeyed: a rekey moved the children to a new IKE SA; this one
+	// only waits for its Delete exchange.
+	stateRekeyed
 )
 
 func (s saState) String() string {
@@ -30,6 +34,8 @@ func (s saState) String() string {
 		return "ESTABLISHED"
 	case stateDeleting:
 		return "DELETING"
+	case stateRekeyed:
+		return "REKEYED"
 	}
 	return "CONNECTING"
 }
@@ -89,11 +95,79 @@ type ikeSA struct {
 	// keepalive waits for it to be KeepaliveInterval ago, since any
 	// datagram refreshes the NAT mapping.
 	lastSent time.Time
+	// lastRecv is when the peer last sent us an authentic message; DPD
+	// checks liveness only after DPDDelay of silence.
+	lastRecv time.Time
+	// created is when the SA was made; INITIAL_CONTACT clears only SAs
+	// of the peer established before it.
+	created time.Time
+
+	// queue holds our requests waiting for the window (size 1); out.task
+	// is the one in flight.
+	queue []task
+	// rekeys counts the IKE SAs this one's lineage replaced; rekeyAt is
+	// when it rekeys itself.
+	rekeys    int
+	rekeyAt   time.Time
+	timers    []*time.Timer // IKE rekey and DPD
+	ikeRekey  bool          // our IKE rekey is queued or in flight
+	successor *ikeSA        // stateRekeyed: the IKE SA that replaced it
+	// pendingCreate names the children a createChildTask is on its way
+	// for (Acquire's de-duplication).
+	pendingCreate map[string]bool
+	// hold: the peer was found dead and the connection's dpd_action is
+	// hold, so its children get trap policies once they are gone.
+	hold bool
+}
+
+// childState is where a CHILD SA is in its life.
+type childState uint8
+
+const (
+	// childInbound: created by the peer's rekey; it decrypts, but we keep
+	// sending on the SA it replaces until the peer deletes that one.
+	childInbound childState = iota
+	childInstalled
+	// childRekeying: our rekey of it is in flight.
+	childRekeying
+	// childRekeyed: replaced; it stays for late packets until deleted.
+	childRekeyed
+)
+
+func (s childState) String() string {
+	switch s {
+	case childInbound:
+		return "INBOUND"
+	case childRekeying:
+		return "REKEYING"
+	case childRekeyed:
+		return "REKEYED"
+	}
+	return "INSTALLED"
 }
 
 type childSA struct {
 	sa       ChildSA
 	proposal string
+	cfg      *Child
+	// owner is the IKE SA the child lives under; an IKE rekey moves it,
+	// so timers find the current owner through it.
+	owner    atomic.Pointer[ikeSA]
+	state    childState
+	outbound bool // its outbound SA is installed
+	rekeys   int
+	rekeyAt  time.Time
+	timers   []*time.Timer
+	// rekeyQueued: a rekey task for it waits in the queue.
+	rekeyQueued bool
+	// ourNi is the nonce of our rekey request in flight (collisions).
+	ourNi []byte
+	// peerRekey is the SA the peer created to replace this one, with the
+	// nonces of that exchange; it takes over sending when the peer
+	// deletes this one (or when we win a collision, never).
+	peerRekey      *childSA
+	peerNi, ourNr  []byte
+	retired, gone_ bool
 }
 
 // outstanding is our request waiting for its response.
@@ -104,6 +178,7 @@ type outstanding struct {
 	tries   int
 	timer   *time.Timer
 	started time.Time
+	task    task
 }
 
 func (sa *ikeSA) ourSPI() uint64 {
@@ -147,11 +222,12 @@ func (sa *ikeSA) info() IKESAInfo {
 	if sa.keys != nil {
 		in.Proposal = sa.ikeProp.String()
 	}
+	in.Rekeys, in.RekeyAt = sa.rekeys, sa.rekeyAt
 	for _, c := range sa.children {
 		in.Children = append(in.Children, ChildInfo{
-			Name: c.sa.Child, State: "INSTALLED", SPIIn: c.sa.SPIIn, SPIOut: c.sa.SPIOut,
+			Name: c.sa.Child, State: c.state.String(), SPIIn: c.sa.SPIIn, SPIOut: c.sa.SPIOut,
 			Mode: c.sa.Mode.String(), Encap: c.sa.Encap, LocalTS: c.sa.LocalTS, RemoteTS: c.sa.RemoteTS,
-			Proposal: c.proposal,
+			Proposal: c.proposal, Established: c.sa.Established, RekeyAt: c.rekeyAt, Rekeys: c.rekeys,
 		})
 	}
 	return in
@@ -173,12 +249,12 @@ func (sa *ikeSA) remove(err error) {
 		return
 	}
 	sa.gone = true
-	if sa.out != nil {
-		sa.out.timer.Stop()
-		sa.out = nil
-	}
+	sa.abortTasks(err)
 	if sa.expiry != nil {
 		sa.expiry.Stop()
+	}
+	for _, t := range sa.timers {
+		t.Stop()
 	}
 	// Children leave the data plane before the SA leaves the list, so
 	// whoever sees the SA gone also sees its CHILD SAs gone.
@@ -217,24 +293,42 @@ func (sa *ikeSA) remove(err error) {
 func (sa *ikeSA) fail(err error) { sa.remove(err) }
 
 func (sa *ikeSA) uninstallChildren() {
-	inst := sa.e.opts.Installer
 	for _, c := range sa.children {
-		if inst == nil {
-			continue
-		}
+		sa.deleteFromDataplane(c)
+	}
+	sa.children = nil
+}
+
+// deleteFromDataplane removes c's SAs (and the policies still naming
+// them) and stops its timers; once the last SA of a child that has trap
+// policies configured is gone, the trap comes back.
+func (sa *ikeSA) deleteFromDataplane(c *childSA) {
+	if c.gone_ {
+		return
+	}
+	c.gone_ = true
+	for _, t := range c.timers {
+		t.Stop()
+	}
+	if inst := sa.e.opts.Installer; inst != nil {
 		ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
 		if err := inst.DeleteChild(ctx, c.sa); err != nil {
 			sa.e.log.Warn("removing CHILD SA from the data plane failed", sa.fields(zap.String("child", c.sa.Child), zap.Error(err))...)
 		}
 		cancel()
 	}
-	sa.children = nil
+	if c.outbound {
+		c.outbound = false
+		sa.e.childDown(c.sa.Conn, c.sa.Child, sa.hold)
+	}
 }
 
 // setEstablished marks the end of IKE_AUTH: no longer half-open.
 func (sa *ikeSA) setEstablished() {
 	sa.state = stateEstablished
 	sa.established = time.Now()
+	sa.lastRecv = sa.established
+	sa.armIKETimers()
 	if sa.expiry != nil {
 		sa.expiry.Stop()
 	}
@@ -284,8 +378,11 @@ func (sa *ikeSA) retransmit(o *outstanding) {
 		took := time.Since(o.started).Round(time.Millisecond)
 		sa.e.stats.exchange(o.exch.String(), true, ResultTimeout)
 		err := fmt.Errorf("%s timed out: no response from %s after %d retransmits (%s)", o.exch, sa.remote, o.tries, took)
-		if sa.state == stateDeleting {
+		if sa.state == stateDeleting || sa.state == stateRekeyed {
 			sa.e.log.Debug("no answer to our delete", sa.fields(zap.Stringer("exchange", o.exch))...)
+		} else if sa.state == stateEstablished {
+			sa.peerDead(o.exch, o.tries, took, err)
+			return
 		} else {
 			sa.e.log.Warn("giving up: peer does not answer; is it reachable and running IKE on this address?",
 				sa.fields(zap.Stringer("exchange", o.exch), zap.Int("retransmits", o.tries), zap.Duration("waited", took))...)
@@ -448,6 +545,7 @@ func (sa *ikeSA) handleRequest(pk packet) {
 	case sa.state == stateConnecting:
 		sa.e.stats.drop(DropUnexpected)
 	case pk.h.Exchange == message.ExchangeInformational:
+		sa.lastRecv = time.Now()
 		sa.processInformationalRequest(pk)
 	case pk.h.Exchange == message.ExchangeCreateChildSA:
 		sa.processCreateChildRequest(pk)
@@ -467,16 +565,30 @@ func (sa *ikeSA) handleResponse(pk packet) {
 		sa.processInitResponse(pk)
 	case message.ExchangeIKEAuth:
 		sa.processAuthResponse(pk)
-	case message.ExchangeInformational:
-		if _, err := sa.unprotect(pk.b); err != nil && !isInner(err) {
+	case message.ExchangeInformational, message.ExchangeCreateChildSA:
+		ps, err := sa.unprotect(pk.b)
+		if err != nil && !isInner(err) {
 			sa.e.stats.drop(DropIntegrity)
 			return
 		}
+		sa.lastRecv = time.Now()
+		t := sa.out.task
 		sa.completeRequest()
-		if sa.state == stateDeleting {
-			sa.e.log.Info("IKE SA deleted", sa.fields()...)
-			sa.remove(errors.New("IKE SA deleted"))
+		if t == nil {
+			// Only our IKE SA Delete goes without a task.
+			if sa.state == stateDeleting || sa.state == stateRekeyed {
+				sa.e.log.Info("IKE SA deleted", sa.fields()...)
+				sa.remove(errors.New("IKE SA deleted"))
+			}
+			return
 		}
+		if err != nil {
+			sa.e.log.Warn("undecodable response from peer", sa.fields(zap.Stringer("exchange", pk.h.Exchange), zap.Error(err))...)
+			t.response(sa, nil, fmt.Errorf("undecodable %s response: %w", pk.h.Exchange, err))
+		} else {
+			t.response(sa, ps, nil)
+		}
+		sa.kick()
 	default:
 		sa.e.stats.drop(DropUnexpected)
 	}

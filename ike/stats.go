@@ -30,7 +30,10 @@ const (
 	ResultInvalidKE      = "invalid_ke_payload"
 	ResultCookie         = "cookie"
 	ResultTimeout        = "timeout"
-	ResultError          = "error"
+	// ResultTemporaryFailure: a request refused with TEMPORARY_FAILURE
+	// because another exchange was under way (RFC 7296 2.25).
+	ResultTemporaryFailure = "temporary_failure"
+	ResultError            = "error"
 )
 
 // ExchangeKey labels one exchange counter: the exchange type name
@@ -62,14 +65,14 @@ type Stats struct {
 }
 
 type counters struct {
-	mu        sync.Mutex
-	exchanges map[ExchangeKey]uint64
-	dropped   map[DropReason]uint64
-	cookies   uint64
-	retrans   uint64
-	cached    uint64
-	kaSent    uint64
-	kaRecv    uint64
+	mu                                sync.Mutex
+	exchanges                         map[ExchangeKey]uint64
+	dropped                           map[DropReason]uint64
+	cookies                           uint64
+	retrans                           uint64
+	cached                            uint64
+	kaSent                            uint64
+	kaRecv                            uint64
 	childRekeys, ikeRekeys, deadPeers uint64
 }
 

@@ -131,7 +131,8 @@ type Policy struct {
 	// Proto is an IP protocol number, 0 for any.
 	Proto  uint8
 	Action Action
-	// SPI of the SA for Protect (0 = trap: no SA yet).
+	// SPI of the SA for Protect (0 = trap: no SA yet; matching traffic
+	// raises an Acquire event and is dropped).
 	SPI uint32
 	// Tunnel endpoints for Protect in tunnel mode.
 	TunnelSrc, TunnelDst netip.Addr
@@ -149,10 +150,22 @@ type SACounters struct {
 	IntegrityFailures uint64
 }
 
+// ChildCounters are the traffic totals of one connection/child/direction
+// lineage: every SA the child has had in that direction, deleted ones
+// included, so the totals never go back at a rekey.
+type ChildCounters struct {
+	Conn, Child    string
+	Dir            Direction
+	Bytes, Packets uint64
+}
+
 // Stats is a snapshot of a data plane's counters.
 type Stats struct {
 	Mode string
 	SAs  []SACounters
+	// Children are the lineage totals, sorted by conn, child and
+	// direction; data planes that count nothing leave it empty.
+	Children []ChildCounters
 	// Drops counts packets dropped by reason: unknown_spi, replay, auth,
 	// selector, malformed, no_route, mtu.
 	Drops map[string]uint64
@@ -182,6 +195,26 @@ type Event struct {
 	Src, Dst netip.Addr
 }
 
+// CheckSuperseded applies DelPolicy's rule to a request p and the
+// installed policy cur with the same direction and selectors: nil when
+// cur may be removed, an ErrNotFound error when a newer SA (or, for a
+// trap, any SA) has taken the policy over since.
+func CheckSuperseded(p, cur Policy) error {
+	switch {
+	case p.SPI != 0 && cur.SPI != p.SPI:
+		// A rekey moved the policy to a newer SA; deleting the old
+		// child must not take the new one's policy with it.
+		return fmt.Errorf("del policy %s %s -> %s: spi %08x superseded by %08x: %w",
+			p.Dir, p.Src, p.Dst, p.SPI, cur.SPI, ErrNotFound)
+	case p.SPI == 0 && p.Action == Protect && (cur.Action != Protect || cur.SPI != 0):
+		// An SA replaced the trap: removing the trap must leave the
+		// SA's policy alone.
+		return fmt.Errorf("del policy %s %s -> %s: trap superseded by %s %08x: %w",
+			p.Dir, p.Src, p.Dst, cur.Action, cur.SPI, ErrNotFound)
+	}
+	return nil
+}
+
 // Dataplane is implemented by every data plane. Calls are safe for
 // concurrent use. AddSA for a direction must be complete before the
 // matching policy steers traffic to it; implementations document any
@@ -195,7 +228,19 @@ type Dataplane interface {
 	ReleaseSPI(ctx context.Context, spi uint32) error
 	AddSA(ctx context.Context, sa SA) error
 	DelSA(ctx context.Context, spi uint32, dir Direction) error
+	// AddPolicy adds a policy or replaces the one with the same
+	// direction and selectors (that is how a trap, or the policy of a
+	// rekeyed child, moves to a new SA).
 	AddPolicy(ctx context.Context, p Policy) error
+	// DelPolicy removes the policy with p's direction and selectors, but
+	// only while it is still the one p describes, so that deleting an
+	// old SA, or a trap, never takes a successor's policy with it:
+	//   - p.SPI != 0: only while the policy names that SPI;
+	//   - p.Action Protect with SPI 0: only while the policy is still a
+	//     trap (Protect, SPI 0);
+	//   - otherwise (bypass, discard, or no action given): whatever the
+	//     policy is.
+	// A policy that is gone or superseded gives ErrNotFound.
 	DelPolicy(ctx context.Context, p Policy) error
 	Stats(ctx context.Context) (Stats, error)
 	// Events delivers data-plane events; it is closed by Close.

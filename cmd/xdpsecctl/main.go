@@ -49,7 +49,7 @@ Output is a table for people; --json prints the API's JSON for scripts.`,
 	root.PersistentFlags().StringVarP(&g.socket, "socket", "s", defaultSocket, "daemon API socket (env XDPSEC_SOCKET)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print JSON instead of tables")
 	root.SetOut(out)
-	root.AddCommand(statusCommand(g), connsCommand(g), sasCommand(g), statsCommand(g), upCommand(g), reloadCommand(g), versionCommand(g))
+	root.AddCommand(statusCommand(g), connsCommand(g), sasCommand(g), statsCommand(g), upCommand(g), downCommand(g), rekeyCommand(g), reloadCommand(g), versionCommand(g))
 	return root
 }
 
@@ -133,7 +133,8 @@ func sasCommand(g *globals) *cobra.Command {
 		Short: "List the IKE SAs and their CHILD SAs",
 		Long: `sas lists every IKE SA with its state, role, addresses, NAT detection,
 SPIs and negotiated algorithms, and under it each CHILD SA with its SPIs,
-mode, encapsulation, traffic selectors and traffic counters.`,
+mode, encapsulation, traffic selectors, traffic counters, age, time to
+its next rekey ("-" when none is planned) and rekey count.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return show(cmd, g, g.client().SAs, printSAs)
@@ -144,6 +145,11 @@ mode, encapsulation, traffic selectors and traffic counters.`,
 // printSAs lays SAs out like `swanctl --list-sas`: one block per IKE SA,
 // its children indented under it.
 func printSAs(w io.Writer, sas []api.IKESA) error {
+	return printSAsAt(w, sas, time.Now())
+}
+
+// printSAsAt prints the SAs with ages and rekey times as of now.
+func printSAsAt(w io.Writer, sas []api.IKESA, now time.Time) error {
 	if len(sas) == 0 {
 		_, err := fmt.Fprintln(w, "no SAs")
 		return err
@@ -157,7 +163,8 @@ func printSAs(w io.Writer, sas []api.IKESA) error {
 			role = "initiator"
 		}
 		fmt.Fprintf(w, "%s: %s, %s, %s -> %s, nat: %s\n", sa.Conn, sa.State, role, sa.Local, sa.Remote, natText(sa.NAT))
-		fmt.Fprintf(w, "  IKE SPIs %s_i %s_r, %s, established %s\n", sa.SPIi, sa.SPIr, orDash(sa.Proposal), ageText(sa.Established))
+		fmt.Fprintf(w, "  IKE SPIs %s_i %s_r, %s, established %s, rekey %s, %d rekeys\n", sa.SPIi, sa.SPIr, orDash(sa.Proposal),
+			ageText(now, sa.Established), untilText(now, sa.RekeyAt), sa.Rekeys)
 		for _, c := range sa.Children {
 			encap := "ESP"
 			if c.Encap {
@@ -166,9 +173,30 @@ func printSAs(w io.Writer, sas []api.IKESA) error {
 			fmt.Fprintf(w, "  %s: %s, %s, %s, SPIs %s_in %s_out, %s\n", c.Name, c.State, strings.ToLower(c.Mode), encap, c.SPIIn, c.SPIOut, orDash(c.Proposal))
 			fmt.Fprintf(w, "    %s === %s\n", strings.Join(c.LocalTS, ","), strings.Join(c.RemoteTS, ","))
 			fmt.Fprintf(w, "    in %d bytes, %d packets; out %d bytes, %d packets\n", c.BytesIn, c.PacketsIn, c.BytesOut, c.PacketsOut)
+			fmt.Fprintf(w, "    age %s, rekey %s, %d rekeys\n", durationSince(now, c.Established), untilText(now, c.RekeyAt), c.Rekeys)
 		}
 	}
 	return nil
+}
+
+// durationSince is how long ago t was, "-" when unknown.
+func durationSince(now, t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return now.Sub(t).Truncate(time.Second).String()
+}
+
+// untilText says when a rekey is due: "in 5m0s", "due" once the time has
+// passed (the rekey is under way), "-" when none is planned.
+func untilText(now, t time.Time) string {
+	switch {
+	case t.IsZero():
+		return "-"
+	case !t.After(now):
+		return "due"
+	}
+	return "in " + t.Sub(now).Truncate(time.Second).String()
 }
 
 func orDash(s string) string {
@@ -248,11 +276,11 @@ func natText(n api.NAT) string {
 	}
 }
 
-func ageText(t time.Time) string {
+func ageText(now, t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	return time.Since(t).Truncate(time.Second).String() + " ago"
+	return durationSince(now, t) + " ago"
 }
 
 func upCommand(g *globals) *cobra.Command {
@@ -268,6 +296,58 @@ func upCommand(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func downCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "down CONN",
+		Short: "Delete a connection's SAs, at the peer too, and wait for the peer's answer",
+		Long: `down deletes the IKE SA of CONN and with it its CHILD SAs, telling the peer
+(INFORMATIONAL Delete), and stops any restart of it. Trap policies of a
+connection with start_action trap stay, so its next packet brings it up again.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := g.client().Down(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			return printDone(cmd, g, api.ConnResult{Conn: args[0]}, fmt.Sprintf("connection %s closed", args[0]))
+		},
+	}
+}
+
+func rekeyCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rekey CONN[/CHILD]",
+		Short: "Rekey a connection's IKE SA, or one of its CHILD SAs, now",
+		Long: `rekey CONN rekeys the IKE SA of CONN; rekey CONN/CHILD rekeys that CHILD SA
+(make-before-break: the new SA carries traffic before the old one goes). It
+waits until the new SA is in place.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			conn, child, slash := strings.Cut(args[0], "/")
+			if conn == "" || (slash && child == "") {
+				return fmt.Errorf("rekey %q: want CONN or CONN/CHILD", args[0])
+			}
+			if err := g.client().Rekey(cmd.Context(), conn, child); err != nil {
+				return err
+			}
+			what := "IKE SA of " + conn
+			if child != "" {
+				what = "CHILD SA " + conn + "/" + child
+			}
+			return printDone(cmd, g, api.ConnResult{Conn: conn, Child: child}, what+" rekeyed")
+		},
+	}
+}
+
+// printDone reports a finished action: the API's answer with --json, a
+// sentence otherwise.
+func printDone(cmd *cobra.Command, g *globals, res api.ConnResult, msg string) error {
+	if g.json {
+		return printJSON(cmd.OutOrStdout(), res)
+	}
+	_, err := fmt.Fprintln(cmd.OutOrStdout(), msg)
+	return err
 }
 
 func reloadCommand(g *globals) *cobra.Command {

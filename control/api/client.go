@@ -92,6 +92,28 @@ func (c *Client) Up(ctx context.Context, conn string) error {
 	return c.do(ctx, http.MethodPost, "/v1/conns/"+url.PathEscape(conn)+"/up", &out)
 }
 
+// Down asks the daemon to delete conn's SAs, at the peer too, and waits
+// until the peer answered or was given up.
+func (c *Client) Down(ctx context.Context, conn string) error {
+	ctx, cancel := context.WithTimeout(ctx, UpTimeout)
+	defer cancel()
+	var out ConnResult
+	return c.do(ctx, http.MethodPost, "/v1/conns/"+url.PathEscape(conn)+"/down", &out)
+}
+
+// Rekey asks the daemon to rekey conn's IKE SA (child "") or its CHILD SA
+// child, and waits until the new SA is in place.
+func (c *Client) Rekey(ctx context.Context, conn, child string) error {
+	ctx, cancel := context.WithTimeout(ctx, UpTimeout)
+	defer cancel()
+	path := "/v1/conns/" + url.PathEscape(conn) + "/rekey"
+	if child != "" {
+		path += "?" + url.Values{"child": {child}}.Encode()
+	}
+	var out ConnResult
+	return c.do(ctx, http.MethodPost, path, &out)
+}
+
 // Reload asks the daemon to re-read its configuration file.
 func (c *Client) Reload(ctx context.Context) (ReloadResult, error) {
 	var r ReloadResult

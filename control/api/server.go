@@ -21,6 +21,10 @@ type Backend interface {
 	SAs(ctx context.Context) []IKESA
 	Stats(ctx context.Context) (Stats, error)
 	Initiate(ctx context.Context, conn string) error
+	// Terminate deletes conn's SAs, at the peer too.
+	Terminate(ctx context.Context, conn string) error
+	// Rekey rekeys conn's IKE SA (child "") or its CHILD SA child.
+	Rekey(ctx context.Context, conn, child string) error
 	Reload(ctx context.Context) (ReloadResult, error)
 }
 
@@ -82,6 +86,8 @@ func NewServer(backend Backend, log *zap.Logger) *Server {
 	mux.HandleFunc("GET /v1/sas", s.handleSAs)
 	mux.HandleFunc("GET /v1/stats", s.handleStats)
 	mux.HandleFunc("POST /v1/conns/{name}/up", s.handleUp)
+	mux.HandleFunc("POST /v1/conns/{name}/down", s.handleDown)
+	mux.HandleFunc("POST /v1/conns/{name}/rekey", s.handleRekey)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
@@ -89,7 +95,8 @@ func NewServer(backend Backend, log *zap.Logger) *Server {
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
-		// `up` waits for a negotiation: allow it more than UpTimeout.
+		// `up`, `down` and `rekey` wait for an exchange: allow them
+		// more than UpTimeout.
 		WriteTimeout: UpTimeout + 10*time.Second,
 		ErrorLog:     zap.NewStdLog(log.Named("http")),
 	}
@@ -152,17 +159,38 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleUp(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if err := s.backend.Initiate(r.Context(), name); err != nil {
+	s.connAction(w, name, "", s.backend.Initiate(r.Context(), name))
+}
+
+func (s *Server) handleDown(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	s.connAction(w, name, "", s.backend.Terminate(r.Context(), name))
+}
+
+// handleRekey rekeys the IKE SA, or with ?child=NAME that CHILD SA.
+func (s *Server) handleRekey(w http.ResponseWriter, r *http.Request) {
+	name, child := r.PathValue("name"), r.URL.Query().Get("child")
+	s.connAction(w, name, child, s.backend.Rekey(r.Context(), name, child))
+}
+
+// ConnResult is the answer of up, down and rekey.
+type ConnResult struct {
+	Conn  string `json:"conn"`
+	Child string `json:"child,omitempty"`
+}
+
+// connAction answers an action on a connection: names the backend does
+// not know are 404, failures of the peer or the exchange 502.
+func (s *Server) connAction(w http.ResponseWriter, conn, child string, err error) {
+	if err != nil {
 		code := http.StatusBadGateway
-		if errors.Is(err, ErrUnknownConn) {
+		if errors.Is(err, ErrUnknownConn) || errors.Is(err, ErrUnknownChild) {
 			code = http.StatusNotFound
 		}
 		writeError(w, code, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, struct {
-		Conn string `json:"conn"`
-	}{name})
+	writeJSON(w, http.StatusOK, ConnResult{Conn: conn, Child: child})
 }
 
 func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {

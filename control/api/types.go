@@ -12,6 +12,10 @@ import (
 // running configuration.
 var ErrUnknownConn = errors.New("no such connection")
 
+// ErrUnknownChild is returned by backends for a child name its connection
+// does not configure.
+var ErrUnknownChild = errors.New("no such child")
+
 // Status describes the running daemon.
 type Status struct {
 	Version        string    `json:"version"`
@@ -78,7 +82,11 @@ type IKESA struct {
 	NAT         NAT       `json:"nat"`
 	Proposal    string    `json:"proposal"`
 	Established time.Time `json:"established,omitzero"`
-	Children    []ChildSA `json:"children"`
+	// RekeyAt is when the SA will be rekeyed (omitted: never); Rekeys
+	// counts the rekeys of its lineage.
+	RekeyAt  time.Time `json:"rekey_at,omitzero"`
+	Rekeys   int       `json:"rekeys"`
+	Children []ChildSA `json:"children"`
 }
 
 // NAT says on which side NAT detection found a translation.
@@ -103,6 +111,12 @@ type ChildSA struct {
 	BytesOut   uint64   `json:"bytes_out"`
 	PacketsIn  uint64   `json:"packets_in"`
 	PacketsOut uint64   `json:"packets_out"`
+	// Established is when this SA pair was installed, RekeyAt when it
+	// will be rekeyed (omitted: never); Rekeys counts the rekeys of the
+	// child's lineage.
+	Established time.Time `json:"established,omitzero"`
+	RekeyAt     time.Time `json:"rekey_at,omitzero"`
+	Rekeys      int       `json:"rekeys"`
 }
 
 // Stats is what `xdpsecctl stats` shows: the data plane's drops by reason,
@@ -132,4 +146,9 @@ type IKEStats struct {
 	KeepalivesSent     uint64            `json:"keepalives_sent"`
 	KeepalivesReceived uint64            `json:"keepalives_received"`
 	Dropped            map[string]uint64 `json:"dropped"`
+	// Completed rekeys (either side's) and IKE SAs given up because the
+	// peer stopped answering.
+	ChildRekeys uint64 `json:"child_rekeys"`
+	IKERekeys   uint64 `json:"ike_rekeys"`
+	DeadPeers   uint64 `json:"dead_peers"`
 }

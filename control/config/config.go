@@ -59,6 +59,16 @@ type IKE struct {
 	// sends a NAT-T keepalive (RFC 3948) to keep the mapping open; 0
 	// switches keepalives off.
 	NATKeepalive time.Duration `yaml:"nat_keepalive"`
+	// RetransmitTimeout is how long a request waits for its answer before
+	// its first retransmission; each further wait is RetransmitBase times
+	// the one before, and after RetransmitTries retransmissions the peer
+	// counts as dead (strongSwan's defaults: 4s, 1.8, 5, about 165s).
+	RetransmitTimeout time.Duration `yaml:"retransmit_timeout"`
+	RetransmitTries   int           `yaml:"retransmit_tries"`
+	RetransmitBase    float64       `yaml:"retransmit_base"`
+	// RekeyGrace keeps a rekeyed CHILD SA in the data plane after its
+	// delete, so packets still in flight on it decrypt.
+	RekeyGrace time.Duration `yaml:"rekey_grace"`
 }
 
 // Dataplane selects and configures the ESP data plane.
@@ -160,6 +170,10 @@ const (
 	maxPSKFile       = 4096
 	maxNameLength    = 64
 	maxInterfaceName = 15 // IFNAMSIZ - 1
+	// maxRetransmitTries and maxRetransmitBase keep the give-up time of
+	// a request within hours: beyond that a dead peer is never noticed.
+	maxRetransmitTries = 20
+	maxRetransmitBase  = 10
 )
 
 // DefaultIKEProposals returns the IKE proposals used when a connection
@@ -178,7 +192,14 @@ func defaultConfig() Config {
 		Log:     Log{Level: "info", Format: "console"},
 		API:     API{Socket: "/run/xdpsec/xdpsec.sock"},
 		Metrics: Metrics{Listen: "127.0.0.1:9469"},
-		IKE:     IKE{CookieThreshold: 1000, NATKeepalive: 20 * time.Second},
+		IKE: IKE{
+			CookieThreshold:   1000,
+			NATKeepalive:      20 * time.Second,
+			RetransmitTimeout: 4 * time.Second,
+			RetransmitTries:   5,
+			RetransmitBase:    1.8,
+			RekeyGrace:        2 * time.Second,
+		},
 		Dataplane: Dataplane{
 			Mode:    "afxdp",
 			XDPMode: "auto",

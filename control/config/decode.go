@@ -275,6 +275,20 @@ func (d *decoder) integer(n *yaml.Node, path string) (int, bool) {
 	return v, true
 }
 
+// float decodes a number; integers are numbers too.
+func (d *decoder) float(n *yaml.Node, path string) (float64, bool) {
+	if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!float" && n.ShortTag() != "!!int") {
+		d.add(n, path, "must be a number, got %s", kindName(n))
+		return 0, false
+	}
+	var v float64
+	if err := n.Decode(&v); err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		d.add(n, path, "must be a number, got %s", kindName(n))
+		return 0, false
+	}
+	return v, true
+}
+
 // seq returns the items of a list; null reads as an empty list.
 func (d *decoder) seq(n *yaml.Node, path string) ([]*yaml.Node, bool) {
 	if isNull(n) {

@@ -121,7 +121,33 @@ func (d *decoder) ike(n *yaml.Node, path string, ike *IKE) {
 				ike.CookieThreshold = x
 			}
 		},
-		"nat_keepalive": func(v *yaml.Node, p string) { d.duration(v, p, &ike.NATKeepalive, true) },
+		"nat_keepalive":      func(v *yaml.Node, p string) { d.duration(v, p, &ike.NATKeepalive, true) },
+		"retransmit_timeout": func(v *yaml.Node, p string) { d.duration(v, p, &ike.RetransmitTimeout, false) },
+		"retransmit_tries": func(v *yaml.Node, p string) {
+			if x, ok := d.integer(v, p); ok {
+				// The engine reads 0 as its default, so 0 cannot mean
+				// "never retransmit" here either.
+				if x < 1 || x > maxRetransmitTries {
+					d.add(v, p, "must be between 1 and %d, got %d", maxRetransmitTries, x)
+					return
+				}
+				ike.RetransmitTries = x
+			}
+		},
+		"retransmit_base": func(v *yaml.Node, p string) {
+			if x, ok := d.float(v, p); ok {
+				// Below 1 the waits would shrink: retransmissions would
+				// pile up exactly when the path is congested.
+				if !(x >= 1 && x <= maxRetransmitBase) {
+					d.add(v, p, "must be between 1 and %d, got %v", maxRetransmitBase, x)
+					return
+				}
+				ike.RetransmitBase = x
+			}
+		},
+		// Zero would leave no time for packets in flight; the engine
+		// also reads it as its default.
+		"rekey_grace": func(v *yaml.Node, p string) { d.duration(v, p, &ike.RekeyGrace, false) },
 	})
 }
 

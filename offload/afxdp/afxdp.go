@@ -159,8 +159,9 @@ type Dataplane struct {
 	byID     map[uint32]offload.Policy
 	nextID   uint32
 	// retired keeps the drop counts of deleted SAs, so Stats never goes
-	// backwards.
+	// backwards; lineage keeps their traffic per conn/child/direction.
 	retired esp.DropCounts
+	lineage lineage
 }
 
 var _ offload.Dataplane = (*Dataplane)(nil)
@@ -194,6 +195,7 @@ func New(ctx context.Context, opts Options) (_ *Dataplane, err error) {
 		policies: make(map[policyKey]*policyEntry),
 		polIDs:   make(map[string]uint32),
 		byID:     make(map[uint32]offload.Policy),
+		lineage:  make(lineage),
 		ns:       netns.None(),
 
 		hostRoutes: make(map[policyKey]*netlink.Route),

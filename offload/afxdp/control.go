@@ -1,11 +1,14 @@
 package afxdp
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -324,6 +327,10 @@ func (d *Dataplane) DelSA(_ context.Context, spi uint32, dir offload.Direction) 
 	for i := range st.Drops {
 		d.retired[i] += st.Drops[i]
 	}
+	// The SA's traffic stays in its child's totals: a rekey must not
+	// make them go back.
+	bytes, packets := saTraffic(dir, st)
+	d.lineage.add(e.cfg.Conn, e.cfg.Child, dir, bytes, packets)
 	if dir == offload.Out {
 		// Policies still naming the SPI now find no SA in the Go SPD:
 		// the workers drop their traffic (fail closed) until a new SA
@@ -457,7 +464,7 @@ func (d *Dataplane) syncPolicies() error {
 
 // DelPolicy implements offload.Dataplane: xdp_lan stops steering before
 // the Go SPD forgets the entry. A policy given with an SPI is removed only
-// while it still names that SPI.
+// while it still names that SPI, a trap only while it is still a trap.
 func (d *Dataplane) DelPolicy(_ context.Context, p offload.Policy) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -466,11 +473,8 @@ func (d *Dataplane) DelPolicy(_ context.Context, p offload.Policy) error {
 	if !ok {
 		return fmt.Errorf("del policy %s %s -> %s: %w", p.Dir, p.Src, p.Dst, offload.ErrNotFound)
 	}
-	if p.SPI != 0 && cur.p.SPI != p.SPI {
-		// A rekey moved the policy to a newer SA; deleting the old
-		// child must not take the new one's policy with it.
-		return fmt.Errorf("del policy %s %s -> %s: spi %08x superseded by %08x: %w",
-			p.Dir, p.Src, p.Dst, p.SPI, cur.p.SPI, offload.ErrNotFound)
+	if err := offload.CheckSuperseded(p, cur.p); err != nil {
+		return err
 	}
 	if d.closed {
 		return offload.ErrClosed
@@ -514,6 +518,7 @@ func (d *Dataplane) Stats(context.Context) (offload.Stats, error) {
 	for i := range drops {
 		drops[i] += db[i]
 	}
+	children := d.lineage.clone()
 	for k, e := range d.sas {
 		s := e.sa.Stats()
 		c := offload.SACounters{
@@ -521,11 +526,8 @@ func (d *Dataplane) Stats(context.Context) (offload.Stats, error) {
 			ReplayDrops:       s.Drops[esp.DropReplay],
 			IntegrityFailures: s.Drops[esp.DropAuth],
 		}
-		if k.dir == offload.In {
-			c.Bytes, c.Packets = s.BytesIn, s.PacketsIn
-		} else {
-			c.Bytes, c.Packets = s.BytesOut, s.PacketsOut
-		}
+		c.Bytes, c.Packets = saTraffic(k.dir, s)
+		children.add(e.cfg.Conn, e.cfg.Child, k.dir, c.Bytes, c.Packets)
 		st.SAs = append(st.SAs, c)
 		for i := range drops {
 			drops[i] += s.Drops[i]
@@ -548,5 +550,50 @@ func (d *Dataplane) Stats(context.Context) (offload.Stats, error) {
 		}
 		return st.SAs[i].Dir < st.SAs[j].Dir
 	})
+	st.Children = children.list()
 	return st, nil
+}
+
+// saTraffic picks the counters of an SA's own direction (an esp.SA counts
+// both, but only one of them moves).
+func saTraffic(dir offload.Direction, s esp.Stats) (bytes, packets uint64) {
+	if dir == offload.In {
+		return s.BytesIn, s.PacketsIn
+	}
+	return s.BytesOut, s.PacketsOut
+}
+
+type lineageKey struct {
+	conn, child string
+	dir         offload.Direction
+}
+
+// lineage sums traffic per connection, child and direction; the data
+// plane keeps one for its deleted SAs, and Stats adds the live ones to a
+// copy. Entries of removed connections stay: their totals are counters
+// that must not go back while the daemon runs, and they cost a few bytes.
+type lineage map[lineageKey]offload.ChildCounters
+
+func (l lineage) add(conn, child string, dir offload.Direction, bytes, packets uint64) {
+	k := lineageKey{conn, child, dir}
+	c := l[k]
+	c.Conn, c.Child, c.Dir = conn, child, dir
+	c.Bytes += bytes
+	c.Packets += packets
+	l[k] = c
+}
+
+func (l lineage) clone() lineage {
+	out := make(lineage, len(l))
+	maps.Copy(out, l)
+	return out
+}
+
+// list returns the totals sorted by conn, child and direction.
+func (l lineage) list() []offload.ChildCounters {
+	out := slices.Collect(maps.Values(l))
+	slices.SortFunc(out, func(a, b offload.ChildCounters) int {
+		return cmp.Or(cmp.Compare(a.Conn, b.Conn), cmp.Compare(a.Child, b.Child), cmp.Compare(a.Dir, b.Dir))
+	})
+	return out
 }

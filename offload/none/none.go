@@ -139,20 +139,26 @@ func (d *Dataplane) AddPolicy(_ context.Context, p offload.Policy) error {
 	return nil
 }
 
-// DelPolicy implements offload.Dataplane.
+// DelPolicy implements offload.Dataplane, with the same rule as every data
+// plane: a policy that a newer SA (or an SA, for a trap) took over stays.
 func (d *Dataplane) DelPolicy(_ context.Context, p offload.Policy) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	k := keyOf(p)
-	if _, ok := d.policies[k]; !ok {
+	cur, ok := d.policies[k]
+	if !ok {
 		return fmt.Errorf("del policy %s %s -> %s: %w", p.Dir, p.Src, p.Dst, offload.ErrNotFound)
+	}
+	if err := offload.CheckSuperseded(p, cur); err != nil {
+		return err
 	}
 	delete(d.policies, k)
 	return nil
 }
 
 // Stats implements offload.Dataplane. Nothing is processed, so every
-// counter is zero; the SA list shows what is installed.
+// counter is zero and there are no lineage totals; the SA list shows what
+// is installed.
 func (d *Dataplane) Stats(context.Context) (offload.Stats, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

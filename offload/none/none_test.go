@@ -135,3 +135,44 @@ func TestPolicyReplace(t *testing.T) {
 		t.Fatal("policy without selectors accepted")
 	}
 }
+
+// TestDelPolicySuperseded: deleting an old SA's or a trap's policy leaves
+// the policy alone once a newer SA has taken it over.
+func TestDelPolicySuperseded(t *testing.T) {
+	ctx := context.Background()
+	base := offload.Policy{Conn: "c", Child: "net", Dir: offload.Out, Action: offload.Protect,
+		Src: netip.MustParsePrefix("10.1.0.0/24"), Dst: netip.MustParsePrefix("10.2.0.0/24")}
+	with := func(action offload.Action, spi uint32) offload.Policy {
+		p := base
+		p.Action, p.SPI = action, spi
+		return p
+	}
+	for _, tc := range []struct {
+		name        string
+		installed   offload.Policy
+		del         offload.Policy
+		wantRemoved bool
+	}{
+		{"same spi", with(offload.Protect, 1000), with(offload.Protect, 1000), true},
+		{"rekeyed spi", with(offload.Protect, 2000), with(offload.Protect, 1000), false},
+		{"trap still trap", with(offload.Protect, 0), with(offload.Protect, 0), true},
+		{"trap replaced by sa", with(offload.Protect, 2000), with(offload.Protect, 0), false},
+		{"trap replaced by discard", with(offload.Discard, 0), with(offload.Protect, 0), false},
+		{"no action removes any", with(offload.Protect, 2000), with(0, 0), true},
+		{"discard removes discard", with(offload.Discard, 0), with(offload.Discard, 0), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := New()
+			if err := d.AddPolicy(ctx, tc.installed); err != nil {
+				t.Fatal(err)
+			}
+			err := d.DelPolicy(ctx, tc.del)
+			switch {
+			case tc.wantRemoved && (err != nil || len(d.Policies()) != 0):
+				t.Fatalf("DelPolicy = %v, %d policies left, want it removed", err, len(d.Policies()))
+			case !tc.wantRemoved && (!errors.Is(err, offload.ErrNotFound) || len(d.Policies()) != 1):
+				t.Fatalf("DelPolicy = %v, %d policies left, want ErrNotFound and the policy kept", err, len(d.Policies()))
+			}
+		})
+	}
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/xdpsec/xdpsec/control/api"
+)
+
+// backend answers like a daemon with connection site-b (child net) and
+// records the actions asked of it.
+type backend struct {
+	mu    sync.Mutex
+	calls []string
+	sas   []api.IKESA
+}
+
+func (b *backend) act(call, conn, child string) error {
+	b.mu.Lock()
+	b.calls = append(b.calls, call)
+	b.mu.Unlock()
+	switch {
+	case conn != "site-b":
+		return fmt.Errorf("%q: %w", conn, api.ErrUnknownConn)
+	case child != "" && child != "net":
+		return fmt.Errorf("%q: %w", child, api.ErrUnknownChild)
+	}
+	return nil
+}
+
+func (b *backend) Status(context.Context) api.Status                { return api.Status{} }
+func (b *backend) Conns(context.Context) []api.Conn                 { return nil }
+func (b *backend) SAs(context.Context) []api.IKESA                  { return b.sas }
+func (b *backend) Stats(context.Context) (api.Stats, error)         { return api.Stats{}, nil }
+func (b *backend) Reload(context.Context) (api.ReloadResult, error) { return api.ReloadResult{}, nil }
+func (b *backend) Initiate(_ context.Context, conn string) error    { return b.act("up "+conn, conn, "") }
+func (b *backend) Terminate(_ context.Context, conn string) error {
+	return b.act("down "+conn, conn, "")
+}
+func (b *backend) Rekey(_ context.Context, conn, child string) error {
+	return b.act("rekey "+conn+"/"+child, conn, child)
+}
+
+func serve(t *testing.T, b api.Backend) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	ln, err := api.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- api.NewServer(b, zap.NewNop()).Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return sock
+}
+
+func run(t *testing.T, sock string, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	root := newRootCommand(&out)
+	root.SetArgs(append([]string{"--socket", sock}, args...))
+	err := root.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+func TestDownAndRekey(t *testing.T) {
+	b := &backend{}
+	sock := serve(t, b)
+	for _, tc := range []struct {
+		args     []string
+		wantCall string // "" when no request may be sent
+		wantOut  string
+		wantErr  string
+	}{
+		{[]string{"down", "site-b"}, "down site-b", "connection site-b closed\n", ""},
+		{[]string{"down", "nope"}, "down nope", "", "no such connection"},
+		{[]string{"--json", "down", "site-b"}, "down site-b", `"conn": "site-b"`, ""},
+		{[]string{"rekey", "site-b"}, "rekey site-b/", "IKE SA of site-b rekeyed\n", ""},
+		{[]string{"rekey", "site-b/net"}, "rekey site-b/net", "CHILD SA site-b/net rekeyed\n", ""},
+		{[]string{"--json", "rekey", "site-b/net"}, "rekey site-b/net", `"child": "net"`, ""},
+		{[]string{"rekey", "site-b/other"}, "rekey site-b/other", "", "no such child"},
+		{[]string{"rekey", "nope/net"}, "rekey nope/net", "", "no such connection"},
+		{[]string{"rekey", "site-b/"}, "", "", "want CONN or CONN/CHILD"},
+		{[]string{"rekey", "/net"}, "", "", "want CONN or CONN/CHILD"},
+		{[]string{"down"}, "", "", "accepts 1 arg"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			b.mu.Lock()
+			b.calls = nil
+			b.mu.Unlock()
+			out, err := run(t, sock, tc.args...)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("error %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("error %v, want one saying %q", err, tc.wantErr)
+			case !strings.Contains(out, tc.wantOut):
+				t.Errorf("output %q, want %q in it", out, tc.wantOut)
+			}
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			var want []string
+			if tc.wantCall != "" {
+				want = []string{tc.wantCall}
+			}
+			if fmt.Sprint(b.calls) != fmt.Sprint(want) {
+				t.Errorf("requests %q, want %q", b.calls, want)
+			}
+		})
+	}
+}
+
+func TestSAsLifecycle(t *testing.T) {
+	now := time.Date(2026, 11, 27, 6, 0, 0, 0, time.UTC)
+	sas := []api.IKESA{{
+		Conn: "site-b", State: "ESTABLISHED", Initiator: true, Established: now.Add(-10 * time.Minute),
+		RekeyAt: now.Add(3 * time.Hour), Rekeys: 1,
+		Children: []api.ChildSA{
+			{Name: "net", State: "INSTALLED", Mode: "TUNNEL", Established: now.Add(-90 * time.Second),
+				RekeyAt: now.Add(50 * time.Minute), Rekeys: 3},
+			{Name: "net", State: "REKEYED", Mode: "TUNNEL", Established: now.Add(-time.Hour)},
+			{Name: "net", State: "REKEYING", Mode: "TUNNEL", Established: now.Add(-time.Hour), RekeyAt: now.Add(-time.Second)},
+		},
+	}}
+	var out bytes.Buffer
+	if err := printSAsAt(&out, sas, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"established 10m0s ago, rekey in 3h0m0s, 1 rekeys",
+		"    age 1m30s, rekey in 50m0s, 3 rekeys\n",
+		"    age 1h0m0s, rekey -, 0 rekeys\n",
+		"    age 1h0m0s, rekey due, 0 rekeys\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("sas output lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	// --json prints the API's fields.
+	sock := serve(t, &backend{sas: sas})
+	js, err := run(t, sock, "--json", "sas")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw []map[string]any
+	if err := json.Unmarshal([]byte(js), &raw); err != nil {
+		t.Fatalf("sas --json: %v\n%s", err, js)
+	}
+	child := raw[0]["children"].([]any)[0].(map[string]any)
+	if child["rekeys"] != 3.0 || child["rekey_at"] != "2026-11-27T06:50:00Z" || child["established"] != "2026-11-27T05:58:30Z" {
+		t.Errorf("sas --json child = %v", child)
+	}
+	if _, ok := raw[0]["children"].([]any)[1].(map[string]any)["rekey_at"]; ok {
+		t.Errorf("zero rekey_at printed: %s", js)
+	}
+}
+
+func TestUnreachable(t *testing.T) {
+	_, err := run(t, filepath.Join(t.TempDir(), "none.sock"), "down", "site-b")
+	var ue *api.UnreachableError
+	if !errors.As(err, &ue) {
+		t.Fatalf("down without a daemon: %v", err)
+	}
+}
