@@ -118,6 +118,9 @@ type installer struct {
 
 	mu    sync.Mutex
 	addrs map[string]connAddrs
+	// sending is the CHILD SA each conn/child's policies name, so that a
+	// rekey whose policies fail half-way can give them back to it.
+	sending map[string]ike.ChildSA
 }
 
 // connAddrs are a connection's configured outer addresses; zero when
@@ -127,7 +130,7 @@ type connAddrs struct {
 }
 
 func newInstaller(dp offload.Dataplane, log *zap.Logger) *installer {
-	return &installer{dp: dp, log: log, addrs: map[string]connAddrs{}}
+	return &installer{dp: dp, log: log, addrs: map[string]connAddrs{}, sending: map[string]ike.ChildSA{}}
 }
 
 // setConns records the addresses of the connections the engine is about
@@ -164,18 +167,36 @@ func (in *installer) InstallOutbound(ctx context.Context, sa ike.ChildSA) error 
 	if err := in.dp.AddSA(ctx, outSA); err != nil {
 		return fmt.Errorf("install outbound sa: %w", err)
 	}
+	key := sa.Conn + "/" + sa.Child
+	in.mu.Lock()
+	prev, rekey := in.sending[key]
+	in.mu.Unlock()
 	var added []offload.Policy
 	for _, p := range childPolicies(sa) {
 		if err := in.dp.AddPolicy(ctx, p); err != nil {
 			errs := []error{fmt.Errorf("install policy %s %s -> %s: %w", p.Dir, p.Src, p.Dst, err)}
-			for _, a := range added {
-				errs = append(errs, in.dp.DelPolicy(ctx, a))
+			if rekey {
+				// The policies already moved go back to the SA being
+				// rekeyed: removing them would leave the child's
+				// traffic without protection.
+				for _, p := range childPolicies(prev) {
+					if err := in.dp.AddPolicy(ctx, p); err != nil {
+						errs = append(errs, err)
+					}
+				}
+			} else {
+				for _, a := range added {
+					errs = append(errs, in.dp.DelPolicy(ctx, a))
+				}
 			}
 			errs = append(errs, in.dp.DelSA(ctx, outSA.SPI, offload.Out))
 			return errors.Join(errs...)
 		}
 		added = append(added, p)
 	}
+	in.mu.Lock()
+	in.sending[key] = sa
+	in.mu.Unlock()
 	in.log.Info("child sa installed",
 		zap.String("conn", sa.Conn), zap.String("child", sa.Child),
 		zap.String("spi_in", fmt.Sprintf("%08x", sa.SPIIn)), zap.String("spi_out", fmt.Sprintf("%08x", sa.SPIOut)),
@@ -247,6 +268,11 @@ func trapPolicies(conn string, child ike.Child, a connAddrs) []offload.Policy {
 // successor keeps those it took over, see offload.Dataplane.DelPolicy),
 // then the SAs.
 func (in *installer) DeleteChild(ctx context.Context, sa ike.ChildSA) error {
+	in.mu.Lock()
+	if cur, ok := in.sending[sa.Conn+"/"+sa.Child]; ok && cur.SPIOut == sa.SPIOut {
+		delete(in.sending, sa.Conn+"/"+sa.Child)
+	}
+	in.mu.Unlock()
 	var errs []error
 	for _, p := range childPolicies(sa) {
 		if err := in.dp.DelPolicy(ctx, p); err != nil && !errors.Is(err, offload.ErrNotFound) {

@@ -170,6 +170,37 @@ func TestInstallerRekey(t *testing.T) {
 	}
 }
 
+// TestInstallerRekeyRollback: when the new SA's policies fail half-way,
+// the ones already moved go back to the old SA instead of vanishing
+// (which would let the child's traffic out unprotected).
+func TestInstallerRekeyRollback(t *testing.T) {
+	ctx := context.Background()
+	failing := &failingPolicies{Dataplane: none.New(), n: -1}
+	in := newInstaller(failing, zap.NewNop())
+	old := testChildSA(false)
+	if err := install(ctx, in, old); err != nil {
+		t.Fatal(err)
+	}
+	next := old
+	next.SPIIn, next.SPIOut = 0x1001, 0x2001
+	if err := in.InstallInbound(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	failing.n = 2 // the outbound policy moves, the inbound one fails
+	if err := in.InstallOutbound(ctx, next); err == nil {
+		t.Fatal("InstallOutbound succeeded with a failing policy")
+	}
+	ps := failing.Policies()
+	if len(ps) != 2 {
+		t.Fatalf("policies after the failed rekey: %+v, want the old SA's 2", ps)
+	}
+	for _, p := range ps {
+		if want := map[offload.Direction]uint32{offload.In: old.SPIIn, offload.Out: old.SPIOut}[p.Dir]; p.SPI != want {
+			t.Errorf("%s policy names spi %x, want the old SA's %x", p.Dir, p.SPI, want)
+		}
+	}
+}
+
 func TestTrapPolicies(t *testing.T) {
 	v4l, v4r := netip.MustParsePrefix("10.1.0.0/24"), netip.MustParsePrefix("10.2.0.0/24")
 	v6l, v6r := netip.MustParsePrefix("fd00:1::/64"), netip.MustParsePrefix("fd00:2::/64")

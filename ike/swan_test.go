@@ -404,3 +404,97 @@ func TestStrongSwanCookie(t *testing.T) {
 		t.Errorf("%d cookies sent, want 1", st.CookiesSent)
 	}
 }
+
+// TestStrongSwanRekey rekeys CHILD and IKE SAs with charon from both
+// sides in turn, and lets charon's own short child lifetime drive more:
+// after each rekey both ends agree on the new SPIs and nothing stale is
+// left at either.
+func TestStrongSwanRekey(t *testing.T) {
+	l := newInteropLab(t, false)
+	v4 := l.lab.V4
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	const ike, esp = "aes256gcm16-prfsha256-x25519", "aes256gcm16-x25519"
+	ca, _ := siteConns(t, v4, ike, esp)
+	ca.Children[0].RemoteTS = []netip.Prefix{pfx("10.2.0.0/16")}
+	l.x.e.SetConns([]Conn{ca})
+	sc := swanConn(v4, ike, esp, testPSK)
+	if err := l.ch.LoadConn(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.x.e.Initiate(ctx, "s2s"); err != nil {
+		t.Fatalf("Initiate: %v", err)
+	}
+	// agree waits until both ends list one IKE SA with one installed
+	// child, with the same SPIs, and returns them.
+	agree := func(what string) (IKESAInfo, ChildInfo) {
+		t.Helper()
+		var x IKESAInfo
+		var xc ChildInfo
+		waitFor(t, 15*time.Second, what, func() bool {
+			xs := l.x.e.SAs()
+			sws, err := l.ch.ListSAs(ctx)
+			if err != nil || len(xs) != 1 || len(sws) != 1 || len(xs[0].Children) != 1 {
+				return false
+			}
+			x, xc = xs[0], xs[0].Children[0]
+			sw := sws[0]
+			var installed []swan.ChildSA
+			for _, c := range sw.Children {
+				if c.State == "INSTALLED" {
+					installed = append(installed, c)
+				}
+			}
+			return xc.State == "INSTALLED" && len(installed) == 1 && sw.SPIi == x.SPIi && sw.SPIr == x.SPIr &&
+				installed[0].SPIIn == xc.SPIOut && installed[0].SPIOut == xc.SPIIn
+		})
+		return x, xc
+	}
+	x0, c0 := agree("the first SAs")
+	seen := map[uint32]bool{c0.SPIIn: true}
+	for i := range 6 {
+		var err error
+		if i%2 == 0 {
+			err = l.x.e.Rekey(ctx, "s2s", "net")
+		} else {
+			err = l.ch.Rekey(ctx, "s2s", "net")
+		}
+		if err != nil {
+			t.Fatalf("CHILD rekey %d: %v", i, err)
+		}
+		waitFor(t, 10*time.Second, "the CHILD rekey", func() bool {
+			xs := l.x.e.SAs()
+			return len(xs) == 1 && len(xs[0].Children) > 0 && xs[0].Children[0].Rekeys == i+1
+		})
+		_, c := agree("both ends on the rekeyed CHILD SA")
+		if seen[c.SPIIn] {
+			t.Fatalf("CHILD rekey %d kept SPI %08x", i, c.SPIIn)
+		}
+		seen[c.SPIIn] = true
+	}
+	prev := x0
+	for i := range 4 {
+		var err error
+		if i%2 == 0 {
+			err = l.x.e.Rekey(ctx, "s2s", "")
+		} else {
+			err = l.ch.Rekey(ctx, "s2s", "")
+		}
+		if err != nil {
+			t.Fatalf("IKE rekey %d: %v", i, err)
+		}
+		waitFor(t, 10*time.Second, "the IKE rekey", func() bool {
+			xs := l.x.e.SAs()
+			return len(xs) == 1 && xs[0].Rekeys == i+1
+		})
+		x, _ := agree("both ends on the rekeyed IKE SA")
+		if x.SPIi == prev.SPIi {
+			t.Fatalf("IKE rekey %d kept SPI %016x", i, x.SPIi)
+		}
+		prev = x
+	}
+	if err := l.x.e.Rekey(ctx, "s2s", "net"); err != nil {
+		t.Fatalf("CHILD rekey on the rekeyed IKE SA: %v", err)
+	}
+	agree("the last CHILD rekey")
+}

@@ -200,6 +200,29 @@ func (c *Charon) Terminate(ctx context.Context, ike string) error {
 	})
 }
 
+// Rekey asks charon to rekey the named CHILD SA (child set) or IKE SA
+// (child empty) of connection ike. charon only queues the rekey: poll
+// ListSAs for the result.
+func (c *Charon) Rekey(ctx context.Context, ike, child string) error {
+	m := vici.NewMessage()
+	if err := setOpt(m, "child", child); err != nil {
+		return err
+	}
+	if child == "" {
+		if err := setOpt(m, "ike", ike); err != nil {
+			return err
+		}
+	}
+	resp, err := c.Call(ctx, "rekey", m)
+	if err != nil {
+		return fmt.Errorf("swan: rekey %s/%s: %w", ike, child, err)
+	}
+	if resp.Get("success") == "no" {
+		return fmt.Errorf("swan: rekey %s/%s refused: %v", ike, child, resp.Get("errmsg"))
+	}
+	return nil
+}
+
 func setOpt(m *vici.Message, k, v string) error {
 	if v == "" {
 		return nil
