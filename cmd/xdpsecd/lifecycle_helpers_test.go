@@ -353,3 +353,25 @@ func (s *trafficStreams) checkNoLoss(t *testing.T, what string) {
 		t.Errorf("%s: the TCP stream broke: %v (%s)", what, err, tcp)
 	}
 }
+
+// TestNormSPI: the data plane's SA list may carry SPIs as numbers or as
+// hex strings; both must compare equal to what sas --json prints.
+func TestNormSPI(t *testing.T) {
+	for _, tc := range []struct{ raw, want string }{
+		{`3254706795`, "c1fee26b"},
+		{`"c1fee26b"`, "c1fee26b"},
+		{`"0xc1fee26b"`, "c1fee26b"},
+		{`"100"`, "00000100"},
+		{`256`, "00000100"},
+	} {
+		got, err := normSPI(json.RawMessage(tc.raw))
+		if err != nil || got != tc.want {
+			t.Errorf("normSPI(%s) = %q, %v; want %q", tc.raw, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{`"xyz"`, `-1`, `"1ffffffff"`, `null`} {
+		if got, err := normSPI(json.RawMessage(bad)); err == nil {
+			t.Errorf("normSPI(%s) = %q, want an error", bad, got)
+		}
+	}
+}

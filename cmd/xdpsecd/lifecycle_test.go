@@ -256,6 +256,11 @@ func TestRekeyXdpsec(t *testing.T) {
 		t.Errorf("saw %d CHILD and %d IKE rekeys, want %d and 5", r.childRekeys, r.ikeRekeys, childRekeys)
 	}
 	r.checkIKERekeyCounter()
+	// sas --json tells when a pair was installed and when it will be
+	// rekeyed: on gwA within its lifetime (at 90% of it, no jitter).
+	if c := r.lastChildA; c.Established.IsZero() || !c.RekeyAt.After(c.Established) || c.RekeyAt.Sub(c.Established) > shortLifetime {
+		t.Errorf("gwA's child: established %s, rekey at %s; want a rekey within the %s lifetime", c.Established, c.RekeyAt, shortLifetime)
+	}
 	traffic.checkNoLoss(t, fmt.Sprintf("%d CHILD and %d IKE rekeys", r.childRekeys, r.ikeRekeys))
 
 	// Counters follow the child's lineage, not the SPI (DESIGN.md):
