@@ -413,7 +413,8 @@ func TestRekeyStrongSwan(t *testing.T) {
 
 // TestRekeyCollision gives both xdpsecd the same short lifetimes and no
 // jitter, so both ends start CHILD rekeys at about the same moment (RFC
-// 7296 2.8.1; the IKE lifetimes are equal too, for 2.8.2): the nonces
+// 7296 2.8.1; the IKE lifetimes are equal too, so an IKE rekey may collide
+// as well, 2.8.2, though only a CHILD collision is required): the nonces
 // decide, the redundant SAs are deleted, and afterwards both ends hold
 // exactly one SA pair, the same one, with the traffic through it
 // unharmed.
