@@ -53,6 +53,14 @@ type xdpsecConn struct {
 	keepalive string
 	// tun names the afxdp TUN port for the gateway's own traffic.
 	tun string
+	// ikeExtra is added to the ike section as it is, in flow style
+	// ("retransmit_timeout: 500ms, retransmit_tries: 2").
+	ikeExtra string
+	// SA lifecycle keys of the connection; "" leaves a key out, so the
+	// daemon's default applies.
+	ikeLifetime, rekeyJitter, dpdDelay, dpdAction string
+	// childLifetime is children[0].lifetime; "" leaves it out.
+	childLifetime string
 }
 
 // writeGatewayConfig writes an xdpsecd configuration (data plane none) for
@@ -86,9 +94,28 @@ func writeGatewayConfig(t *testing.T, d labDir, gw gateway, c xdpsecConn) {
 		}
 		dataplane = fmt.Sprintf("{mode: %s, wan: %s, lan: %s%s}", c.dataplane, netlab.WANIf, netlab.LANIf, tun)
 	}
-	ikeSection := ""
+	var ikeKeys []string
 	if c.keepalive != "" {
-		ikeSection = fmt.Sprintf("ike: {nat_keepalive: %s}\n", c.keepalive)
+		ikeKeys = append(ikeKeys, "nat_keepalive: "+c.keepalive)
+	}
+	if c.ikeExtra != "" {
+		ikeKeys = append(ikeKeys, c.ikeExtra)
+	}
+	ikeSection := ""
+	if len(ikeKeys) > 0 {
+		ikeSection = fmt.Sprintf("ike: {%s}\n", strings.Join(ikeKeys, ", "))
+	}
+	var lifecycle, childLifecycle strings.Builder
+	for _, kv := range []struct{ k, v string }{
+		{"ike_lifetime", c.ikeLifetime}, {"rekey_jitter", c.rekeyJitter},
+		{"dpd_delay", c.dpdDelay}, {"dpd_action", c.dpdAction},
+	} {
+		if kv.v != "" {
+			fmt.Fprintf(&lifecycle, "    %s: %q\n", kv.k, kv.v)
+		}
+	}
+	if c.childLifetime != "" {
+		fmt.Fprintf(&childLifecycle, "        lifetime: %q\n", c.childLifetime)
 	}
 	cfg := fmt.Sprintf(`log: {level: debug}
 %sapi: {socket: %s}
@@ -106,11 +133,11 @@ connections:
     esp_proposals: [%s]
     start_action: %s
     encap: %s
-    children:
+%s    children:
       - name: net
         local_ts: [%s]
         remote_ts: [%s]
-`, ikeSection, d.socket, c.metrics, dataplane, gw.local, remote, gw.localID, gw.remoteID, d.psk, c.ike, c.esp, c.startAction, c.encap, localTS, remoteTS)
+%s`, ikeSection, d.socket, c.metrics, dataplane, gw.local, remote, gw.localID, gw.remoteID, d.psk, c.ike, c.esp, c.startAction, c.encap, lifecycle.String(), localTS, remoteTS, childLifecycle.String())
 	if err := os.WriteFile(d.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
