@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"sync"
 
@@ -297,6 +298,11 @@ func offloadMode(m ike.Mode) offload.Mode {
 	return offload.Tunnel
 }
 
+// seqRekeyMargin is how many outbound sequence numbers are left when a
+// CHILD SA without ESN asks to be rekeyed: at a million packets a second
+// that is 16 s for the rekey to complete.
+const seqRekeyMargin = 1 << 24
+
 func offloadSAs(sa ike.ChildSA) (in, out offload.SA) {
 	mode := offloadMode(sa.Mode)
 	base := offload.SA{
@@ -307,6 +313,11 @@ func offloadSAs(sa ike.ChildSA) (in, out offload.SA) {
 		Lifetime:     offload.Lifetime{HardTime: sa.Lifetime},
 	}
 	in, out = base, base
+	if !sa.ESN {
+		// A 32-bit counter must not cycle (RFC 4303 3.3.3): the data
+		// plane's soft event asks for the rekey while plenty are left.
+		out.Lifetime.SoftPackets = math.MaxUint32 - seqRekeyMargin
+	}
 	in.Dir, in.SPI = offload.In, sa.SPIIn
 	in.EncrKey, in.IntegKey = sa.EncrKeyIn, sa.IntegKeyIn
 	in.Src, in.Dst = sa.Remote.Addr(), sa.Local.Addr()

@@ -48,6 +48,17 @@ func TestOffloadSAsDirections(t *testing.T) {
 			out.Encap == nil || *out.Encap != offload.Encap{SrcPort: 4500, DstPort: 31337}):
 			t.Errorf("encapsulation ports: in %+v, out %+v", in.Encap, out.Encap)
 		}
+		// Without ESN the outbound SA asks for its rekey before its
+		// 32-bit sequence numbers run out; the inbound one has no
+		// counter of its own to exhaust.
+		if out.Lifetime.SoftPackets == 0 || out.Lifetime.SoftPackets >= 1<<32-1 || in.Lifetime.SoftPackets != 0 {
+			t.Errorf("packet soft limits: in %d, out %d", in.Lifetime.SoftPackets, out.Lifetime.SoftPackets)
+		}
+		esn := sa
+		esn.ESN = true
+		if _, o := offloadSAs(esn); o.Lifetime.SoftPackets != 0 {
+			t.Errorf("ESN SA with a packet soft limit %d", o.Lifetime.SoftPackets)
+		}
 	}
 }
 

@@ -280,6 +280,33 @@ func TestChildRekeyByLifetime(t *testing.T) {
 	noFaults(t, w)
 }
 
+// TestExpireEvents: the data plane's soft limit (either SPI of the child)
+// rekeys the CHILD SA, its hard limit deletes it at both ends.
+func TestExpireEvents(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
+	a, b, w := lifecyclePair(t, lab, "aes256gcm16", nil)
+	initiate(t, a)
+	c0, _ := settled(t, a, b, w)
+	w.clearFaults()
+	a.e.Expire(c0.SPIOut, false)
+	waitFor(t, 5*time.Second, "the rekey a soft expire asks for", func() bool { return a.e.Stats().ChildRekeys == 1 })
+	c1, _ := settled(t, a, b, w)
+	b.e.Expire(c1.SPIOut, false) // b's outbound is a's inbound SPI
+	waitFor(t, 5*time.Second, "the second rekey", func() bool { return b.e.Stats().ChildRekeys == 2 })
+	c2, _ := settled(t, a, b, w)
+	noFaults(t, w)
+	// Deleting a CHILD SA loses what is in flight: that is what a hard
+	// limit means. Only the outcome is checked from here.
+	w.clearFaults()
+	a.e.Expire(c2.SPIIn, true)
+	waitFor(t, 5*time.Second, "the expired CHILD SA gone at both ends", func() bool {
+		sa, sb := a.e.SAs(), b.e.SAs()
+		return len(sa) == 1 && len(sb) == 1 && len(sa[0].Children) == 0 && len(sb[0].Children) == 0
+	})
+	a.e.Expire(0x12345678, false) // unknown SPIs are ignored
+}
+
 // TestRekeyCollision makes both ends rekey the same CHILD SA at once:
 // exactly one new pair survives (RFC 7296 2.8.1) and traffic is never
 // sent with an SA the other end lacks.
