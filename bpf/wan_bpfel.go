@@ -77,7 +77,7 @@ type WanWanConfig struct {
 	IkeInitRate     uint32
 	CpuSlots        uint32
 	EventIntervalMs uint32
-	Pad             uint32
+	CpuPerSa        uint32
 }
 
 type WanWanCounter uint32

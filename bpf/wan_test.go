@@ -396,3 +396,43 @@ func TestXDPWAN(t *testing.T) {
 		})
 	}
 }
+
+// TestXDPWANCPUHash: with cpu_per_sa every packet of an SA goes to the
+// same CPU slot whatever its sequence number; without it the sequence
+// number spreads the SA over the slots. Two slots name CPU 0 (in the
+// cpumap) and CPU 1 (not in it), so the verdict tells which slot a packet
+// hashed to.
+func TestXDPWANCPUHash(t *testing.T) {
+	requireRoot(t)
+	for _, perSA := range []bool{true, false} {
+		t.Run(map[bool]string{true: "per-sa", false: "per-packet"}[perSA], func(t *testing.T) {
+			var o WanObjects
+			load(t, LoadWanObjects, &o)
+			putSA(t, &o, spiKnown, wanLocal4, WanSaActionSA_ACTION_XFRM)
+			if err := o.Cpus.Put(uint32(0), &WanBpfCpumapVal{Qsize: 64}); err != nil {
+				t.Fatalf("put cpu: %v", err)
+			}
+			for slot, cpu := range []uint32{0, 1} {
+				if err := o.CpuSlots.Put(uint32(slot), cpu); err != nil {
+					t.Fatalf("put slot: %v", err)
+				}
+			}
+			c := WanWanConfig{CpuSlots: 2}
+			if perSA {
+				c.CpuPerSa = 1
+			}
+			putWanConfig(t, &o, c)
+			verdicts := map[uint32]int{}
+			for seq := uint32(1); seq <= 64; seq++ {
+				ret, _ := run(t, o.XdpWan, ether(etherIPv4, ipv4(protoESP, wanPeer4, wanLocal4, esp(spiKnown, seq, 64))))
+				verdicts[ret]++
+			}
+			if perSA && len(verdicts) != 1 {
+				t.Errorf("one SA landed on several CPU slots: %v", verdicts)
+			}
+			if !perSA && len(verdicts) != 2 {
+				t.Errorf("64 sequence numbers of one SA all hashed to one slot: %v", verdicts)
+			}
+		})
+	}
+}

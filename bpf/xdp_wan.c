@@ -119,8 +119,10 @@ static __always_inline void track_peer(const struct sa_key *key,
 		wan_count(WAN_EVENT_NAT);
 }
 
-/* Picks a CPU for an xfrm SA; hashing the sequence number too spreads one
- * busy SA over all slots (the kernel's replay window copes with reorder). */
+/* Picks a CPU for an xfrm SA: by the SPI alone (one CPU per SA, inner
+ * flows stay in order) or, for one busy SA, by SPI and sequence number,
+ * spreading it over all slots (the kernel's replay window copes with the
+ * reordering; the inner flows see some). */
 static __always_inline int to_cpu(__u32 spi, __u32 seq, const struct wan_config *cfg)
 {
 	__u32 slots = cfg ? cfg->cpu_slots : 0;
@@ -128,6 +130,8 @@ static __always_inline int to_cpu(__u32 spi, __u32 seq, const struct wan_config 
 
 	if (slots == 0 || slots > CPU_SLOTS_MAX)
 		return verdict(WAN_PASS_CPU_MISS, XDP_PASS);
+	if (cfg->cpu_per_sa)
+		seq = 0;
 	h = (spi ^ seq) * 0x9e3779b1U;
 	h ^= h >> 16;
 	slot = h % slots;

@@ -332,6 +332,24 @@ func (l *Loader) SetCPUs(cpus []uint32, queueSize uint32) error {
 	return nil
 }
 
+// SetCPUPerSA chooses how SAXfrm ESP is spread over the CPUs of SetCPUs:
+// perSA sends all of an SA's packets to one CPU (its inner flows stay in
+// order; many SAs spread), otherwise the sequence number is hashed too and
+// one busy SA uses every CPU (its inner flows see reordering).
+func (l *Loader) SetCPUPerSA(perSA bool) error {
+	l.cfgMu.Lock()
+	defer l.cfgMu.Unlock()
+	cfg, err := l.wanConfig()
+	if err != nil {
+		return err
+	}
+	cfg.CpuPerSa = 0
+	if perSA {
+		cfg.CpuPerSa = 1
+	}
+	return l.putWanConfig(cfg)
+}
+
 func (l *Loader) wanConfig() (bpf.WanWanConfig, error) {
 	var c bpf.WanWanConfig
 	if err := l.wan.WanCfg.Lookup(uint32(0), &c); err != nil {

@@ -96,13 +96,16 @@ func TestConfigMethods(t *testing.T) {
 	if err := ld.SetIKERateLimit(5); err != nil {
 		t.Fatal(err)
 	}
+	if err := ld.SetCPUPerSA(true); err != nil {
+		t.Fatal(err)
+	}
 	cfg, err := ld.wanConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Each setter keeps the other's fields.
-	if cfg.CpuSlots != 1 || cfg.IkeInitRate != 5 {
-		t.Errorf("config %+v, want 1 cpu slot and rate 5", cfg)
+	if cfg.CpuSlots != 1 || cfg.IkeInitRate != 5 || cfg.CpuPerSa != 1 {
+		t.Errorf("config %+v, want 1 cpu slot, rate 5 and one CPU per SA", cfg)
 	}
 	var cpu uint32
 	if err := ld.wan.CpuSlots.Lookup(uint32(0), &cpu); err != nil || cpu != 0 {

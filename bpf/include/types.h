@@ -71,7 +71,10 @@ struct wan_config {
 	__u32 cpu_slots;
 	/* Minimum gap between two nat_events of one SA; 0 = 1000 ms. */
 	__u32 event_interval_ms;
-	__u32 pad;
+	/* 1: all of an SA's packets go to one CPU (hash of the SPI alone),
+	 * which keeps each SA's inner flows in order; 0: the sequence
+	 * number is hashed too, spreading one busy SA over every slot. */
+	__u32 cpu_per_sa;
 };
 
 /* Per-source state of the IKE_SA_INIT rate limit. */
