@@ -104,7 +104,7 @@ func New(opts Options) (*Engine, error) {
 			port int
 			natt bool
 		}{{e.opts.Port, false}, {e.opts.NATPort, true}} {
-			s, err := listenUDP(a, p.port, p.natt)
+			s, err := listenUDP(a, p.port, p.natt, e.opts.KernelESPInUDP)
 			if err != nil {
 				// A host without IPv6 still serves IPv4 on the wildcard.
 				if len(e.opts.Listen) == 0 && a.Is6() {

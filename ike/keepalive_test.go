@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xdpsec/xdpsec/ike/message"
 	"github.com/xdpsec/xdpsec/internal/netlab"
 )
@@ -279,5 +281,38 @@ func TestNATKeepalives(t *testing.T) {
 				t.Errorf("gwA sent %d keepalives after its IKE SA was deleted", got-stopped)
 			}
 		})
+	}
+}
+
+// TestKernelESPInUDPSocket: for the kernel data planes the NAT-T socket is
+// marked UDP_ENCAP_ESPINUDP (the kernel takes ESP-in-UDP off it); the IKE
+// port's socket, and every socket of the AF_XDP data plane, is not.
+func TestKernelESPInUDPSocket(t *testing.T) {
+	for _, tc := range []struct {
+		natt, kernelESP bool
+		want            int
+	}{
+		{true, true, udpEncapESPInUDP},
+		{false, true, 0},
+		{true, false, 0},
+	} {
+		s, err := listenUDP(netip.MustParseAddr("127.0.0.1"), 0, tc.natt, tc.kernelESP)
+		if err != nil {
+			t.Fatalf("natt %v kernelESP %v: %v", tc.natt, tc.kernelESP, err)
+		}
+		rc, err := s.conn.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		var gerr error
+		_ = rc.Control(func(fd uintptr) { got, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_ENCAP) })
+		_ = s.conn.Close()
+		if gerr != nil {
+			t.Fatalf("getsockopt UDP_ENCAP: %v", gerr)
+		}
+		if got != tc.want {
+			t.Errorf("natt %v kernelESP %v: UDP_ENCAP %d, want %d", tc.natt, tc.kernelESP, got, tc.want)
+		}
 	}
 }

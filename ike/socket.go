@@ -25,7 +25,13 @@ type udpSocket struct {
 	wildcard bool
 }
 
-func listenUDP(addr netip.Addr, port int, natt bool) (*udpSocket, error) {
+// udpEncapESPInUDP is UDP_ENCAP_ESPINUDP (RFC 3948), the value of the
+// UDP_ENCAP socket option that makes the kernel take ESP-in-UDP off the
+// socket and hand it to its XFRM stack; datagrams with the non-ESP marker
+// (IKE) still reach the socket.
+const udpEncapESPInUDP = 2
+
+func listenUDP(addr netip.Addr, port int, natt, kernelESP bool) (*udpSocket, error) {
 	network := "udp4"
 	if addr.Is6() && !addr.Is4In6() {
 		network = "udp6"
@@ -37,6 +43,11 @@ func listenUDP(addr netip.Addr, port int, natt bool) (*udpSocket, error) {
 				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
 			} else {
 				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+			}
+			if serr == nil && natt && kernelESP {
+				if err := unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_ENCAP, udpEncapESPInUDP); err != nil {
+					serr = fmt.Errorf("udp_encap espinudp: %w", err)
+				}
 			}
 		})
 		if err != nil {

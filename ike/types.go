@@ -329,7 +329,12 @@ type Options struct {
 	// after its Delete exchange, so that packets still in flight on it
 	// decrypt (default 2 s).
 	RekeyGrace time.Duration
-	Installer  Installer
+	// KernelESPInUDP marks the NAT-T sockets UDP_ENCAP_ESPINUDP, so that
+	// the kernel decapsulates ESP-in-UDP for its XFRM data plane (modes
+	// xfrm and xfrm-offload); the AF_XDP data plane takes ESP before
+	// the socket and leaves this off.
+	KernelESPInUDP bool
+	Installer      Installer
 }
 
 // IKESAInfo describes an IKE SA for the operator.
