@@ -80,12 +80,19 @@ type Dataplane struct {
 	Workers int     `yaml:"workers"`  // 0 = one per CPU
 	XDPMode string  `yaml:"xdp_mode"` // auto | native | generic
 	Offload Offload `yaml:"offload"`
+	// CPUSteering spreads kernel-bound ESP (modes xfrm, xfrm-offload)
+	// over the CPUs from XDP: "sa" sends each SA to one CPU, "packet"
+	// spreads one SA's packets, "off" leaves it to the NIC's RSS.
+	CPUSteering string `yaml:"cpu_steering"`
 }
 
 // Offload configures NIC offload for mode xfrm-offload.
 type Offload struct {
 	Dev  string `yaml:"dev"`
 	Type string `yaml:"type"` // crypto | packet
+	// Required fails an SA the NIC will not offload instead of falling
+	// back to the kernel's software ESP.
+	Required bool `yaml:"required"`
 }
 
 // Connection is one IKE connection (an IKE SA and its children), named
@@ -201,9 +208,10 @@ func defaultConfig() Config {
 			RekeyGrace:        2 * time.Second,
 		},
 		Dataplane: Dataplane{
-			Mode:    "afxdp",
-			XDPMode: "auto",
-			Offload: Offload{Type: "crypto"},
+			Mode:        "afxdp",
+			XDPMode:     "auto",
+			Offload:     Offload{Type: "crypto"},
+			CPUSteering: "sa",
 		},
 	}
 }

@@ -275,6 +275,21 @@ func (d *decoder) integer(n *yaml.Node, path string) (int, bool) {
 	return v, true
 }
 
+// boolean decodes true or false (YAML 1.2: not yes/no, which read as
+// strings and are refused with the reason).
+func (d *decoder) boolean(n *yaml.Node, path string, dst *bool) {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+		d.add(n, path, "must be true or false, got %s", kindName(n))
+		return
+	}
+	var v bool
+	if err := n.Decode(&v); err != nil {
+		d.add(n, path, "must be true or false, got %s", kindName(n))
+		return
+	}
+	*dst = v
+}
+
 // float decodes a number; integers are numbers too.
 func (d *decoder) float(n *yaml.Node, path string) (float64, bool) {
 	if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!float" && n.ShortTag() != "!!int") {

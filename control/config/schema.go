@@ -181,12 +181,14 @@ func (d *decoder) dataplane(n *yaml.Node, path string, dp *Dataplane) {
 				dp.Workers = x
 			}
 		},
-		"xdp_mode": func(v *yaml.Node, p string) { d.enum(v, p, &dp.XDPMode, "auto", "native", "generic") },
+		"xdp_mode":     func(v *yaml.Node, p string) { d.enum(v, p, &dp.XDPMode, "auto", "native", "generic") },
+		"cpu_steering": func(v *yaml.Node, p string) { d.enum(v, p, &dp.CPUSteering, "sa", "packet", "off") },
 		"offload": func(v *yaml.Node, p string) {
 			offloadNode = v
 			offloadSeen = d.mapping(v, p, map[string]handler{
-				"dev":  iface(&dp.Offload.Dev),
-				"type": func(v *yaml.Node, p string) { d.enum(v, p, &dp.Offload.Type, "crypto", "packet") },
+				"dev":      iface(&dp.Offload.Dev),
+				"type":     func(v *yaml.Node, p string) { d.enum(v, p, &dp.Offload.Type, "crypto", "packet") },
+				"required": func(v *yaml.Node, p string) { d.boolean(v, p, &dp.Offload.Required) },
 			})
 		},
 	})
