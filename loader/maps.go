@@ -87,6 +87,27 @@ func (l *Loader) DeleteSA(spi uint32, dst netip.Addr) error {
 	return nil
 }
 
+// ClearSAs removes every inbound SA, for a data plane that starts afresh
+// on maps a previous run left pinned (its SAs are gone with it).
+func (l *Loader) ClearSAs() (int, error) {
+	var keys []bpf.WanSaKey
+	var k bpf.WanSaKey
+	var v bpf.WanSaValue
+	it := l.wan.SaIn.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("loader: list sas: %w", err)
+	}
+	for i := range keys {
+		if err := l.wan.SaIn.Delete(&keys[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return 0, fmt.Errorf("loader: clear sa %#08x: %w", keys[i].Spi, err)
+		}
+	}
+	return len(keys), nil
+}
+
 // SAPeer returns the outer source (address and UDP port; port 0 for raw
 // ESP) of the last packet of the inbound SA, or ErrNotFound before the
 // first one.

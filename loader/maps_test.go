@@ -44,6 +44,18 @@ func TestSAMethods(t *testing.T) {
 	if _, err := ld.SAPeer(spiKnown, dst6); !errors.Is(err, ErrNotFound) {
 		t.Errorf("peer before traffic: %v, want ErrNotFound", err)
 	}
+	if err := ld.PutSA(spiKnown+1, gwWAN, SAXfrm); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := ld.ClearSAs(); err != nil || n != 2 {
+		t.Fatalf("ClearSAs = %d, %v; want 2", n, err)
+	}
+	if _, err := ld.SA(spiKnown+1, gwWAN); !errors.Is(err, ErrNotFound) {
+		t.Errorf("SA after ClearSAs: %v", err)
+	}
+	if err := ld.PutSA(spiKnown, dst6, SAPass); err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i < 2; i++ { // deleting twice is fine
 		if err := ld.DeleteSA(spiKnown, dst6); err != nil {
 			t.Fatalf("delete %d: %v", i, err)
