@@ -136,7 +136,9 @@ func (d *Daemon) open(runCtx context.Context) (*listeners, *config.Config, error
 		RetransmitBase:    cfg.IKE.RetransmitBase,
 		RetransmitTries:   cfg.IKE.RetransmitTries,
 		RekeyGrace:        cfg.IKE.RekeyGrace,
-		Installer:         inst,
+		// The kernel decapsulates ESP-in-UDP for its own data planes.
+		KernelESPInUDP: cfg.Dataplane.Mode == "xfrm" || cfg.Dataplane.Mode == "xfrm-offload",
+		Installer:      inst,
 	})
 	if err != nil {
 		return fail(fmt.Errorf("ike: %w", err))

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"path/filepath"
 
@@ -12,14 +13,16 @@ import (
 	"github.com/xdpsec/xdpsec/control/config"
 	"github.com/xdpsec/xdpsec/offload"
 	"github.com/xdpsec/xdpsec/offload/afxdp"
+	"github.com/xdpsec/xdpsec/offload/frontdoor"
 	"github.com/xdpsec/xdpsec/offload/none"
+	"github.com/xdpsec/xdpsec/offload/xfrm"
 )
 
 // supportedModes lists the data planes this build can run. Modes the config
 // schema knows but the build lacks are refused at startup rather than
 // silently ignored: an operator must never believe traffic is protected when
 // nothing processes it.
-func supportedModes() []string { return []string{"afxdp", "none"} }
+func supportedModes() []string { return []string{"afxdp", "xfrm", "xfrm-offload", "none"} }
 
 // openDataplane builds the configured data plane in the daemon's network
 // namespace. ctx lives as long as the daemon.
@@ -42,8 +45,38 @@ func openDataplane(ctx context.Context, cfg *config.Config, configPath string, l
 			return nil, fmt.Errorf("afxdp data plane: %w", err)
 		}
 		return d, nil
+	case "xfrm", "xfrm-offload":
+		return openKernel(cfg, configPath, log)
 	}
 	return nil, fmt.Errorf("dataplane.mode %q is not available in this build", dp.Mode)
+}
+
+// openKernel builds the kernel data plane (XFRM, optionally offloaded to
+// the NIC) with the XDP front door on the WAN port. A kernel without ESP
+// is refused at once: the daemon would otherwise negotiate SAs that no
+// one can install.
+func openKernel(cfg *config.Config, configPath string, log *zap.Logger) (offload.Dataplane, error) {
+	dp := cfg.Dataplane
+	if err := xfrm.Probe(); err != nil {
+		return nil, fmt.Errorf("%s data plane: %w", dp.Mode, err)
+	}
+	opts := xfrm.Options{Logger: log.Named("xfrm")}
+	if dp.Mode == "xfrm-offload" {
+		opts.Offload = &xfrm.OffloadConfig{Dev: dp.Offload.Dev, Type: dp.Offload.Type, Required: dp.Offload.Required}
+	}
+	k, err := xfrm.New(opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s data plane: %w", dp.Mode, err)
+	}
+	d, err := frontdoor.New(k, frontdoor.Options{
+		WAN: dp.WAN, XDPMode: dp.XDPMode, Instance: instanceName(configPath),
+		Steering: frontdoor.Steering(dp.CPUSteering), CPUs: dp.Workers,
+		Logger: log.Named("frontdoor"),
+	})
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("%s data plane: %w", dp.Mode, err), k.Close())
+	}
+	return d, nil
 }
 
 // instanceName names this daemon's bpffs pins. Several daemons run on one

@@ -1,10 +1,12 @@
 package control
 
 import (
+	"errors"
 	"fmt"
 	"net"
 
 	"github.com/xdpsec/xdpsec/control/config"
+	"github.com/xdpsec/xdpsec/offload/xfrm"
 )
 
 // HostProblems checks the configuration against this host: what the schema
@@ -17,6 +19,13 @@ func HostProblems(cfg *config.Config) []string {
 	}
 	if cfg.Dataplane.Mode == "none" {
 		return problems
+	}
+	if m := cfg.Dataplane.Mode; m == "xfrm" || m == "xfrm-offload" {
+		// Only a definite no: without the privileges to probe, the
+		// daemon's own start-up says more.
+		if err := xfrm.Probe(); errors.Is(err, xfrm.ErrNoESP) {
+			problems = append(problems, fmt.Sprintf("dataplane.mode %s: %v", m, err))
+		}
 	}
 	if cfg.Dataplane.TUN != "" && cfg.Dataplane.Mode != "afxdp" {
 		problems = append(problems, fmt.Sprintf("dataplane.tun: the TUN port exists only in mode afxdp, not %s", cfg.Dataplane.Mode))
