@@ -17,9 +17,9 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/xdpsec/xdpsec/offload"
 )
@@ -190,7 +190,7 @@ func newDataplane(opts Options, k kernel) *Dataplane {
 }
 
 func ifindexAt(ns netns.NsHandle, dev string) (int, error) {
-	h, err := netlink.NewHandleAt(ns, nl.FAMILY_ALL)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return 0, err
 	}
