@@ -179,7 +179,20 @@ func (d *Dataplane) AddPolicy(_ context.Context, p offload.Policy) error {
 		}
 	}
 	d.policies[k] = p
+	if !had && routed(p) && d.rt != nil {
+		// A missing route is worth a warning, not the SA: a default
+		// route may carry the traffic to the policy anyway.
+		if err := d.rt.add(p.Dst, p.Src, p.TunnelDst); err != nil {
+			d.log.Warn("no route for a protected destination", zap.Stringer("dst", p.Dst), zap.Error(err))
+		}
+	}
 	return nil
+}
+
+// routed says whether a policy's destination needs a route for the
+// kernel to reach its XFRM policy: outbound protection, traps included.
+func routed(p offload.Policy) bool {
+	return p.Dir == offload.Out && p.Action == offload.Protect
 }
 
 // restorePolicy undoes a partial AddPolicy: done are the kernel policies
@@ -243,6 +256,11 @@ func (d *Dataplane) DelPolicy(_ context.Context, p offload.Policy) error {
 		return errors.Join(errs...)
 	}
 	delete(d.policies, k)
+	if routed(cur) && d.rt != nil {
+		if err := d.rt.release(cur.Dst); err != nil {
+			d.log.Warn("removing the route of a protected destination", zap.Stringer("dst", cur.Dst), zap.Error(err))
+		}
+	}
 	return nil
 }
 

@@ -106,6 +106,8 @@ type Dataplane struct {
 	lineage  lineage
 
 	stat *statFile
+	// rt routes protected destinations (nil without a kernel, in tests).
+	rt *routes
 
 	events   chan offload.Event
 	evMu     sync.Mutex
@@ -153,6 +155,10 @@ func New(opts Options) (*Dataplane, error) {
 	if err := d.sweep("leftovers of a previous run"); err != nil {
 		k.close()
 		return nil, fmt.Errorf("xfrm: remove leftovers: %w", err)
+	}
+	if d.rt, err = newRoutes(opts.NetNS, d.log); err != nil {
+		k.close()
+		return nil, fmt.Errorf("xfrm: %w", err)
 	}
 	if d.stat, err = openStat(opts.NetNS); err != nil {
 		// Kernels without CONFIG_XFRM_STATISTICS have no file: the
@@ -384,6 +390,11 @@ func (d *Dataplane) Close() error {
 	}
 	if err := d.sweep("close"); err != nil {
 		errs = append(errs, err)
+	}
+	if d.rt != nil {
+		if err := d.rt.close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	d.mu.Unlock()
 	if d.mon != nil {
