@@ -582,7 +582,7 @@ func (d *Daemon) Stats(ctx context.Context) (api.Stats, error) {
 	}
 	out := api.Stats{Dataplane: d.dp.Name(), Drops: st.Drops, SAs: make([]api.DataplaneSA, 0, len(st.SAs))}
 	for _, sa := range st.SAs {
-		out.SAs = append(out.SAs, api.DataplaneSA{SPI: fmt.Sprintf("%08x", sa.SPI), Dir: sa.Dir.String(), Bytes: sa.Bytes, Packets: sa.Packets})
+		out.SAs = append(out.SAs, api.DataplaneSA{SPI: fmt.Sprintf("%08x", sa.SPI), Dir: sa.Dir.String(), Bytes: sa.Bytes, Packets: sa.Packets, Offload: sa.OffloadInEffect})
 	}
 	if out.Drops == nil {
 		out.Drops = map[string]uint64{}

@@ -49,16 +49,21 @@ func TestDataplaneEventsEnd(t *testing.T) {
 type lineageDP struct {
 	*none.Dataplane
 	children []offload.ChildCounters
+	sas      []offload.SACounters
 }
 
 func (l lineageDP) Stats(context.Context) (offload.Stats, error) {
-	return offload.Stats{Mode: "test", Children: l.children, Drops: map[string]uint64{}}, nil
+	return offload.Stats{Mode: "test", Children: l.children, SAs: l.sas, Drops: map[string]uint64{}}, nil
 }
 
 func TestChildMetricsFromLineage(t *testing.T) {
 	dp := lineageDP{Dataplane: none.New(), children: []offload.ChildCounters{
 		{Conn: "site-b", Child: "net", Dir: offload.In, Bytes: 1000, Packets: 10},
 		{Conn: "site-b", Child: "net", Dir: offload.Out, Bytes: 2000, Packets: 20},
+	}, sas: []offload.SACounters{
+		{SPI: 0x1000, Dir: offload.In, OffloadInEffect: "crypto"},
+		{SPI: 0x2000, Dir: offload.Out, OffloadInEffect: "crypto"},
+		{SPI: 0x1001, Dir: offload.In},
 	}}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newDataplaneCollector(dp))
@@ -73,7 +78,7 @@ func TestChildMetricsFromLineage(t *testing.T) {
 			for _, l := range m.GetLabel() {
 				key += "," + l.GetName() + "=" + l.GetValue()
 			}
-			got[key] = m.GetCounter().GetValue()
+			got[key] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
 	for key, want := range map[string]float64{
@@ -81,9 +86,24 @@ func TestChildMetricsFromLineage(t *testing.T) {
 		"xdpsec_child_bytes_total,child=net,conn=site-b,direction=out":   2000,
 		"xdpsec_child_packets_total,child=net,conn=site-b,direction=in":  10,
 		"xdpsec_child_packets_total,child=net,conn=site-b,direction=out": 20,
+		"xdpsec_sa_offload,direction=in,offload=crypto":                  1,
+		"xdpsec_sa_offload,direction=out,offload=crypto":                 1,
+		"xdpsec_sa_offload,direction=in,offload=none":                    1,
 	} {
 		if got[key] != want {
 			t.Errorf("%s = %v, want %v (all: %v)", key, got[key], want, got)
+		}
+	}
+}
+
+func TestOffloadOf(t *testing.T) {
+	for _, tc := range []struct{ in, out, want string }{
+		{"", "", ""},
+		{"crypto", "crypto", "crypto"},
+		{"crypto", "", "in:crypto/out:"},
+	} {
+		if got := offloadOf(offload.SACounters{OffloadInEffect: tc.in}, offload.SACounters{OffloadInEffect: tc.out}); got != tc.want {
+			t.Errorf("offloadOf(%q, %q) = %q, want %q", tc.in, tc.out, got, tc.want)
 		}
 	}
 }

@@ -375,12 +375,23 @@ func apiSAs(sas []ike.IKESAInfo, counters map[saCounterKey]offload.SACounters) [
 				Mode: c.Mode, Encap: c.Encap, Proposal: c.Proposal,
 				LocalTS: stringsOf(c.LocalTS), RemoteTS: stringsOf(c.RemoteTS),
 				BytesIn: in.Bytes, PacketsIn: in.Packets, BytesOut: outC.Bytes, PacketsOut: outC.Packets,
+				Offload:     offloadOf(in, outC),
 				Established: c.Established.UTC(), RekeyAt: c.RekeyAt.UTC(), Rekeys: c.Rekeys,
 			})
 		}
 		out = append(out, a)
 	}
 	return out
+}
+
+// offloadOf names the offload in force for an SA pair: the one both
+// directions have, or "in:crypto/out:" where they differ (a NIC may take
+// one direction and not the other).
+func offloadOf(in, out offload.SACounters) string {
+	if in.OffloadInEffect == out.OffloadInEffect {
+		return in.OffloadInEffect
+	}
+	return "in:" + in.OffloadInEffect + "/out:" + out.OffloadInEffect
 }
 
 type saCounterKey struct {

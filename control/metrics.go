@@ -121,6 +121,7 @@ type dataplaneCollector struct {
 	xdp     *prometheus.Desc
 	workers *prometheus.Desc
 	sockets *prometheus.Desc
+	offload *prometheus.Desc
 }
 
 func newDataplaneCollector(dp offload.Dataplane) *dataplaneCollector {
@@ -133,6 +134,7 @@ func newDataplaneCollector(dp offload.Dataplane) *dataplaneCollector {
 		xdp:     prometheus.NewDesc("xdpsec_xdp_verdicts_total", "Verdicts of the XDP programs by interface side (wan, lan) and verdict.", []string{"interface", "verdict"}, nil),
 		workers: prometheus.NewDesc("xdpsec_worker_packets_total", "Packets handled per data-plane worker.", []string{"worker"}, nil),
 		sockets: prometheus.NewDesc("xdpsec_afxdp_socket_events_total", "Kernel AF_XDP socket statistics summed over all sockets (rx_ring_full, rx_dropped, ...): packets lost before a worker saw them.", []string{"event"}, nil),
+		offload: prometheus.NewDesc("xdpsec_sa_offload", "Installed SAs by direction and the offload in force for them (none = software ESP).", []string{"direction", "offload"}, nil),
 	}
 }
 
@@ -143,6 +145,7 @@ func (c *dataplaneCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.xdp
 	ch <- c.workers
 	ch <- c.sockets
+	ch <- c.offload
 }
 
 func (c *dataplaneCollector) Collect(ch chan<- prometheus.Metric) {
@@ -156,6 +159,18 @@ func (c *dataplaneCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for reason, n := range st.Drops {
 		ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(n), c.dp.Name(), reason)
+	}
+	type offloadKey struct{ dir, kind string }
+	offloads := map[offloadKey]int{}
+	for _, sa := range st.SAs {
+		kind := sa.OffloadInEffect
+		if kind == "" {
+			kind = "none"
+		}
+		offloads[offloadKey{sa.Dir.String(), kind}]++
+	}
+	for k, n := range offloads {
+		ch <- prometheus.MustNewConstMetric(c.offload, prometheus.GaugeValue, float64(n), k.dir, k.kind)
 	}
 	x, ok := c.dp.(xdpReporter)
 	if !ok {

@@ -172,7 +172,11 @@ func printSAsAt(w io.Writer, sas []api.IKESA, now time.Time) error {
 			}
 			fmt.Fprintf(w, "  %s: %s, %s, %s, SPIs %s_in %s_out, %s\n", c.Name, c.State, strings.ToLower(c.Mode), encap, c.SPIIn, c.SPIOut, orDash(c.Proposal))
 			fmt.Fprintf(w, "    %s === %s\n", strings.Join(c.LocalTS, ","), strings.Join(c.RemoteTS, ","))
-			fmt.Fprintf(w, "    in %d bytes, %d packets; out %d bytes, %d packets\n", c.BytesIn, c.PacketsIn, c.BytesOut, c.PacketsOut)
+			offloaded := ""
+			if c.Offload != "" {
+				offloaded = ", " + c.Offload + " offload"
+			}
+			fmt.Fprintf(w, "    in %d bytes, %d packets; out %d bytes, %d packets%s\n", c.BytesIn, c.PacketsIn, c.BytesOut, c.PacketsOut, offloaded)
 			fmt.Fprintf(w, "    age %s, rekey %s, %d rekeys\n", durationSince(now, c.Established), untilText(now, c.RekeyAt), c.Rekeys)
 		}
 	}

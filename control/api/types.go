@@ -111,6 +111,9 @@ type ChildSA struct {
 	BytesOut   uint64   `json:"bytes_out"`
 	PacketsIn  uint64   `json:"packets_in"`
 	PacketsOut uint64   `json:"packets_out"`
+	// Offload is the NIC offload in force for the SA pair as the data
+	// plane reports it ("crypto", "packet"), "" for software ESP.
+	Offload string `json:"offload,omitempty"`
 	// Established is when this SA pair was installed, RekeyAt when it
 	// will be rekeyed (omitted: never); Rekeys counts the rekeys of the
 	// child's lineage.
@@ -144,6 +147,7 @@ type DataplaneSA struct {
 	Dir     string `json:"dir"` // in | out
 	Bytes   uint64 `json:"bytes"`
 	Packets uint64 `json:"packets"`
+	Offload string `json:"offload,omitempty"` // NIC offload in force; "" = software
 }
 
 // IKEStats are the IKE engine's counters.
