@@ -72,3 +72,42 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// TestVMPackage runs one package's tests in the guest, for working on tests
+// that need the guest's kernel:
+//
+//	XDPSEC_VM_PKG=./path/to/pkg XDPSEC_VM_ARGS='-test.run=TestX -test.v' \
+//		go test -count=1 -run TestVMPackage -v ./internal/vm/
+//
+// The path is relative to the repository root. Without XDPSEC_VM_PKG it
+// skips: TestVMKernelESP is the suite's check of the rig itself.
+func TestVMPackage(t *testing.T) {
+	pkg := os.Getenv("XDPSEC_VM_PKG")
+	if pkg == "" {
+		t.Skip("set XDPSEC_VM_PKG to a package directory to run its tests in the VM")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if !filepath.IsAbs(pkg) {
+		pkg = filepath.Join("..", "..", pkg)
+	}
+	bin := filepath.Join(t.TempDir(), "pkg.test")
+	if err := BuildTest(ctx, pkg, bin); err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{
+		Binaries: []Binary{{Name: "pkg", Path: bin, Args: strings.Fields(os.Getenv("XDPSEC_VM_ARGS"))}},
+		Timeout:  9 * time.Minute,
+	}
+	if testing.Verbose() {
+		opts.Console = os.Stderr
+	}
+	res, err := Run(ctx, opts)
+	if err != nil {
+		t.Fatalf("vm: %v", err)
+	}
+	t.Logf("kernel %s, boot %v, total %v", res.Kernel, res.Boot.Round(time.Millisecond), res.Elapsed.Round(time.Millisecond))
+	if br, _ := res.Binary("pkg"); br.ExitCode != 0 {
+		t.Fatalf("%s in the guest: rc=%d\n%s", pkg, br.ExitCode, br.Output)
+	}
+}
