@@ -105,7 +105,24 @@ func prepareKernel(ctx context.Context, cacheDir string) (*kernel, error) {
 		}
 		return nil, fmt.Errorf("cache entry: %w", err)
 	}
+	pruneCache(cacheDir, filepath.Base(entry))
 	return loadEntry(entry, mods)
+}
+
+// pruneCache removes the entries of older kernels or module sets once a
+// new one is in place, so the cache holds one kernel (about 10 MB) rather
+// than one per kernel update. Entries change only with the kernel package
+// or the module list, so a concurrent run still reading an old one is rare.
+func pruneCache(cacheDir, keep string) {
+	ents, err := os.ReadDir(cacheDir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if e.IsDir() && e.Name() != keep && strings.HasPrefix(e.Name(), "linux-image-") {
+			_ = os.RemoveAll(filepath.Join(cacheDir, e.Name()))
+		}
+	}
 }
 
 // imagePackage asks apt for the real image package behind the metapackage.
