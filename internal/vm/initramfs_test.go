@@ -101,3 +101,16 @@ func TestCheckStatic(t *testing.T) {
 		t.Error("missing file accepted")
 	}
 }
+
+// Missing host tools must say what is missing and where it comes from.
+func TestMissingTools(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	_, err := Run(t.Context(), Options{CacheDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "qemu-system-x86_64 not found") {
+		t.Errorf("without qemu: %v", err)
+	}
+	_, err = prepareKernel(t.Context(), t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "apt-cache not found") {
+		t.Errorf("without apt: %v", err)
+	}
+}
