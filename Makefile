@@ -6,8 +6,11 @@ BIN := bin
 # Integration tests run daemons and strongSwan in namespaces; keep the suite
 # bounded so a hang fails fast instead of eating CI's budget.
 TEST_TIMEOUT ?= 20m
+# One VM boot takes 10-20 s under TCG; the first run also downloads Debian's
+# kernel (about 70 MB) into the rig's cache.
+TEST_VM_TIMEOUT ?= 5m
 
-.PHONY: all build deps test test-short demo bench generate lint clean
+.PHONY: all build deps test test-vm test-short demo bench generate lint clean
 
 all: build
 
@@ -23,6 +26,11 @@ deps:
 # with daemons and charon processes, and parallel packages only add timeouts.
 test: deps lint
 	$(GO) test -p 1 -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# Only the tests that boot a VM (internal/vm, Debian's kernel with ESP under
+# qemu): `make test` runs them too, as part of ./...
+test-vm: deps
+	$(GO) test -count=1 -timeout $(TEST_VM_TIMEOUT) -run VM -v ./internal/vm/
 
 # Quick feedback while coding: run it as a normal user and the tests that
 # need root (namespaces, BPF, daemons) skip themselves.

@@ -13,6 +13,9 @@ packages=(
 	wireguard-tools
 	# eBPF toolchain for `make generate` and the stale-object check
 	clang llvm libbpf-dev
+	# the VM rig (internal/vm): the xfrm data plane's tests boot Debian's
+	# kernel in qemu, with a busybox initramfs and a depmod'ed module tree
+	qemu-system-x86 busybox-static kmod
 )
 
 if [ "$(id -u)" -ne 0 ]; then
