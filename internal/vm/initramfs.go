@@ -60,7 +60,13 @@ echo /bin/modprobe > /proc/sys/kernel/modprobe
 	}
 	b.WriteString("ip link set lo up\necho '" + markerBooted + "'\ncd /tmp\n")
 	for _, bin := range bins {
-		args := make([]string, 0, len(bin.Args)+1)
+		args := make([]string, 0, len(bin.Env)+len(bin.Args)+2)
+		if len(bin.Env) > 0 {
+			args = append(args, "env")
+			for _, kv := range bin.Env {
+				args = append(args, shellQuote(kv))
+			}
+		}
 		args = append(args, shellQuote(path.Join(guestBinDir, bin.Name)))
 		for _, a := range bin.Args {
 			args = append(args, shellQuote(a))

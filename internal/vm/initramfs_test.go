@@ -31,7 +31,10 @@ func TestWriteInitramfs(t *testing.T) {
 	out := filepath.Join(dir, "initrd")
 	opts := Options{
 		// busybox stands in for a static test binary.
-		Binaries: []Binary{{Name: "probe", Path: busyboxPath, Args: []string{"-test.run", "it's"}}},
+		Binaries: []Binary{
+			{Name: "probe", Path: busyboxPath, Args: []string{"-test.run", "it's"}},
+			{Name: "withenv", Path: busyboxPath, Env: []string{"XDPSEC_TEST_BINDIR=/opt/x y"}},
+		},
 		Files:    map[string]string{data: "/etc/xdpsec/data"},
 	}
 	if err := writeInitramfs(out, k, opts); err != nil {
@@ -74,6 +77,7 @@ func TestWriteInitramfs(t *testing.T) {
 		"echo /bin/modprobe > /proc/sys/kernel/modprobe",
 		"mount -t bpf bpf /sys/fs/bpf",
 		"echo '=== VM-RUN probe'\n'/vm/bin/probe' '-test.run' 'it'\\''s' </dev/null 2>&1\nrc=$?\necho '=== VM-EXIT probe rc='$rc\n",
+		"env 'XDPSEC_TEST_BINDIR=/opt/x y' '/vm/bin/withenv' </dev/null",
 		"poweroff -f",
 	} {
 		if !strings.Contains(init, want) {

@@ -25,6 +25,8 @@ type Binary struct {
 	Name string // a plain word: the guest path and the marker name
 	Path string // on the host
 	Args []string
+	// Env adds NAME=value pairs to the binary's environment.
+	Env []string
 }
 
 // Options describe one guest run.
