@@ -35,7 +35,7 @@ func TestWriteInitramfs(t *testing.T) {
 			{Name: "probe", Path: busyboxPath, Args: []string{"-test.run", "it's"}},
 			{Name: "withenv", Path: busyboxPath, Env: []string{"XDPSEC_TEST_BINDIR=/opt/x y"}},
 		},
-		Files:    map[string]string{data: "/etc/xdpsec/data"},
+		Files: map[string]string{data: "/etc/xdpsec/data"},
 	}
 	if err := writeInitramfs(out, k, opts); err != nil {
 		t.Fatal(err)
