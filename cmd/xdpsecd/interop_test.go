@@ -61,6 +61,9 @@ type xdpsecConn struct {
 	ikeLifetime, rekeyJitter, dpdDelay, dpdAction string
 	// childLifetime is children[0].lifetime; "" leaves it out.
 	childLifetime string
+	// offload is the dataplane.offload mapping in flow style
+	// ("{dev: wan0, type: crypto}"); "" leaves it out.
+	offload string
 }
 
 // writeGatewayConfig writes an xdpsecd configuration (data plane none) for
@@ -91,6 +94,9 @@ func writeGatewayConfig(t *testing.T, d labDir, gw gateway, c xdpsecConn) {
 		tun := ""
 		if c.tun != "" {
 			tun = ", tun: " + c.tun
+		}
+		if c.offload != "" {
+			tun += ", offload: " + c.offload
 		}
 		dataplane = fmt.Sprintf("{mode: %s, wan: %s, lan: %s%s}", c.dataplane, netlab.WANIf, netlab.LANIf, tun)
 	}

@@ -46,6 +46,7 @@ type lcChild struct {
 	Rekeys      int       `json:"rekeys"`
 	PacketsIn   uint64    `json:"packets_in"`
 	PacketsOut  uint64    `json:"packets_out"`
+	Offload     string    `json:"offload"`
 }
 
 // pair is a CHILD SA's SPIs as one end sees them.

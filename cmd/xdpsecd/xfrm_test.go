@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -155,27 +157,50 @@ func TestXfrmTunnel(t *testing.T) {
 
 // TestXfrmOffloadFallback: xfrm-offload on veth, which has no IPsec
 // offload: by default the SAs fall back to the kernel's software ESP with
-// a warning naming the reason and the tunnel works; with offload.required
-// the CHILD SA fails instead.
+// a warning naming the reason and the tunnel works (sas shows no offload
+// in force); with offload.required the CHILD SA fails instead, and says
+// why.
 func TestXfrmOffloadFallback(t *testing.T) {
 	requireKernelESP(t)
 	bins := buildBinaries(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	lab := netlab.NewTestLab(t, netlab.LabOptions{Prefix: netlab.RandomPrefix("xo"), NoGatewayRoutes: true})
 	const ike, esp = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
-	dA, _, dmA, _ := startPair(t, bins, lab,
-		xdpsecConn{ike: ike, esp: esp, startAction: "start", dataplane: "xfrm-offload"},
-		xdpsecConn{ike: ike, esp: esp, startAction: "none", dataplane: "xfrm"})
-	dmA.waitLog(t, "offload")
-	pingAll(t, ctx, lab.HostA, lab.V4.HostB, 3)
-	sas := ctlSAs(t, bins, dA)
-	if len(sas) != 1 {
-		t.Fatalf("SAs %+v", sas)
-	}
-	var st api.Stats
-	ctlJSON(t, bins, dA.socket, &st, "stats")
-	if st.Dataplane != "xfrm-offload" {
-		t.Errorf("data plane %q", st.Dataplane)
+	for _, required := range []bool{false, true} {
+		t.Run(map[bool]string{false: "fallback", true: "required"}[required], func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			lab := netlab.NewTestLab(t, netlab.LabOptions{Prefix: netlab.RandomPrefix("xo"), NoGatewayRoutes: true})
+			off := fmt.Sprintf("{dev: %s, type: crypto, required: %v}", netlab.WANIf, required)
+			// With offload required only the IKE SA comes up, which
+			// startPair would wait for in vain: then `up` is the test.
+			start := map[bool]string{false: "start", true: "none"}[required]
+			dA, _, dmA, _ := startPair(t, bins, lab,
+				xdpsecConn{ike: ike, esp: esp, startAction: start, dataplane: "xfrm-offload", offload: off},
+				xdpsecConn{ike: ike, esp: esp, startAction: "none", dataplane: "xfrm"})
+			var st api.Stats
+			ctlJSON(t, bins, dA.socket, &st, "stats")
+			if st.Dataplane != "xfrm-offload" {
+				t.Errorf("data plane %q, want xfrm-offload", st.Dataplane)
+			}
+			if !required {
+				// The kernel either refuses the offload (the SA is added
+				// again in software) or takes the state without it.
+				dmA.waitLog(t, "ipsec offload")
+				pingAll(t, ctx, lab.HostA, lab.V4.HostB, 3)
+				_, c, ok := current(ctlSAs(t, bins, dA), "s2s", "net")
+				if !ok || c.Offload != "" {
+					t.Errorf("child %+v: want it installed, in software", c)
+				}
+				return
+			}
+			out, code := ctl(t, bins, dA.socket, "up", "s2s")
+			if code == 0 || !strings.Contains(out, "offload") {
+				t.Errorf("xdpsecctl up with offload required on a NIC without it: exit %d: %s", code, out)
+			}
+			dmA.waitLog(t, "installing the CHILD SA failed", "offload")
+			sas := ctlSAs(t, bins, dA)
+			if len(sas) != 1 || len(sas[0].Children) != 0 {
+				t.Errorf("with offload required on a NIC without it, want the IKE SA without a child: %+v", sas)
+			}
+		})
 	}
 }

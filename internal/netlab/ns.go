@@ -64,7 +64,9 @@ func NewNS(name string) (*NS, error) {
 		return nil, fmt.Errorf("netlab: create namespace %s: %w", name, err)
 	}
 	n := &NS{Name: name, handle: h}
-	n.nl, err = netlink.NewHandleAt(h)
+	// Routing only: a handle for every family also opens XFRM and
+	// netfilter sockets, which kernels without those modules refuse.
+	n.nl, err = netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
 	if err != nil {
 		n.deleteNS()
 		return nil, fmt.Errorf("netlab: netlink handle in %s: %w", name, err)
