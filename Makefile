@@ -8,7 +8,7 @@ BIN := bin
 TEST_TIMEOUT ?= 20m
 # One VM boot takes 10-20 s under TCG; the first run also downloads Debian's
 # kernel (about 70 MB) into the rig's cache.
-TEST_VM_TIMEOUT ?= 5m
+TEST_VM_TIMEOUT ?= 10m
 
 .PHONY: all build deps test test-vm test-short demo bench generate lint clean
 
@@ -30,7 +30,7 @@ test: deps lint
 # Only the tests that boot a VM (internal/vm, Debian's kernel with ESP under
 # qemu): `make test` runs them too, as part of ./...
 test-vm: deps
-	$(GO) test -count=1 -timeout $(TEST_VM_TIMEOUT) -run VM -v ./internal/vm/
+	$(GO) test -count=1 -p 1 -timeout $(TEST_VM_TIMEOUT) -run 'VM' -v ./internal/vm/ ./offload/xfrm/ ./cmd/xdpsecd/
 
 # Quick feedback while coding: run it as a normal user and the tests that
 # need root (namespaces, BPF, daemons) skip themselves.

@@ -27,7 +27,7 @@ func TestKernelDataplanesInVM(t *testing.T) {
 	if xfrm.Probe() == nil {
 		t.Skip("this kernel has ESP: the kernel data plane tests run here directly (this is the VM, or a host with ESP)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
 	goBin, err := exec.LookPath("go")
@@ -39,35 +39,15 @@ func TestKernelDataplanesInVM(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("static build: %v\n%s", err, out)
 	}
-	testBin := filepath.Join(dir, "xdpsecd.test")
-	if err := vm.BuildTest(ctx, ".", testBin); err != nil {
-		t.Fatal(err)
-	}
 	const guestBin = "/opt/xdpsec"
-	res, err := vm.Run(ctx, vm.Options{
-		Binaries: []vm.Binary{{
-			Name: "xdpsecd-test", Path: testBin,
-			Args: []string{"-test.run", "^(" + strings.Join(vmTests, "|") + ")$", "-test.v", "-test.timeout", "6m"},
-			Env:  []string{testbin.DirEnv + "=" + guestBin},
-		}},
+	vm.RunGuestTests(t, vm.GuestTests{
+		Run:      "^(" + strings.Join(vmTests, "|") + ")$",
+		MustPass: vmTests,
+		Env:      []string{testbin.DirEnv + "=" + guestBin},
 		Files: map[string]string{
 			filepath.Join(dir, "xdpsecd"):   guestBin + "/xdpsecd",
 			filepath.Join(dir, "xdpsecctl"): guestBin + "/xdpsecctl",
 		},
-		Memory: 2048, CPUs: 2, Timeout: 8 * time.Minute,
+		Timeout: 6 * time.Minute,
 	})
-	if err != nil {
-		t.Fatalf("vm: %v\n%s", err, res.Console)
-	}
-	r, ok := res.Binary("xdpsecd-test")
-	t.Logf("guest kernel %s, boot %s, run %s", res.Kernel, res.Boot.Round(time.Millisecond), res.Elapsed.Round(time.Millisecond))
-	t.Logf("guest output:\n%s", r.Output)
-	if !ok || !r.Finished || r.ExitCode != 0 {
-		t.Fatalf("kernel data plane tests in the VM: finished %v, exit %d", r.Finished, r.ExitCode)
-	}
-	for _, name := range vmTests {
-		if !strings.Contains(r.Output, "--- PASS: "+name) {
-			t.Errorf("%s did not pass in the VM (skipped or missing)", name)
-		}
-	}
 }

@@ -211,7 +211,7 @@ func New(ctx context.Context, opts Options) (_ *Dataplane, err error) {
 	if d.ns, err = netns.Get(); err != nil {
 		return nil, fmt.Errorf("afxdp: current namespace: %w", err)
 	}
-	if d.nl, err = netlink.NewHandleAt(d.ns); err != nil {
+	if d.nl, err = netlink.NewHandleAt(d.ns, unix.NETLINK_ROUTE); err != nil {
 		return nil, fmt.Errorf("afxdp: netlink: %w", err)
 	}
 	wan, err := d.nl.LinkByName(opts.WAN)

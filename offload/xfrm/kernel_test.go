@@ -76,7 +76,7 @@ func freshNS(t *testing.T) netns.NsHandle {
 
 func nsHandle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
 	t.Helper()
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE, unix.NETLINK_XFRM)
 	if err != nil {
 		t.Fatal(err)
 	}

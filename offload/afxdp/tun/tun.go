@@ -127,7 +127,7 @@ func Create(name string, mtu int, opts Options) (_ *Device, err error) {
 		return nil, fmt.Errorf("tun: current namespace: %w", err)
 	}
 	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("tun: netlink: %w", err)
 	}
