@@ -301,20 +301,28 @@ type trafficStreams struct {
 // stops them if the test ends early.
 func startTraffic(t *testing.T, ctx context.Context, lab *netlab.Lab) *trafficStreams {
 	t.Helper()
+	return startTrafficAt(t, ctx, lab, 0, 0)
+}
+
+// startTrafficAt is startTraffic with the UDP rate (datagrams per second
+// each way) and the TCP rate (bytes per second) given; 0 keeps the
+// streams' defaults.
+func startTrafficAt(t *testing.T, ctx context.Context, lab *netlab.Lab, udpRate, tcpRate int) *trafficStreams {
+	t.Helper()
 	v4 := lab.V4
 	warmUp(t, ctx, lab.HostA, v4.HostB)
 	warmUp(t, ctx, lab.HostB, v4.HostA)
-	ab, err := streams.StartUDP(streams.UDPOptions{From: lab.HostA, To: lab.HostB, Dst: v4.HostB, Port: 5301})
+	ab, err := streams.StartUDP(streams.UDPOptions{From: lab.HostA, To: lab.HostB, Dst: v4.HostB, Port: 5301, Rate: udpRate})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ab.Stop(0) })
-	ba, err := streams.StartUDP(streams.UDPOptions{From: lab.HostB, To: lab.HostA, Dst: v4.HostA, Port: 5301})
+	ba, err := streams.StartUDP(streams.UDPOptions{From: lab.HostB, To: lab.HostA, Dst: v4.HostA, Port: 5301, Rate: udpRate})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ba.Stop(0) })
-	tcp, err := streams.StartTCP(streams.TCPOptions{From: lab.HostA, To: lab.HostB, Dst: v4.HostB, Port: 5302})
+	tcp, err := streams.StartTCP(streams.TCPOptions{From: lab.HostA, To: lab.HostB, Dst: v4.HostB, Port: 5302, Rate: tcpRate})
 	if err != nil {
 		t.Fatal(err)
 	}

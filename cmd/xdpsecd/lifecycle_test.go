@@ -576,13 +576,20 @@ func TestDPD(t *testing.T) {
 // traffic passes.
 func TestTrap(t *testing.T) {
 	netlab.RequireRoot(t)
+	testTrap(t, "afxdp")
+}
+
+// testTrap is TestTrap with the given data plane (TestXfrmTrap runs it
+// with the kernel's, where the trap is an XFRM policy whose ACQUIRE starts
+// the negotiation).
+func testTrap(t *testing.T, dataplane string) {
 	bins := buildBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	lab := netlab.NewTestLab(t, netlab.LabOptions{Prefix: netlab.RandomPrefix("xt"), NoGatewayRoutes: true})
 	dA, dB, _, _ := startPair(t, bins, lab,
-		xdpsecConn{ike: lcIKE, esp: lcESP, startAction: "trap", dataplane: "afxdp"},
-		xdpsecConn{ike: lcIKE, esp: lcESP, startAction: "none", dataplane: "afxdp"})
+		xdpsecConn{ike: lcIKE, esp: lcESP, startAction: "trap", dataplane: dataplane},
+		xdpsecConn{ike: lcIKE, esp: lcESP, startAction: "none", dataplane: dataplane})
 	for _, d := range []labDir{dA, dB} {
 		if sas := ctlSAs(t, bins, d); len(sas) != 0 {
 			t.Fatalf("SAs before any traffic, with start_action trap: %+v", sas)

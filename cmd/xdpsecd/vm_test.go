@@ -16,7 +16,7 @@ import (
 )
 
 // vmTests are the tests of this package that need a kernel with ESP.
-var vmTests = []string{"TestXfrmTunnel", "TestXfrmOffloadFallback"}
+var vmTests = []string{"TestXfrmTunnel", "TestXfrmOffloadFallback", "TestXfrmTrap"}
 
 // TestKernelDataplanesInVM runs the kernel data plane tests (vmTests) in
 // the VM rig: Debian's kernel, with ESP, under qemu. It builds this
