@@ -494,9 +494,7 @@ func (t *rekeyChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 			zap.String("spis", fmt.Sprintf("%08x_i %08x_o", c.sa.SPIIn, c.sa.SPIOut)), zap.Int("rekeys", c.rekeys))...)
 		if !old.gone_ {
 			old.state = childRekeyed
-			for _, tm := range old.timers {
-				tm.Stop()
-			}
+			old.timers.stopAll()
 			sa.enqueue(&deleteChildTask{c: old, reason: "rekeyed"})
 		}
 		t.finish(nil)
@@ -612,7 +610,7 @@ func (sa *ikeSA) respondCreateChild(pk packet, r childPayloads) {
 			// switches once it has this answer, deletes it.
 			c.rekeys = old.rekeys + 1
 			old.peerRekey, old.peerNi, old.ourNr = c, append([]byte(nil), r.nonce.Data...), nr
-			c.timers = append(c.timers, c.afterFunc(inboundTimeout, func(sa *ikeSA) { sa.inboundExpired(old, c) }))
+			c.timers.set("inbound", c.afterFunc(inboundTimeout, func(sa *ikeSA) { sa.inboundExpired(old, c) }))
 		}
 		sa.addChild(c)
 		pkt, err := sa.protect(pk.h.Exchange, pk.h.MessageID, true, out)
@@ -758,11 +756,10 @@ func (sa *ikeSA) retire(c *childSA) {
 		return
 	}
 	c.retired = true
-	for _, t := range c.timers {
-		t.Stop()
-	}
+	c.timers.stopAll()
 	c.rekeyAt = time.Time{}
-	c.timers = []*time.Timer{c.afterFunc(sa.e.opts.RekeyGrace, func(sa *ikeSA) { sa.dropChild(c) })}
+	c.timers = nil
+	c.timers.set("retire", c.afterFunc(sa.e.opts.RekeyGrace, func(sa *ikeSA) { sa.dropChild(c) }))
 }
 
 // dropChild removes a CHILD SA from the data plane and the IKE SA now.
@@ -834,7 +831,7 @@ func (t *rekeyIKETask) response(sa *ikeSA, ps []message.Payload, err error) {
 		}
 		d := rekeyRetryMin + time.Duration(randomBytes(1)[0])*(rekeyRetryMax-rekeyRetryMin)/256
 		sa.rekeyAt = time.Now().Add(d)
-		sa.timers = append(sa.timers, sa.afterFunc(d, func() { sa.queueIKERekey(nil) }))
+		sa.timers.set("rekey", sa.afterFunc(d, func() { sa.queueIKERekey(nil) }))
 	}
 	if err != nil {
 		retry()
@@ -972,7 +969,7 @@ func (sa *ikeSA) respondIKERekey(pk packet, r childPayloads, inFlight task) {
 	e.stats.exchange(exch, false, ResultOK)
 	sa.handOver(ns)
 	// The peer deletes the old IKE SA; should it not, it goes anyway.
-	sa.timers = append(sa.timers, sa.afterFunc(e.opts.HalfOpenTimeout, func() {
+	sa.timers.set("rekeyed", sa.afterFunc(e.opts.HalfOpenTimeout, func() {
 		if sa.state == stateRekeyed {
 			sa.remove(errors.New("rekeyed IKE SA never deleted by the peer"))
 		}
@@ -1035,9 +1032,7 @@ func (sa *ikeSA) handOver(ns *ikeSA) {
 	sa.children = nil
 	ns.queue, sa.queue = sa.queue, nil
 	ns.pendingCreate, sa.pendingCreate = sa.pendingCreate, map[string]bool{}
-	for _, t := range sa.timers {
-		t.Stop()
-	}
+	sa.timers.stopAll()
 	sa.timers = nil
 	sa.state, sa.successor = stateRekeyed, ns
 	ns.armIKETimers()

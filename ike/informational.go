@@ -110,6 +110,9 @@ func (t *deleteChildTask) request(sa *ikeSA) (message.ExchangeType, []message.Pa
 
 func (t *deleteChildTask) response(sa *ikeSA, _ []message.Payload, err error) {
 	c := t.c
+	if err == nil {
+		sa.e.stats.exchange(message.ExchangeInformational.String(), true, ResultOK)
+	}
 	switch {
 	case err != nil && sa.gone:
 		// Its IKE SA went, and the children with it.
@@ -140,7 +143,11 @@ func (dpdTask) request(*ikeSA) (message.ExchangeType, []message.Payload, bool) {
 	return message.ExchangeInformational, nil, true
 }
 
-func (dpdTask) response(*ikeSA, []message.Payload, error) {}
+func (dpdTask) response(sa *ikeSA, _ []message.Payload, err error) {
+	if err == nil {
+		sa.e.stats.exchange(message.ExchangeInformational.String(), true, ResultOK)
+	}
+}
 
 // startDelete deletes an established IKE SA: CHILD SAs leave the data plane
 // now, the peer is told with an INFORMATIONAL Delete, and the SA goes once
@@ -162,9 +169,7 @@ func (sa *ikeSA) sendIKEDelete(reason string) {
 		sa.nextReqID++
 	}
 	sa.abortTasks(errors.New("IKE SA deleted"))
-	for _, t := range sa.timers {
-		t.Stop()
-	}
+	sa.timers.stopAll()
 	pkt, err := sa.protect(message.ExchangeInformational, sa.nextReqID, false,
 		[]message.Payload{&message.Delete{Protocol: message.ProtocolIKE}})
 	if err != nil {

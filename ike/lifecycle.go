@@ -130,9 +130,8 @@ func (sa *ikeSA) armChildTimers(c *childSA) {
 	}
 	soft := softLifetime(lt, jitter)
 	c.rekeyAt = c.sa.Established.Add(soft)
-	c.timers = append(c.timers,
-		c.afterFunc(time.Until(c.rekeyAt), func(sa *ikeSA) { sa.queueChildRekey(c, "lifetime") }),
-		c.afterFunc(time.Until(c.sa.Established.Add(lt)), func(sa *ikeSA) { sa.hardExpire(c) }))
+	c.timers.set("rekey", c.afterFunc(time.Until(c.rekeyAt), func(sa *ikeSA) { sa.queueChildRekey(c, "lifetime") }))
+	c.timers.set("hard", c.afterFunc(time.Until(c.sa.Established.Add(lt)), func(sa *ikeSA) { sa.hardExpire(c) }))
 }
 
 // retryChildRekey tries a failed or refused rekey again a little later,
@@ -140,7 +139,7 @@ func (sa *ikeSA) armChildTimers(c *childSA) {
 func (sa *ikeSA) retryChildRekey(c *childSA) {
 	d := rekeyRetryMin + rand.N(rekeyRetryMax-rekeyRetryMin)
 	c.rekeyAt = time.Now().Add(d)
-	c.timers = append(c.timers, c.afterFunc(d, func(sa *ikeSA) { sa.queueChildRekey(c, "retry") }))
+	c.timers.set("rekey", c.afterFunc(d, func(sa *ikeSA) { sa.queueChildRekey(c, "retry") }))
 }
 
 // queueChildRekey queues a rekey of c unless one is on its way.
@@ -172,7 +171,7 @@ func (sa *ikeSA) armIKETimers() {
 	if c.IKELifetime > 0 {
 		d := softLifetime(c.IKELifetime, c.RekeyJitter)
 		sa.rekeyAt = time.Now().Add(d)
-		sa.timers = append(sa.timers, sa.afterFunc(d, func() { sa.queueIKERekey(nil) }))
+		sa.timers.set("rekey", sa.afterFunc(d, func() { sa.queueIKERekey(nil) }))
 	}
 	if c.DPDDelay > 0 {
 		sa.armDPD(c.DPDDelay)
@@ -203,21 +202,26 @@ func (sa *ikeSA) queueIKERekey(done chan error) {
 	sa.enqueue(&rekeyIKETask{done: done})
 }
 
-// armDPD checks liveness after d of silence from the peer (RFC 7296 2.4):
-// an empty INFORMATIONAL request, which the retransmission rules turn
-// into a verdict.
-func (sa *ikeSA) armDPD(delay time.Duration) {
-	sa.timers = append(sa.timers, sa.afterFunc(delay, func() {
-		if sa.state != stateEstablished {
+// armDPD checks, wait from now, whether the peer has been silent for the
+// connection's dpd_delay, and then checks its liveness (RFC 7296 2.4): an
+// empty INFORMATIONAL request, which the retransmission rules turn into a
+// verdict. A request of ours already in flight is as good a check.
+func (sa *ikeSA) armDPD(wait time.Duration) {
+	sa.timers.set("dpd", sa.afterFunc(wait, func() {
+		if sa.state != stateEstablished || sa.conn == nil || sa.conn.DPDDelay <= 0 {
 			return
 		}
+		delay := sa.conn.DPDDelay
 		idle := time.Since(sa.lastRecv)
-		if idle >= delay && sa.out == nil && len(sa.queue) == 0 {
+		if idle < delay {
+			sa.armDPD(delay - idle)
+			return
+		}
+		if sa.out == nil && len(sa.queue) == 0 {
 			sa.e.log.Debug("peer silent, checking liveness", sa.fields(zap.Duration("idle", idle))...)
 			sa.enqueue(&dpdTask{})
-			idle = 0
 		}
-		sa.armDPD(max(delay-idle, 10*time.Millisecond))
+		sa.armDPD(delay)
 	}))
 }
 

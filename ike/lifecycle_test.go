@@ -553,3 +553,39 @@ func TestNonceOrder(t *testing.T) {
 		t.Errorf("lowerNonce = %x", l)
 	}
 }
+
+// TestDPDAlive: with a live but quiet peer, liveness checks go out about
+// once per dpd_delay (not more often), all are answered, and the SA's
+// re-arming timers do not pile up.
+func TestDPDAlive(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
+	const delay = 100 * time.Millisecond
+	a, b, w := lifecyclePair(t, lab, "aes256gcm16", func(ca, cb *Conn) { ca.DPDDelay = delay })
+	initiate(t, a)
+	settled(t, a, b, w)
+	checks := func() uint64 {
+		return a.e.Stats().Exchanges[ExchangeKey{"INFORMATIONAL", "initiator", ResultOK}]
+	}
+	start := checks()
+	time.Sleep(10 * delay)
+	n := checks() - start
+	if n < 2 || n > 11 {
+		t.Errorf("%d liveness checks in 10 dpd_delays, want about one per delay", n)
+	}
+	if d := a.e.Stats().DeadPeers; d != 0 {
+		t.Errorf("%d dead peers with a live one", d)
+	}
+	a.e.mu.Lock()
+	var sa *ikeSA
+	for _, s := range a.e.sas {
+		sa = s
+	}
+	a.e.mu.Unlock()
+	sa.mu.Lock()
+	timers := len(sa.timers)
+	sa.mu.Unlock()
+	if timers > 3 {
+		t.Errorf("%d timers on the IKE SA after 10 DPD rounds", timers)
+	}
+}

@@ -109,9 +109,9 @@ type ikeSA struct {
 	// when it rekeys itself.
 	rekeys    int
 	rekeyAt   time.Time
-	timers    []*time.Timer // IKE rekey and DPD
-	ikeRekey  bool          // our IKE rekey is queued or in flight
-	successor *ikeSA        // stateRekeyed: the IKE SA that replaced it
+	timers    timers // IKE rekey and its retry, DPD, the end of a rekeyed SA
+	ikeRekey  bool   // our IKE rekey is queued or in flight
+	successor *ikeSA // stateRekeyed: the IKE SA that replaced it
 	// pendingCreate names the children a createChildTask is on its way
 	// for (Acquire's de-duplication).
 	pendingCreate map[string]bool
@@ -157,7 +157,7 @@ type childSA struct {
 	outbound bool // its outbound SA is installed
 	rekeys   int
 	rekeyAt  time.Time
-	timers   []*time.Timer
+	timers   timers // rekey, hard expiry, retry, the wait for the peer's switch, retirement
 	// rekeyQueued: a rekey task for it waits in the queue.
 	rekeyQueued bool
 	// ourNi is the nonce of our rekey request in flight (collisions).
@@ -168,6 +168,27 @@ type childSA struct {
 	peerRekey      *childSA
 	peerNi, ourNr  []byte
 	retired, gone_ bool
+}
+
+// timers are an SA's pending timers by purpose. Setting one stops the one
+// it replaces, so timers that re-arm themselves (DPD, retries) do not pile
+// up over an SA's life.
+type timers map[string]*time.Timer
+
+func (ts *timers) set(purpose string, t *time.Timer) {
+	if *ts == nil {
+		*ts = timers{}
+	}
+	if old := (*ts)[purpose]; old != nil {
+		old.Stop()
+	}
+	(*ts)[purpose] = t
+}
+
+func (ts timers) stopAll() {
+	for _, t := range ts {
+		t.Stop()
+	}
 }
 
 // outstanding is our request waiting for its response.
@@ -253,9 +274,7 @@ func (sa *ikeSA) remove(err error) {
 	if sa.expiry != nil {
 		sa.expiry.Stop()
 	}
-	for _, t := range sa.timers {
-		t.Stop()
-	}
+	sa.timers.stopAll()
 	// Children leave the data plane before the SA leaves the list, so
 	// whoever sees the SA gone also sees its CHILD SAs gone.
 	sa.uninstallChildren()
@@ -307,9 +326,7 @@ func (sa *ikeSA) deleteFromDataplane(c *childSA) {
 		return
 	}
 	c.gone_ = true
-	for _, t := range c.timers {
-		t.Stop()
-	}
+	c.timers.stopAll()
 	if inst := sa.e.opts.Installer; inst != nil {
 		ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
 		if err := inst.DeleteChild(ctx, c.sa); err != nil {
