@@ -589,3 +589,38 @@ func TestDPDAlive(t *testing.T) {
 		t.Errorf("%d timers on the IKE SA after 10 DPD rounds", timers)
 	}
 }
+
+// TestInitialContact: the peer restarts without deleting anything (its
+// Delete never arrives) and initiates again with INITIAL_CONTACT: the old
+// IKE SA and its CHILD SA go at once, without waiting for DPD.
+func TestInitialContact(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
+	ca, cb := siteConns(t, lab.V4, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
+	var deaf atomic.Bool
+	a := startEngine(t, lab.GwA, "gwA", fastOpts(), 0x1000, func(e *Engine) {
+		e.dropHook = func(message.Header) bool { return deaf.Load() }
+	})
+	b := startEngine(t, lab.GwB, "gwB", fastOpts(), 0x2000)
+	a.e.SetConns([]Conn{ca})
+	b.e.SetConns([]Conn{cb})
+	initiate(t, b)
+	old := a.e.SAs()
+	if len(old) != 1 {
+		t.Fatalf("SAs %+v", old)
+	}
+	// gwB "crashes": its shutdown Delete is lost.
+	deaf.Store(true)
+	b.stop()
+	deaf.Store(false)
+	b2 := startEngine(t, lab.GwB, "gwB-restarted", fastOpts(), 0x3000)
+	b2.e.SetConns([]Conn{cb})
+	initiate(t, b2)
+	waitFor(t, 3*time.Second, "the stale IKE SA gone", func() bool {
+		sas := a.e.SAs()
+		return len(sas) == 1 && sas[0].SPIi != old[0].SPIi
+	})
+	if d := a.inst.deletedList(); len(d) != 1 || d[0].SPIIn != old[0].Children[0].SPIIn {
+		t.Errorf("CHILD SAs removed from the data plane: %+v", d)
+	}
+}
