@@ -161,7 +161,7 @@ type Dataplane struct {
 	// retired keeps the drop counts of deleted SAs, so Stats never goes
 	// backwards; lineage keeps their traffic per conn/child/direction.
 	retired esp.DropCounts
-	lineage lineage
+	lineage offload.Lineage
 }
 
 var _ offload.Dataplane = (*Dataplane)(nil)
@@ -195,7 +195,7 @@ func New(ctx context.Context, opts Options) (_ *Dataplane, err error) {
 		policies: make(map[policyKey]*policyEntry),
 		polIDs:   make(map[string]uint32),
 		byID:     make(map[uint32]offload.Policy),
-		lineage:  make(lineage),
+		lineage:  make(offload.Lineage),
 		ns:       netns.None(),
 
 		hostRoutes: make(map[policyKey]*netlink.Route),

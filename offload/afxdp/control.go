@@ -1,14 +1,11 @@
 package afxdp
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"maps"
 	"net/netip"
-	"slices"
 	"sort"
 	"time"
 
@@ -330,7 +327,7 @@ func (d *Dataplane) DelSA(_ context.Context, spi uint32, dir offload.Direction) 
 	// The SA's traffic stays in its child's totals: a rekey must not
 	// make them go back.
 	bytes, packets := saTraffic(dir, st)
-	d.lineage.add(e.cfg.Conn, e.cfg.Child, dir, bytes, packets)
+	d.lineage.Add(e.cfg.Conn, e.cfg.Child, dir, bytes, packets)
 	if dir == offload.Out {
 		// Policies still naming the SPI now find no SA in the Go SPD:
 		// the workers drop their traffic (fail closed) until a new SA
@@ -518,7 +515,7 @@ func (d *Dataplane) Stats(context.Context) (offload.Stats, error) {
 	for i := range drops {
 		drops[i] += db[i]
 	}
-	children := d.lineage.clone()
+	children := d.lineage.Clone()
 	for k, e := range d.sas {
 		s := e.sa.Stats()
 		c := offload.SACounters{
@@ -527,7 +524,7 @@ func (d *Dataplane) Stats(context.Context) (offload.Stats, error) {
 			IntegrityFailures: s.Drops[esp.DropAuth],
 		}
 		c.Bytes, c.Packets = saTraffic(k.dir, s)
-		children.add(e.cfg.Conn, e.cfg.Child, k.dir, c.Bytes, c.Packets)
+		children.Add(e.cfg.Conn, e.cfg.Child, k.dir, c.Bytes, c.Packets)
 		st.SAs = append(st.SAs, c)
 		for i := range drops {
 			drops[i] += s.Drops[i]
@@ -550,7 +547,7 @@ func (d *Dataplane) Stats(context.Context) (offload.Stats, error) {
 		}
 		return st.SAs[i].Dir < st.SAs[j].Dir
 	})
-	st.Children = children.list()
+	st.Children = children.List()
 	return st, nil
 }
 
@@ -561,39 +558,4 @@ func saTraffic(dir offload.Direction, s esp.Stats) (bytes, packets uint64) {
 		return s.BytesIn, s.PacketsIn
 	}
 	return s.BytesOut, s.PacketsOut
-}
-
-type lineageKey struct {
-	conn, child string
-	dir         offload.Direction
-}
-
-// lineage sums traffic per connection, child and direction; the data
-// plane keeps one for its deleted SAs, and Stats adds the live ones to a
-// copy. Entries of removed connections stay: their totals are counters
-// that must not go back while the daemon runs, and they cost a few bytes.
-type lineage map[lineageKey]offload.ChildCounters
-
-func (l lineage) add(conn, child string, dir offload.Direction, bytes, packets uint64) {
-	k := lineageKey{conn, child, dir}
-	c := l[k]
-	c.Conn, c.Child, c.Dir = conn, child, dir
-	c.Bytes += bytes
-	c.Packets += packets
-	l[k] = c
-}
-
-func (l lineage) clone() lineage {
-	out := make(lineage, len(l))
-	maps.Copy(out, l)
-	return out
-}
-
-// list returns the totals sorted by conn, child and direction.
-func (l lineage) list() []offload.ChildCounters {
-	out := slices.Collect(maps.Values(l))
-	slices.SortFunc(out, func(a, b offload.ChildCounters) int {
-		return cmp.Or(cmp.Compare(a.Conn, b.Conn), cmp.Compare(a.Child, b.Child), cmp.Compare(a.Dir, b.Dir))
-	})
-	return out
 }

@@ -1,61 +1,11 @@
 package afxdp
 
 import (
-	"reflect"
 	"testing"
 
 	"github.com/xdpsec/xdpsec/offload"
 	"github.com/xdpsec/xdpsec/offload/esp"
 )
-
-func TestLineage(t *testing.T) {
-	type add struct {
-		conn, child    string
-		dir            offload.Direction
-		bytes, packets uint64
-	}
-	for _, tc := range []struct {
-		name string
-		adds []add
-		want []offload.ChildCounters
-	}{
-		{"empty", nil, nil},
-		{"rekeys sum up", []add{
-			{"a", "net", offload.Out, 100, 1},
-			{"a", "net", offload.Out, 200, 2},
-			{"a", "net", offload.In, 50, 1},
-		}, []offload.ChildCounters{
-			{Conn: "a", Child: "net", Dir: offload.In, Bytes: 50, Packets: 1},
-			{Conn: "a", Child: "net", Dir: offload.Out, Bytes: 300, Packets: 3},
-		}},
-		{"sorted by conn, child, dir", []add{
-			{"b", "x", offload.In, 1, 1},
-			{"a", "y", offload.Out, 2, 1},
-			{"a", "x", offload.Out, 3, 1},
-			{"a", "x", offload.In, 4, 1},
-		}, []offload.ChildCounters{
-			{Conn: "a", Child: "x", Dir: offload.In, Bytes: 4, Packets: 1},
-			{Conn: "a", Child: "x", Dir: offload.Out, Bytes: 3, Packets: 1},
-			{Conn: "a", Child: "y", Dir: offload.Out, Bytes: 2, Packets: 1},
-			{Conn: "b", Child: "x", Dir: offload.In, Bytes: 1, Packets: 1},
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			l := lineage{}
-			for _, a := range tc.adds {
-				l.add(a.conn, a.child, a.dir, a.bytes, a.packets)
-			}
-			c := l.clone()
-			c.add("zz", "copy", offload.In, 1, 1)
-			if _, ok := l[lineageKey{"zz", "copy", offload.In}]; ok {
-				t.Fatal("clone shares its map with the original")
-			}
-			if got := l.list(); !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("list = %+v, want %+v", got, tc.want)
-			}
-		})
-	}
-}
 
 // TestStatsKeepDeletedTraffic: an outbound SA's traffic stays in its
 // child's totals after DelSA, and a successor's adds to it. Outbound SAs
@@ -65,7 +15,7 @@ func TestStatsKeepDeletedTraffic(t *testing.T) {
 		sadb:     esp.NewSADB(),
 		sas:      map[saKey]*saEntry{},
 		policies: map[policyKey]*policyEntry{},
-		lineage:  lineage{},
+		lineage:  offload.Lineage{},
 	}
 	d.spd.Store(buildSPD(nil))
 	w := esp.NewWorker()

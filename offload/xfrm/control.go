@@ -124,7 +124,7 @@ func (d *Dataplane) DelSA(_ context.Context, spi uint32, dir offload.Direction) 
 		}
 	}
 	delete(d.sas, k)
-	d.lineage.add(e.cfg.Conn, e.cfg.Child, dir, e.bytes, e.packets)
+	d.lineage.Add(e.cfg.Conn, e.cfg.Child, dir, e.bytes, e.packets)
 	return nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"runtime"
 	"slices"
@@ -35,7 +34,7 @@ func (d *Dataplane) Stats(context.Context) (offload.Stats, error) {
 	if err != nil {
 		return st, fmt.Errorf("stats: %w", err)
 	}
-	children := d.lineage.clone()
+	children := d.lineage.Clone()
 	for k, e := range d.sas {
 		c := offload.SACounters{SPI: k.spi, Dir: k.dir, OffloadInEffect: e.offload,
 			Bytes: e.bytes, Packets: e.packets}
@@ -52,13 +51,13 @@ func (d *Dataplane) Stats(context.Context) (offload.Stats, error) {
 				e.bytes, e.packets = c.Bytes, c.Packets
 			}
 		}
-		children.add(e.cfg.Conn, e.cfg.Child, k.dir, c.Bytes, c.Packets)
+		children.Add(e.cfg.Conn, e.cfg.Child, k.dir, c.Bytes, c.Packets)
 		st.SAs = append(st.SAs, c)
 	}
 	slices.SortFunc(st.SAs, func(a, b offload.SACounters) int {
 		return cmp.Or(cmp.Compare(a.SPI, b.SPI), cmp.Compare(a.Dir, b.Dir))
 	})
-	st.Children = children.list()
+	st.Children = children.List()
 	if d.stat != nil {
 		raw, err := d.stat.read()
 		if err != nil {
@@ -179,37 +178,4 @@ func (s *statFile) close() {
 	if s != nil {
 		s.f.Close()
 	}
-}
-
-type lineageKey struct {
-	conn, child string
-	dir         offload.Direction
-}
-
-// lineage sums traffic per connection, child and direction, as afxdp's
-// does: the data plane keeps one for deleted SAs, Stats adds the live
-// ones to a copy.
-type lineage map[lineageKey]offload.ChildCounters
-
-func (l lineage) add(conn, child string, dir offload.Direction, bytes, packets uint64) {
-	k := lineageKey{conn, child, dir}
-	c := l[k]
-	c.Conn, c.Child, c.Dir = conn, child, dir
-	c.Bytes += bytes
-	c.Packets += packets
-	l[k] = c
-}
-
-func (l lineage) clone() lineage {
-	out := make(lineage, len(l))
-	maps.Copy(out, l)
-	return out
-}
-
-func (l lineage) list() []offload.ChildCounters {
-	out := slices.Collect(maps.Values(l))
-	slices.SortFunc(out, func(a, b offload.ChildCounters) int {
-		return cmp.Or(cmp.Compare(a.Conn, b.Conn), cmp.Compare(a.Child, b.Child), cmp.Compare(a.Dir, b.Dir))
-	})
-	return out
 }

@@ -103,7 +103,7 @@ type Dataplane struct {
 	policies map[policyKey]offload.Policy
 	reqids   map[[2]string]int
 	nextReq  int
-	lineage  lineage
+	lineage  offload.Lineage
 
 	stat *statFile
 	// rt routes protected destinations (nil without a kernel, in tests).
@@ -190,7 +190,7 @@ func newDataplane(opts Options, k kernel) *Dataplane {
 		sas:      map[saKey]*saEntry{},
 		policies: map[policyKey]offload.Policy{},
 		reqids:   map[[2]string]int{},
-		lineage:  lineage{},
+		lineage:  offload.Lineage{},
 		events:   make(chan offload.Event, 256),
 	}
 }
