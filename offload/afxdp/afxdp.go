@@ -145,10 +145,7 @@ type Dataplane struct {
 	traps   *loader.EventReader[loader.TrapEvent]
 	trapsWG sync.WaitGroup
 
-	evMu       sync.Mutex
-	evClosed   bool
-	events     chan offload.Event
-	eventsLost atomic.Uint64
+	events *offload.EventQueue
 
 	mu       sync.Mutex
 	closed   bool
@@ -189,7 +186,7 @@ func New(ctx context.Context, opts Options) (_ *Dataplane, err error) {
 		log:      log,
 		sadb:     esp.NewSADB(),
 		icmpLim:  icmp.NewLimiter(icmp.LimiterConfig{}),
-		events:   make(chan offload.Event, eventQueue),
+		events:   offload.NewEventQueue(eventQueue),
 		reserved: make(map[uint32]struct{}),
 		sas:      make(map[saKey]*saEntry),
 		policies: make(map[policyKey]*policyEntry),
@@ -345,21 +342,12 @@ func (d *Dataplane) startWorkers(want int, wanSocks, lanSocks []*xsk.Socket) err
 func (d *Dataplane) Name() string { return "afxdp" }
 
 // Events implements offload.Dataplane.
-func (d *Dataplane) Events() <-chan offload.Event { return d.events }
+func (d *Dataplane) Events() <-chan offload.Event { return d.events.C() }
 
 // emit hands an event to the control plane without blocking the data
 // path; when nobody reads, the event is counted as lost.
 func (d *Dataplane) emit(ev offload.Event) {
-	d.evMu.Lock()
-	defer d.evMu.Unlock()
-	if d.evClosed {
-		return
-	}
-	select {
-	case d.events <- ev:
-	default:
-		d.eventsLost.Add(1)
-	}
+	d.events.Emit(ev)
 }
 
 // Close implements offload.Dataplane: it stops the workers, detaches the
@@ -427,12 +415,7 @@ func (d *Dataplane) teardown() error {
 	if d.ns.IsOpen() {
 		d.ns.Close()
 	}
-	d.evMu.Lock()
-	if !d.evClosed {
-		d.evClosed = true
-		close(d.events)
-	}
-	d.evMu.Unlock()
+	d.events.Close()
 	return errors.Join(errs...)
 }
 

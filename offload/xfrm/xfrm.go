@@ -109,10 +109,8 @@ type Dataplane struct {
 	// rt routes protected destinations (nil without a kernel, in tests).
 	rt *routes
 
-	events   chan offload.Event
-	evMu     sync.Mutex
-	evClosed bool
-	mon      *monitor
+	events *offload.EventQueue
+	mon    *monitor
 }
 
 var _ offload.Dataplane = (*Dataplane)(nil)
@@ -191,7 +189,7 @@ func newDataplane(opts Options, k kernel) *Dataplane {
 		policies: map[policyKey]offload.Policy{},
 		reqids:   map[[2]string]int{},
 		lineage:  offload.Lineage{},
-		events:   make(chan offload.Event, 256),
+		events:   offload.NewEventQueue(256),
 	}
 }
 
@@ -400,10 +398,7 @@ func (d *Dataplane) Close() error {
 	if d.mon != nil {
 		d.mon.stop()
 	}
-	d.evMu.Lock()
-	d.evClosed = true
-	close(d.events)
-	d.evMu.Unlock()
+	d.events.Close()
 	d.stat.close()
 	d.k.close()
 	err := errors.Join(errs...)
@@ -412,20 +407,13 @@ func (d *Dataplane) Close() error {
 }
 
 // Events implements offload.Dataplane.
-func (d *Dataplane) Events() <-chan offload.Event { return d.events }
+func (d *Dataplane) Events() <-chan offload.Event { return d.events.C() }
 
 // emit hands an event to the control plane. The channel is buffered; a
 // control plane that lets it fill loses events rather than stalling the
 // monitor, which would make the kernel drop them anyway (ENOBUFS).
 func (d *Dataplane) emit(ev offload.Event) {
-	d.evMu.Lock()
-	defer d.evMu.Unlock()
-	if d.evClosed {
-		return
-	}
-	select {
-	case d.events <- ev:
-	default:
+	if !d.events.Emit(ev) {
 		d.log.Warn("event lost: channel full", zap.String("conn", ev.Conn), zap.String("child", ev.Child),
 			zap.String("spi", fmt.Sprintf("%08x", ev.SPI)))
 	}
