@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"go.uber.org/zap"
@@ -289,6 +290,24 @@ func (in *installer) DeleteChild(ctx context.Context, sa ike.ChildSA) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+var _ ike.TrafficReporter = (*installer)(nil)
+
+// InboundPackets sums the data plane's packet counters of the inbound SAs
+// spis, for DPD: a peer whose ESP arrives needs no liveness check.
+func (in *installer) InboundPackets(ctx context.Context, spis []uint32) (uint64, error) {
+	st, err := in.dp.Stats(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, c := range st.SAs {
+		if c.Dir == offload.In && slices.Contains(spis, c.SPI) {
+			n += c.Packets
+		}
+	}
+	return n, nil
 }
 
 func offloadMode(m ike.Mode) offload.Mode {

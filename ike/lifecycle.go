@@ -217,12 +217,37 @@ func (sa *ikeSA) armDPD(wait time.Duration) {
 			sa.armDPD(delay - idle)
 			return
 		}
+		if sa.espArrived() {
+			sa.armDPD(delay)
+			return
+		}
 		if sa.out == nil && len(sa.queue) == 0 {
 			sa.e.log.Debug("peer silent, checking liveness", sa.fields(zap.Duration("idle", idle))...)
 			sa.enqueue(&dpdTask{})
 		}
 		sa.armDPD(delay)
 	}))
+}
+
+// espArrived reports whether the IKE SA's CHILD SAs received packets
+// since the last DPD round, where the data plane can tell.
+func (sa *ikeSA) espArrived() bool {
+	r, ok := sa.e.opts.Installer.(TrafficReporter)
+	if !ok || len(sa.children) == 0 {
+		return false
+	}
+	spis := make([]uint32, 0, len(sa.children))
+	for _, c := range sa.children {
+		spis = append(spis, c.sa.SPIIn)
+	}
+	ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
+	defer cancel()
+	n, err := r.InboundPackets(ctx, spis)
+	if err != nil || n == sa.dpdInbound {
+		return false
+	}
+	sa.dpdInbound = n
+	return true
 }
 
 // peerDead ends an established IKE SA whose peer stopped answering and

@@ -624,3 +624,47 @@ func TestInitialContact(t *testing.T) {
 		t.Errorf("CHILD SAs removed from the data plane: %+v", d)
 	}
 }
+
+// trafficPlane is a data-plane model whose inbound packet counter moves
+// while traffic flows.
+type trafficPlane struct {
+	*modelPlane
+	flowing atomic.Bool
+	packets atomic.Uint64
+}
+
+func (p *trafficPlane) InboundPackets(context.Context, []uint32) (uint64, error) {
+	if p.flowing.Load() {
+		return p.packets.Add(10), nil
+	}
+	return p.packets.Load(), nil
+}
+
+// TestDPDQuietWhileESPArrives: inbound ESP is a sign of life, so no
+// liveness check goes out while it flows; once it stops, they do.
+func TestDPDQuietWhileESPArrives(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
+	ca, cb := siteConns(t, lab.V4, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
+	const delay = 100 * time.Millisecond
+	ca.DPDDelay = delay
+	w := newWire(0x1000, 0x2000)
+	tp := &trafficPlane{modelPlane: w.ends[0]}
+	tp.flowing.Store(true)
+	oa, ob := fastOpts(), fastOpts()
+	oa.Installer, ob.Installer = tp, w.ends[1]
+	a := startEngine(t, lab.GwA, "gwA", oa, 0)
+	b := startEngine(t, lab.GwB, "gwB", ob, 0)
+	a.e.SetConns([]Conn{ca})
+	b.e.SetConns([]Conn{cb})
+	initiate(t, a)
+	checks := func() uint64 {
+		return a.e.Stats().Exchanges[ExchangeKey{"INFORMATIONAL", "initiator", ResultOK}]
+	}
+	time.Sleep(8 * delay)
+	if n := checks(); n != 0 {
+		t.Errorf("%d liveness checks while ESP kept arriving", n)
+	}
+	tp.flowing.Store(false)
+	waitFor(t, 20*delay, "liveness checks once ESP stopped", func() bool { return checks() >= 2 })
+}

@@ -98,6 +98,9 @@ type ikeSA struct {
 	// lastRecv is when the peer last sent us an authentic message; DPD
 	// checks liveness only after DPDDelay of silence.
 	lastRecv time.Time
+	// dpdInbound is the CHILD SAs' inbound packet count at the last DPD
+	// round: if it moved, the peer is alive without asking.
+	dpdInbound uint64
 	// created is when the SA was made; INITIAL_CONTACT clears only SAs
 	// of the peer established before it.
 	created time.Time

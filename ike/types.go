@@ -293,6 +293,15 @@ type Installer interface {
 	Untrap(ctx context.Context, conn string, child Child) error
 }
 
+// TrafficReporter is implemented by Installers whose data plane counts
+// packets per SA. DPD then checks liveness only when nothing arrived on
+// the IKE SA's CHILD SAs either: a peer whose ESP keeps coming is alive
+// (RFC 7296 2.4 asks for liveness checks only when nothing is heard).
+type TrafficReporter interface {
+	// InboundPackets sums the packets received on the inbound SAs spis.
+	InboundPackets(ctx context.Context, spis []uint32) (uint64, error)
+}
+
 // Options configures an Engine.
 type Options struct {
 	Logger *zap.Logger
