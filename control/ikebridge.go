@@ -289,6 +289,14 @@ func (in *installer) DeleteChild(ctx context.Context, sa ike.ChildSA) error {
 			errs = append(errs, err)
 		}
 	}
+	// An inbound SPI that was allocated but never installed (a failed
+	// negotiation, the redundant SA of a rekey collision) is still
+	// reserved; an installed one no longer is.
+	if sa.SPIIn != 0 {
+		if err := in.dp.ReleaseSPI(ctx, sa.SPIIn); err != nil && !errors.Is(err, offload.ErrNotFound) {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -127,6 +127,16 @@ func TestInstallerOrderAndRollback(t *testing.T) {
 	if err := in.DeleteChild(ctx, ike.ChildSA{Conn: "site-b", Child: "net", SPIIn: 0x3000}); err != nil {
 		t.Fatalf("DeleteChild of a child without SAs: %v", err)
 	}
+	spi, err := in.AllocSPI(ctx, "site-b", "net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.DeleteChild(ctx, ike.ChildSA{Conn: "site-b", Child: "net", SPIIn: spi}); err != nil {
+		t.Fatalf("DeleteChild of a child that only reserved its SPI: %v", err)
+	}
+	if err := dp.ReleaseSPI(ctx, spi); !errors.Is(err, offload.ErrNotFound) {
+		t.Errorf("the SPI is still reserved after DeleteChild: %v", err)
+	}
 
 	failing := &failingPolicies{Dataplane: none.New(), n: 2}
 	in = newInstaller(failing, zap.NewNop())
