@@ -73,7 +73,7 @@ type Engine struct {
 	// childUp); restarting holds the cancel of each background restart,
 	// acquiring the connections an Acquire is initiating.
 	liveChildren map[string]int
-	restarting   map[string]context.CancelFunc
+	restarting   map[string]*restart
 	acquiring    map[string]bool
 
 	// dropHook, set only by tests before Run, discards received datagrams
@@ -163,7 +163,7 @@ func newEngine(opts Options) *Engine {
 		cookies: newCookieJar(time.Now), stats: newCounters(),
 		ctx: ctx, cancel: cancel,
 		sas: map[uint64]*ikeSA{}, initIdx: map[initKey]*ikeSA{}, lastLog: map[string]time.Time{},
-		liveChildren: map[string]int{}, restarting: map[string]context.CancelFunc{}, acquiring: map[string]bool{},
+		liveChildren: map[string]int{}, restarting: map[string]*restart{}, acquiring: map[string]bool{},
 		probe: &routeProbe{fd4: -1, fd6: -1},
 	}
 }

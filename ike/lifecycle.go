@@ -347,12 +347,16 @@ func (e *Engine) restartConn(conn string) {
 		return
 	}
 	ctx, cancel := context.WithCancel(e.ctx)
-	e.restarting[conn] = cancel
+	r := &restart{cancel: cancel}
+	e.restarting[conn] = r
 	e.mu.Unlock()
 	go func() {
 		defer func() {
 			e.mu.Lock()
-			delete(e.restarting, conn)
+			// Terminate and a later restart may have replaced it.
+			if e.restarting[conn] == r {
+				delete(e.restarting, conn)
+			}
 			e.mu.Unlock()
 			cancel()
 		}()
@@ -377,13 +381,16 @@ func (e *Engine) restartConn(conn string) {
 // stopRestart cancels a background restart of conn.
 func (e *Engine) stopRestart(conn string) {
 	e.mu.Lock()
-	cancel := e.restarting[conn]
+	r := e.restarting[conn]
 	delete(e.restarting, conn)
 	e.mu.Unlock()
-	if cancel != nil {
-		cancel()
+	if r != nil {
+		r.cancel()
 	}
 }
+
+// restart is a background restart of a connection.
+type restart struct{ cancel context.CancelFunc }
 
 // ofConn returns the IKE SAs of a connection.
 func (e *Engine) ofConn(conn string) []*ikeSA {
