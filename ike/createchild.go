@@ -376,7 +376,7 @@ func (t *rekeyChildTask) finish(err error) {
 func (t *rekeyChildTask) request(sa *ikeSA) (message.ExchangeType, []message.Payload, bool) {
 	old := t.old
 	old.rekeyQueued = false
-	if old.gone_ || old.state != childInstalled || old.peerRekey != nil {
+	if old.removed || old.state != childInstalled || old.peerRekey != nil {
 		// The peer rekeyed or deleted it meanwhile: nothing left to do.
 		t.finish(nil)
 		return 0, nil, false
@@ -408,7 +408,7 @@ func (t *rekeyChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 	old.ourNi = nil
 	if err != nil {
 		t.req.release(sa, old.cfg)
-		if !sa.gone && !old.gone_ && rekeying {
+		if !sa.gone && !old.removed && rekeying {
 			sa.retryChildRekey(old)
 		}
 		t.finish(err)
@@ -431,12 +431,12 @@ func (t *rekeyChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 			sa.dropChild(old)
 		case n == message.NotifyTemporaryFailure:
 			e.log.Debug("peer is busy (TEMPORARY_FAILURE), rekeying later", sa.fields(zap.String("child", old.sa.Child))...)
-			if !old.gone_ && old.state == childInstalled {
+			if !old.removed && old.state == childInstalled {
 				sa.retryChildRekey(old)
 			}
 		default:
 			e.log.Warn("CHILD SA rekey refused by peer; trying again later", sa.fields(zap.String("child", old.sa.Child), zap.Stringer("notify", n))...)
-			if !old.gone_ && old.state == childInstalled {
+			if !old.removed && old.state == childInstalled {
 				sa.retryChildRekey(old)
 			}
 		}
@@ -448,7 +448,7 @@ func (t *rekeyChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 		t.req.release(sa, old.cfg)
 		e.stats.exchange(exch, true, ResultError)
 		e.log.Warn("invalid CHILD SA rekey response", sa.fields(zap.String("child", old.sa.Child), zap.Error(err))...)
-		if !old.gone_ {
+		if !old.removed {
 			sa.retryChildRekey(old)
 		}
 		t.finish(err)
@@ -459,8 +459,8 @@ func (t *rekeyChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 	// the lowest of the four nonces made the redundant SA, which its
 	// initiator deletes. The peer's rekey also wins when it has already
 	// taken over (its Delete overtook this response).
-	lost := !rekeying && !old.gone_
-	if n := old.peerRekey; rekeying && n != nil && !n.gone_ {
+	lost := !rekeying && !old.removed
+	if n := old.peerRekey; rekeying && n != nil && !n.removed {
 		lost = cmpNonce(lowerNonce(ourNi, a.nonce.Data), lowerNonce(old.peerNi, old.ourNr)) < 0
 	}
 	if lost {
@@ -492,7 +492,7 @@ func (t *rekeyChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 		e.log.Info("CHILD SA rekeyed", sa.fields(zap.String("child", c.sa.Child),
 			zap.String("old_spis", fmt.Sprintf("%08x_i %08x_o", old.sa.SPIIn, old.sa.SPIOut)),
 			zap.String("spis", fmt.Sprintf("%08x_i %08x_o", c.sa.SPIIn, c.sa.SPIOut)), zap.Int("rekeys", c.rekeys))...)
-		if !old.gone_ {
+		if !old.removed {
 			old.state = childRekeyed
 			old.timers.stopAll()
 			sa.enqueue(&deleteChildTask{c: old, reason: "rekeyed"})
@@ -504,7 +504,7 @@ func (t *rekeyChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 	// at the peer and keep the old one, rekeying again later.
 	e.stats.exchange(exch, true, ResultError)
 	sa.enqueue(&deleteChildTask{c: c, reason: "not installed"})
-	if !old.gone_ {
+	if !old.removed {
 		sa.retryChildRekey(old)
 	}
 	t.finish(err)
@@ -708,7 +708,7 @@ func (sa *ikeSA) negotiateChild(cfg *Child, r childPayloads) (*childSA, []messag
 // childByOut finds the CHILD SA with outbound SPI spi.
 func (sa *ikeSA) childByOut(spi uint32) *childSA {
 	for _, c := range sa.children {
-		if c.sa.SPIOut == spi && !c.gone_ {
+		if c.sa.SPIOut == spi && !c.removed {
 			return c
 		}
 	}
@@ -739,7 +739,7 @@ func (sa *ikeSA) inboundExpired(old, n *childSA) {
 	if n.state != childInbound {
 		return
 	}
-	if old.peerRekey == n && !old.gone_ {
+	if old.peerRekey == n && !old.removed {
 		sa.e.log.Warn("peer rekeyed a CHILD SA but never deleted the old one; switching anyway",
 			sa.fields(zap.String("child", n.sa.Child))...)
 		sa.takeOver(old, n)
@@ -752,7 +752,7 @@ func (sa *ikeSA) inboundExpired(old, n *childSA) {
 // retire removes a replaced CHILD SA after the grace period, during which
 // its inbound SA still decrypts packets that were in flight.
 func (sa *ikeSA) retire(c *childSA) {
-	if c.retired || c.gone_ {
+	if c.retired || c.removed {
 		return
 	}
 	c.retired = true
@@ -1034,7 +1034,7 @@ func (sa *ikeSA) handOver(ns *ikeSA) {
 	ns.pendingCreate, sa.pendingCreate = sa.pendingCreate, map[string]bool{}
 	sa.timers.stopAll()
 	sa.timers = nil
-	sa.state, sa.successor = stateRekeyed, ns
+	sa.state = stateRekeyed
 	ns.armIKETimers()
 	e.stats.add(&e.stats.ikeRekeys)
 	e.log.Info("IKE SA rekeyed", ns.fields(zap.String("old_spi", fmt.Sprintf("%016x_i %016x_r", sa.spii, sa.spir)), zap.Int("rekeys", ns.rekeys))...)

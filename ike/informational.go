@@ -77,7 +77,7 @@ func (sa *ikeSA) deleteChildren(spis []uint32) []uint32 {
 			// The peer's redundant SA of a rekey collision, or one it
 			// gave up on: never used for sending.
 			sa.dropChild(c)
-		case c.peerRekey != nil && !c.peerRekey.gone_ && c.peerRekey.state == childInbound:
+		case c.peerRekey != nil && !c.peerRekey.removed && c.peerRekey.state == childInbound:
 			// Also after a collision we lost: the winner's SA.
 			sa.takeOver(c, c.peerRekey)
 		case c.state == childRekeyed:
@@ -100,7 +100,7 @@ type deleteChildTask struct {
 }
 
 func (t *deleteChildTask) request(sa *ikeSA) (message.ExchangeType, []message.Payload, bool) {
-	if t.c.gone_ {
+	if t.c.removed {
 		return 0, nil, false
 	}
 	sa.e.log.Debug("deleting CHILD SA", sa.fields(zap.String("child", t.c.sa.Child), zap.String("reason", t.reason),

@@ -108,7 +108,7 @@ func (c *childSA) afterFunc(d time.Duration, fn func(sa *ikeSA)) *time.Timer {
 				sa.mu.Unlock()
 				continue
 			}
-			if !sa.gone && !c.gone_ {
+			if !sa.gone && !c.removed {
 				fn(sa)
 			}
 			sa.mu.Unlock()

@@ -110,11 +110,10 @@ type ikeSA struct {
 	queue []task
 	// rekeys counts the IKE SAs this one's lineage replaced; rekeyAt is
 	// when it rekeys itself.
-	rekeys    int
-	rekeyAt   time.Time
-	timers    timers // IKE rekey and its retry, DPD, the end of a rekeyed SA
-	ikeRekey  bool   // our IKE rekey is queued or in flight
-	successor *ikeSA // stateRekeyed: the IKE SA that replaced it
+	rekeys   int
+	rekeyAt  time.Time
+	timers   timers // IKE rekey and its retry, DPD, the end of a rekeyed SA
+	ikeRekey bool   // our IKE rekey is queued or in flight
 	// pendingCreate names the children a createChildTask is on its way
 	// for (Acquire's de-duplication).
 	pendingCreate map[string]bool
@@ -168,9 +167,9 @@ type childSA struct {
 	// peerRekey is the SA the peer created to replace this one, with the
 	// nonces of that exchange; it takes over sending when the peer
 	// deletes this one (or when we win a collision, never).
-	peerRekey      *childSA
-	peerNi, ourNr  []byte
-	retired, gone_ bool
+	peerRekey        *childSA
+	peerNi, ourNr    []byte
+	retired, removed bool
 }
 
 // timers are an SA's pending timers by purpose. Setting one stops the one
@@ -325,10 +324,10 @@ func (sa *ikeSA) uninstallChildren() {
 // them) and stops its timers; once the last SA of a child that has trap
 // policies configured is gone, the trap comes back.
 func (sa *ikeSA) deleteFromDataplane(c *childSA) {
-	if c.gone_ {
+	if c.removed {
 		return
 	}
-	c.gone_ = true
+	c.removed = true
 	c.timers.stopAll()
 	if inst := sa.e.opts.Installer; inst != nil {
 		ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
