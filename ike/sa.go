@@ -167,8 +167,10 @@ type childSA struct {
 	// peerRekey is the SA the peer created to replace this one, with the
 	// nonces of that exchange; it takes over sending when the peer
 	// deletes this one (or when we win a collision, never).
-	peerRekey        *childSA
-	peerNi, ourNr    []byte
+	peerRekey     *childSA
+	peerNi, ourNr []byte
+	// retired: its removal after the grace period is scheduled;
+	// removed: it is out of the data plane.
 	retired, removed bool
 }
 
