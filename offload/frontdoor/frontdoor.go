@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/xdpsec/xdpsec/loader"
 	"github.com/xdpsec/xdpsec/offload"
@@ -48,7 +49,8 @@ type Options struct {
 	// Instance and PinRoot name the bpffs pins (see loader.Options).
 	Instance, PinRoot string
 	Steering          Steering
-	// CPUs is how many CPUs ESP is spread over, from CPU 0; 0 means all.
+	// CPUs is how many CPUs ESP is spread over, the first of those the
+	// daemon may run on; 0 means all of them.
 	CPUs   int
 	Logger *zap.Logger
 }
@@ -94,17 +96,11 @@ func (d *Dataplane) setup(opts Options) error {
 	} else if n > 0 {
 		d.log.Info("removed inbound SAs a previous run left in XDP", zap.Int("sas", n))
 	}
-	n := opts.CPUs
-	if n <= 0 || n > runtime.NumCPU() {
-		n = runtime.NumCPU()
-	}
 	var cpus []uint32
 	switch opts.Steering {
 	case Off:
 	case PerSA, PerPacket, "":
-		for i := range n {
-			cpus = append(cpus, uint32(i))
-		}
+		cpus = usableCPUs(opts.CPUs)
 	default:
 		return fmt.Errorf("unknown cpu steering %q", opts.Steering)
 	}
@@ -116,6 +112,30 @@ func (d *Dataplane) setup(opts Options) error {
 	}
 	d.log.Info("xdp front door up", zap.String("wan", opts.WAN), zap.String("cpu_steering", string(opts.Steering)), zap.Int("cpus", len(cpus)))
 	return nil
+}
+
+// usableCPUs lists the IDs of up to n CPUs this process may run on (all
+// when n is 0): an operator who pins the daemon away from some CPUs keeps
+// ESP off them too, and CPU IDs need not start at 0.
+func usableCPUs(n int) []uint32 {
+	var set unix.CPUSet
+	var cpus []uint32
+	if err := unix.SchedGetaffinity(0, &set); err == nil {
+		for id := 0; id < len(set)*64; id++ {
+			if set.IsSet(id) {
+				cpus = append(cpus, uint32(id))
+			}
+		}
+	}
+	if len(cpus) == 0 {
+		for id := range runtime.NumCPU() {
+			cpus = append(cpus, uint32(id))
+		}
+	}
+	if n > 0 && n < len(cpus) {
+		cpus = cpus[:n]
+	}
+	return cpus
 }
 
 // AddSA implements offload.Dataplane: the kernel gets the SA first, then

@@ -152,3 +152,16 @@ func TestFrontDoorKernelRefuses(t *testing.T) {
 		t.Errorf("XDP knows an SA the kernel refused: %v", err)
 	}
 }
+
+func TestUsableCPUs(t *testing.T) {
+	all := usableCPUs(0)
+	if len(all) == 0 {
+		t.Fatal("no usable CPU")
+	}
+	if one := usableCPUs(1); len(one) != 1 || one[0] != all[0] {
+		t.Errorf("usableCPUs(1) = %v, want the first of %v", one, all)
+	}
+	if more := usableCPUs(len(all) + 5); len(more) != len(all) {
+		t.Errorf("asking for more CPUs than usable gave %v", more)
+	}
+}
