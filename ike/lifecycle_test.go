@@ -317,8 +317,16 @@ func TestRekeyCollision(t *testing.T) {
 	initiate(t, a)
 	settled(t, a, b, w)
 	w.clearFaults()
-	collided := 0
-	for i := range 6 {
+	// A lost collision is the loser's one log line about it.
+	collisions := func() int {
+		n := 0
+		for _, s := range []*side{a, b} {
+			n += s.logs.FilterMessage("CHILD SA rekey collision lost: deleting our redundant SA").Len()
+		}
+		return n
+	}
+	prev := 0
+	for i := range 8 {
 		var wg sync.WaitGroup
 		for _, s := range []*side{a, b} {
 			wg.Go(func() {
@@ -330,23 +338,17 @@ func TestRekeyCollision(t *testing.T) {
 			})
 		}
 		wg.Wait()
+		// Colliding requests make one rekey; two that did not overlap
+		// (one end done before the other started) make two in a row.
+		// Either way both ends settle on one common pair.
 		ca, cb := settled(t, a, b, w)
-		if ca.Rekeys < i+1 || cb.Rekeys != ca.Rekeys {
-			t.Errorf("round %d: rekey counts %d/%d", i, ca.Rekeys, cb.Rekeys)
+		if cb.Rekeys != ca.Rekeys || ca.Rekeys <= prev || ca.Rekeys > prev+2 {
+			t.Errorf("round %d: rekey counts %d/%d after %d", i, ca.Rekeys, cb.Rekeys, prev)
 		}
-		if ca.Rekeys > i+1 {
-			t.Fatalf("round %d: both rekeys took effect (%d)", i, ca.Rekeys)
-		}
+		prev = ca.Rekeys
 	}
-	for _, s := range []*side{a, b} {
-		for k, n := range s.e.Stats().Exchanges {
-			if k.Exchange == "CREATE_CHILD_SA" && k.Role == "initiator" && k.Result == ResultOK {
-				collided += int(n)
-			}
-		}
-	}
-	t.Logf("%d successful rekey requests for 6 rekeys", collided)
-	if collided <= 6 {
+	t.Logf("%d collisions in 8 rounds, %d rekeys", collisions(), prev)
+	if collisions() == 0 {
 		t.Error("no round had both ends rekeying at once; the collision path went untested")
 	}
 	noFaults(t, w)
