@@ -51,6 +51,18 @@ func (m Mode) String() string {
 	}
 }
 
+// IANA IKEv2 transform IDs (RFC 7296 3.3.2) that SA.Encr and SA.Integ
+// carry for the algorithms the data planes implement.
+const (
+	EncrAESCBC           = 12
+	EncrAESGCM16         = 20
+	EncrChaCha20Poly1305 = 28
+	IntegNone            = 0
+	IntegHMACSHA256_128  = 12
+	IntegHMACSHA384_192  = 13
+	IntegHMACSHA512_256  = 14
+)
+
 // Key is keying material. It never prints, so an SA can be logged whole.
 type Key []byte
 

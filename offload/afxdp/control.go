@@ -16,15 +16,8 @@ import (
 	"github.com/xdpsec/xdpsec/offload/esp"
 )
 
-// IANA IKEv2 transform IDs this data plane implements.
+// The AEAD key's salt (RFC 4106 4) and ChaCha20's key length.
 const (
-	encrAESCBC      = 12
-	encrAESGCM16    = 20
-	encrChaCha20    = 28
-	authNone        = 0
-	authSHA256_128  = 12
-	authSHA384_192  = 13
-	authSHA512_256  = 14
 	aeadSaltLen     = 4
 	chachaKeyLength = 32
 )
@@ -137,31 +130,31 @@ func espConfig(sa offload.SA) (esp.Config, error) {
 	}
 	keyLen := sa.KeyBits / 8
 	switch sa.Encr {
-	case encrAESGCM16, encrChaCha20:
+	case offload.EncrAESGCM16, offload.EncrChaCha20Poly1305:
 		c.Cipher = esp.AESGCM16
-		if sa.Encr == encrChaCha20 {
+		if sa.Encr == offload.EncrChaCha20Poly1305 {
 			c.Cipher = esp.ChaCha20Poly1305
 			if keyLen == 0 {
 				keyLen = chachaKeyLength
 			}
 		}
-		if sa.Integ != authNone {
+		if sa.Integ != offload.IntegNone {
 			return c, fmt.Errorf("sa %08x: aead cipher %d with integrity %d", sa.SPI, sa.Encr, sa.Integ)
 		}
 		if len(sa.EncrKey) != keyLen+aeadSaltLen {
 			return c, fmt.Errorf("sa %08x: key of %d bytes for %d-bit aead", sa.SPI, len(sa.EncrKey), sa.KeyBits)
 		}
-	case encrAESCBC:
+	case offload.EncrAESCBC:
 		c.Cipher = esp.AESCBC
 		if len(sa.EncrKey) != keyLen {
 			return c, fmt.Errorf("sa %08x: key of %d bytes for %d-bit aes-cbc", sa.SPI, len(sa.EncrKey), sa.KeyBits)
 		}
 		switch sa.Integ {
-		case authSHA256_128:
+		case offload.IntegHMACSHA256_128:
 			c.Integrity = esp.HMACSHA256128
-		case authSHA384_192:
+		case offload.IntegHMACSHA384_192:
 			c.Integrity = esp.HMACSHA384192
-		case authSHA512_256:
+		case offload.IntegHMACSHA512_256:
 			c.Integrity = esp.HMACSHA512256
 		default:
 			return c, fmt.Errorf("sa %08x: unsupported integrity transform %d", sa.SPI, sa.Integ)

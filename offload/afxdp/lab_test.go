@@ -72,15 +72,15 @@ type keys struct {
 }
 
 var (
-	aes256gcm16  = transform{"aes256gcm16", encrAESGCM16, 256, authNone}
-	chacha20     = transform{"chacha20poly1305", encrChaCha20, 256, authNone}
-	aes128sha256 = transform{"aes128-sha256", encrAESCBC, 128, authSHA256_128}
+	aes256gcm16  = transform{"aes256gcm16", offload.EncrAESGCM16, 256, offload.IntegNone}
+	chacha20     = transform{"chacha20poly1305", offload.EncrChaCha20Poly1305, 256, offload.IntegNone}
+	aes128sha256 = transform{"aes128-sha256", offload.EncrAESCBC, 128, offload.IntegHMACSHA256_128}
 )
 
 func newKeys(t *testing.T, tr transform) keys {
 	t.Helper()
 	k := keys{tr: tr, encr: make(offload.Key, tr.keyBits/8)}
-	if tr.integ == authNone {
+	if tr.integ == offload.IntegNone {
 		k.encr = append(k.encr, make(offload.Key, aeadSaltLen)...)
 	} else {
 		k.integ = make(offload.Key, 32)

@@ -148,7 +148,7 @@ func TestSPDLookup(t *testing.T) {
 
 func validSA(dir offload.Direction) offload.SA {
 	return offload.SA{
-		SPI: 0x1000, Dir: dir, Encr: encrAESGCM16, KeyBits: 256,
+		SPI: 0x1000, Dir: dir, Encr: offload.EncrAESGCM16, KeyBits: 256,
 		EncrKey: make(offload.Key, 36), Mode: offload.Tunnel,
 		Src: netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr("192.0.2.2"),
 		LocalTS:  []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")},
@@ -170,7 +170,7 @@ func TestESPConfig(t *testing.T) {
 		t.Errorf("outbound encap: %+v %v", c, err)
 	}
 	cbc := validSA(offload.Out)
-	cbc.Encr, cbc.EncrKey, cbc.Integ, cbc.IntegKey = encrAESCBC, make(offload.Key, 32), authSHA256_128, make(offload.Key, 32)
+	cbc.Encr, cbc.EncrKey, cbc.Integ, cbc.IntegKey = offload.EncrAESCBC, make(offload.Key, 32), offload.IntegHMACSHA256_128, make(offload.Key, 32)
 	if _, err := espConfig(cbc); err != nil {
 		t.Errorf("aes-cbc: %v", err)
 	}
@@ -182,7 +182,7 @@ func TestESPConfig(t *testing.T) {
 		{"no direction", func(sa *offload.SA) { sa.Dir = 0 }},
 		{"transport", func(sa *offload.SA) { sa.Mode = offload.Transport }},
 		{"short key", func(sa *offload.SA) { sa.EncrKey = make(offload.Key, 32) }},
-		{"gcm with integrity", func(sa *offload.SA) { sa.Integ = authSHA256_128 }},
+		{"gcm with integrity", func(sa *offload.SA) { sa.Integ = offload.IntegHMACSHA256_128 }},
 		{"3des", func(sa *offload.SA) { sa.Encr = 3 }},
 		{"mixed families", func(sa *offload.SA) { sa.Dst = netip.MustParseAddr("2001:db8::2") }},
 		{"no selectors", func(sa *offload.SA) { sa.LocalTS = nil }},

@@ -316,19 +316,19 @@ func TestKernelSAs(t *testing.T) {
 		{"aes128gcm16", nil},
 		{"aes256gcm16 esn", func(sa *offload.SA) { sa.KeyBits, sa.EncrKey, sa.ESN, sa.ReplayWindow = 256, key(36), true, 1024 }},
 		{"chacha20poly1305 natt", func(sa *offload.SA) {
-			sa.Encr, sa.KeyBits, sa.EncrKey = encrChaCha20, 256, key(36)
+			sa.Encr, sa.KeyBits, sa.EncrKey = offload.EncrChaCha20Poly1305, 256, key(36)
 			sa.Encap = &offload.Encap{SrcPort: 4500, DstPort: 4500}
 		}},
 		{"aes256-sha512 large window", func(sa *offload.SA) {
-			sa.Encr, sa.KeyBits, sa.EncrKey, sa.Integ, sa.IntegKey = encrAESCBC, 256, key(32), authSHA512_256, key(64)
+			sa.Encr, sa.KeyBits, sa.EncrKey, sa.Integ, sa.IntegKey = offload.EncrAESCBC, 256, key(32), offload.IntegHMACSHA512_256, key(64)
 			sa.ReplayWindow = 4096
 			sa.Lifetime = offload.Lifetime{SoftBytes: 1 << 30, HardBytes: 1 << 31, SoftTime: time.Hour, HardTime: 2 * time.Hour}
 		}},
 		{"aes128-sha256", func(sa *offload.SA) {
-			sa.Encr, sa.KeyBits, sa.EncrKey, sa.Integ, sa.IntegKey = encrAESCBC, 128, key(16), authSHA256_128, key(32)
+			sa.Encr, sa.KeyBits, sa.EncrKey, sa.Integ, sa.IntegKey = offload.EncrAESCBC, 128, key(16), offload.IntegHMACSHA256_128, key(32)
 		}},
 		{"aes128-sha384", func(sa *offload.SA) {
-			sa.Encr, sa.KeyBits, sa.EncrKey, sa.Integ, sa.IntegKey = encrAESCBC, 128, key(16), authSHA384_192, key(48)
+			sa.Encr, sa.KeyBits, sa.EncrKey, sa.Integ, sa.IntegKey = offload.EncrAESCBC, 128, key(16), offload.IntegHMACSHA384_192, key(48)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,17 +12,10 @@ import (
 	"github.com/xdpsec/xdpsec/offload"
 )
 
-// IANA IKEv2 transform IDs this data plane maps onto kernel algorithms.
+// The AEAD key's salt (RFC 4106 4) and the ICV length in bits.
 const (
-	encrAESCBC     = 12
-	encrAESGCM16   = 20
-	encrChaCha20   = 28
-	authNone       = 0
-	authSHA256_128 = 12
-	authSHA384_192 = 13
-	authSHA512_256 = 14
-	aeadSaltLen    = 4
-	aeadICVBits    = 128
+	aeadSaltLen = 4
+	aeadICVBits = 128
 )
 
 // Kernel algorithm names (crypto API templates) for the transforms.
@@ -142,9 +135,9 @@ func stateFor(sa offload.SA, x xlat) (stateSpec, error) {
 	}
 	keyLen := sa.KeyBits / 8
 	switch sa.Encr {
-	case encrAESGCM16, encrChaCha20:
+	case offload.EncrAESGCM16, offload.EncrChaCha20Poly1305:
 		name := algGCM
-		if sa.Encr == encrChaCha20 {
+		if sa.Encr == offload.EncrChaCha20Poly1305 {
 			name = algChaCha
 			if keyLen == 0 {
 				keyLen = 32
@@ -155,7 +148,7 @@ func stateFor(sa offload.SA, x xlat) (stateSpec, error) {
 		} else if keyLen != 16 && keyLen != 24 && keyLen != 32 {
 			return s, fmt.Errorf("sa %08x: aes-gcm with %d-bit key", sa.SPI, sa.KeyBits)
 		}
-		if sa.Integ != authNone {
+		if sa.Integ != offload.IntegNone {
 			return s, fmt.Errorf("sa %08x: aead cipher %d with integrity %d", sa.SPI, sa.Encr, sa.Integ)
 		}
 		if len(sa.EncrKey) != keyLen+aeadSaltLen {
@@ -164,7 +157,7 @@ func stateFor(sa offload.SA, x xlat) (stateSpec, error) {
 		// The kernel takes the salt as the key's last 4 bytes, which
 		// is how IKE's keying material lays it out (RFC 4106 8.1).
 		st.Aead = &netlink.XfrmStateAlgo{Name: name, Key: cloneKey(sa.EncrKey), ICVLen: aeadICVBits}
-	case encrAESCBC:
+	case offload.EncrAESCBC:
 		if keyLen != 16 && keyLen != 24 && keyLen != 32 {
 			return s, fmt.Errorf("sa %08x: aes-cbc with %d-bit key", sa.SPI, sa.KeyBits)
 		}
@@ -174,11 +167,11 @@ func stateFor(sa offload.SA, x xlat) (stateSpec, error) {
 		var name string
 		var keyBytes, trunc int
 		switch sa.Integ {
-		case authSHA256_128:
+		case offload.IntegHMACSHA256_128:
 			name, keyBytes, trunc = "hmac(sha256)", 32, 128
-		case authSHA384_192:
+		case offload.IntegHMACSHA384_192:
 			name, keyBytes, trunc = "hmac(sha384)", 48, 192
-		case authSHA512_256:
+		case offload.IntegHMACSHA512_256:
 			name, keyBytes, trunc = "hmac(sha512)", 64, 256
 		default:
 			return s, fmt.Errorf("sa %08x: unsupported integrity transform %d", sa.SPI, sa.Integ)

@@ -25,7 +25,7 @@ func key(n int) offload.Key {
 func baseSA() offload.SA {
 	return offload.SA{
 		Conn: "site-b", Child: "net", SPI: 0xc0ffee01, Dir: offload.Out,
-		Encr: encrAESGCM16, KeyBits: 128, EncrKey: key(20),
+		Encr: offload.EncrAESGCM16, KeyBits: 128, EncrKey: key(20),
 		Mode: offload.Tunnel,
 		Src:  netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr("198.51.100.2"),
 		ReplayWindow: 32,
@@ -42,22 +42,22 @@ func TestStateForAlgorithms(t *testing.T) {
 		trunc            int
 		wantErr          string
 	}{
-		{name: "aes128gcm16", encr: encrAESGCM16, bits: 128, encrKey: 20, aead: algGCM},
-		{name: "aes256gcm16", encr: encrAESGCM16, bits: 256, encrKey: 36, aead: algGCM},
-		{name: "chacha20poly1305", encr: encrChaCha20, bits: 256, encrKey: 36, aead: algChaCha},
-		{name: "chacha20poly1305 no keybits", encr: encrChaCha20, encrKey: 36, aead: algChaCha},
-		{name: "aes128-sha256", encr: encrAESCBC, integ: authSHA256_128, bits: 128, encrKey: 16, intKey: 32, crypt: algCBC, aut: "hmac(sha256)", trunc: 128},
-		{name: "aes256-sha256", encr: encrAESCBC, integ: authSHA256_128, bits: 256, encrKey: 32, intKey: 32, crypt: algCBC, aut: "hmac(sha256)", trunc: 128},
-		{name: "aes128-sha384", encr: encrAESCBC, integ: authSHA384_192, bits: 128, encrKey: 16, intKey: 48, crypt: algCBC, aut: "hmac(sha384)", trunc: 192},
-		{name: "aes256-sha384", encr: encrAESCBC, integ: authSHA384_192, bits: 256, encrKey: 32, intKey: 48, crypt: algCBC, aut: "hmac(sha384)", trunc: 192},
-		{name: "aes128-sha512", encr: encrAESCBC, integ: authSHA512_256, bits: 128, encrKey: 16, intKey: 64, crypt: algCBC, aut: "hmac(sha512)", trunc: 256},
-		{name: "aes256-sha512", encr: encrAESCBC, integ: authSHA512_256, bits: 256, encrKey: 32, intKey: 64, crypt: algCBC, aut: "hmac(sha512)", trunc: 256},
-		{name: "gcm key without salt", encr: encrAESGCM16, bits: 128, encrKey: 16, wantErr: "key of 16 bytes"},
-		{name: "gcm with integrity", encr: encrAESGCM16, integ: authSHA256_128, bits: 128, encrKey: 20, intKey: 32, wantErr: "aead cipher"},
-		{name: "cbc without integrity", encr: encrAESCBC, bits: 128, encrKey: 16, wantErr: "unsupported integrity"},
-		{name: "cbc short hmac key", encr: encrAESCBC, integ: authSHA512_256, bits: 128, encrKey: 16, intKey: 32, wantErr: "integrity key of 32 bytes"},
+		{name: "aes128gcm16", encr: offload.EncrAESGCM16, bits: 128, encrKey: 20, aead: algGCM},
+		{name: "aes256gcm16", encr: offload.EncrAESGCM16, bits: 256, encrKey: 36, aead: algGCM},
+		{name: "chacha20poly1305", encr: offload.EncrChaCha20Poly1305, bits: 256, encrKey: 36, aead: algChaCha},
+		{name: "chacha20poly1305 no keybits", encr: offload.EncrChaCha20Poly1305, encrKey: 36, aead: algChaCha},
+		{name: "aes128-sha256", encr: offload.EncrAESCBC, integ: offload.IntegHMACSHA256_128, bits: 128, encrKey: 16, intKey: 32, crypt: algCBC, aut: "hmac(sha256)", trunc: 128},
+		{name: "aes256-sha256", encr: offload.EncrAESCBC, integ: offload.IntegHMACSHA256_128, bits: 256, encrKey: 32, intKey: 32, crypt: algCBC, aut: "hmac(sha256)", trunc: 128},
+		{name: "aes128-sha384", encr: offload.EncrAESCBC, integ: offload.IntegHMACSHA384_192, bits: 128, encrKey: 16, intKey: 48, crypt: algCBC, aut: "hmac(sha384)", trunc: 192},
+		{name: "aes256-sha384", encr: offload.EncrAESCBC, integ: offload.IntegHMACSHA384_192, bits: 256, encrKey: 32, intKey: 48, crypt: algCBC, aut: "hmac(sha384)", trunc: 192},
+		{name: "aes128-sha512", encr: offload.EncrAESCBC, integ: offload.IntegHMACSHA512_256, bits: 128, encrKey: 16, intKey: 64, crypt: algCBC, aut: "hmac(sha512)", trunc: 256},
+		{name: "aes256-sha512", encr: offload.EncrAESCBC, integ: offload.IntegHMACSHA512_256, bits: 256, encrKey: 32, intKey: 64, crypt: algCBC, aut: "hmac(sha512)", trunc: 256},
+		{name: "gcm key without salt", encr: offload.EncrAESGCM16, bits: 128, encrKey: 16, wantErr: "key of 16 bytes"},
+		{name: "gcm with integrity", encr: offload.EncrAESGCM16, integ: offload.IntegHMACSHA256_128, bits: 128, encrKey: 20, intKey: 32, wantErr: "aead cipher"},
+		{name: "cbc without integrity", encr: offload.EncrAESCBC, bits: 128, encrKey: 16, wantErr: "unsupported integrity"},
+		{name: "cbc short hmac key", encr: offload.EncrAESCBC, integ: offload.IntegHMACSHA512_256, bits: 128, encrKey: 16, intKey: 32, wantErr: "integrity key of 32 bytes"},
 		{name: "3des", encr: 3, bits: 192, encrKey: 24, wantErr: "unsupported encryption"},
-		{name: "chacha 128", encr: encrChaCha20, bits: 128, encrKey: 20, wantErr: "chacha20 with 128-bit"},
+		{name: "chacha 128", encr: offload.EncrChaCha20Poly1305, bits: 128, encrKey: 20, wantErr: "chacha20 with 128-bit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sa := baseSA()
@@ -275,7 +275,7 @@ func TestEncodeNewSA(t *testing.T) {
 	// CBC + HMAC, no ESN, small window, no offload: the legacy field and
 	// no extra attributes.
 	sa = baseSA()
-	sa.Encr, sa.KeyBits, sa.EncrKey, sa.Integ, sa.IntegKey = encrAESCBC, 256, key(32), authSHA384_192, key(48)
+	sa.Encr, sa.KeyBits, sa.EncrKey, sa.Integ, sa.IntegKey = offload.EncrAESCBC, 256, key(32), offload.IntegHMACSHA384_192, key(48)
 	s, err = stateFor(sa, xlat{})
 	if err != nil {
 		t.Fatal(err)
