@@ -1,15 +1,18 @@
 // Package ike is xdpsec's IKEv2 (RFC 7296) state machine: the IKE_SA_INIT
 // and IKE_AUTH exchanges in both roles with pre-shared key authentication,
-// the first CHILD SA, NAT detection and the float to UDP 4500 with NAT-T
-// keepalives from the end behind the NAT, COOKIEs under load,
-// INVALID_KE_PAYLOAD retries, retransmission and the responder's response
-// cache, and the INFORMATIONAL exchanges that delete SAs.
+// NAT detection and the float to UDP 4500 with NAT-T keepalives from the
+// end behind the NAT, COOKIEs under load, INVALID_KE_PAYLOAD retries,
+// retransmission and the responder's response cache; and the SA
+// lifecycle: CREATE_CHILD_SA for additional CHILD SAs and for CHILD and IKE
+// SA rekeys (make-before-break, collisions resolved), INFORMATIONAL
+// deletes and liveness checks (DPD with its actions), INITIAL_CONTACT and
+// on-demand CHILD SAs for trap policies.
 //
 // The design follows strongSwan's libcharon: every exchange is built and
-// processed by the initiator and the responder in turn, one outstanding
-// request per IKE SA (window size 1), and whatever the data plane must do is
-// behind the Installer interface. The package knows nothing of netlink, XDP
-// or ESP packet processing.
+// processed by the initiator and the responder in turn, our requests are
+// tasks in one queue per IKE SA (window size 1), and whatever the data
+// plane must do is behind the Installer interface. The package knows
+// nothing of netlink, XDP or ESP packet processing.
 package ike
 
 import (
