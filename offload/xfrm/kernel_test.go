@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -47,31 +46,17 @@ func needESP(t *testing.T) {
 func freshNS(t *testing.T) netns.NsHandle {
 	t.Helper()
 	needRoot(t)
-	type res struct {
-		ns  netns.NsHandle
-		err error
+	var ns netns.NsHandle
+	err := onLockedThread(func() error {
+		var err error
+		ns, err = netns.New()
+		return err
+	})
+	if err != nil {
+		t.Skipf("kernel test: cannot make a network namespace: %v", err)
 	}
-	ch := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			ch <- res{err: err}
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.New()
-		if err == nil && netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		ch <- res{ns, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Skipf("kernel test: cannot make a network namespace: %v", r.err)
-	}
-	t.Cleanup(func() { r.ns.Close() })
-	return r.ns
+	t.Cleanup(func() { ns.Close() })
+	return ns
 }
 
 func nsHandle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
@@ -270,18 +255,13 @@ func ipNetOfAddr(s string) *net.IPNet {
 // sendUDP sends one datagram from inside ns.
 func sendUDP(t *testing.T, ns netns.NsHandle, src, dst string) {
 	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// The thread stays in ns and dies with the goroutine.
+	must(t, onLockedThread(func() error {
 		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
+			return err
 		}
 		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(src)}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(dst)))
 		if err != nil {
-			errc <- err
-			return
+			return err
 		}
 		defer c.Close()
 		_, err = c.Write([]byte("x"))
@@ -289,9 +269,8 @@ func sendUDP(t *testing.T, ns netns.NsHandle, src, dst string) {
 		if errors.Is(err, unix.EAGAIN) {
 			err = nil
 		}
-		errc <- err
-	}()
-	must(t, <-errc)
+		return err
+	}))
 }
 
 func espPair(t *testing.T, d *Dataplane, mod func(*offload.SA)) {

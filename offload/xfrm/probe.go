@@ -21,31 +21,38 @@ var ErrNoESP = errors.New("the kernel lacks ESP support (esp4 module / CONFIG_IN
 // kernel refuses ESP or the algorithm, and says what else went wrong
 // otherwise (e.g. no CAP_NET_ADMIN).
 func Probe() error {
-	type res struct{ err error }
-	ch := make(chan res, 1)
-	// A thread of its own: it enters the fresh namespace, and should
-	// returning fail, the runtime discards it with the goroutine.
+	// netns.New moves the thread into the fresh namespace.
+	return onLockedThread(func() error {
+		fresh, err := netns.New()
+		if err != nil {
+			return fmt.Errorf("probe esp: new namespace: %w", err)
+		}
+		defer fresh.Close()
+		return probeIn(fresh)
+	})
+}
+
+// onLockedThread runs fn on a thread of its own, which fn may move into
+// another network namespace: afterwards the thread goes back to the
+// caller's namespace and to the pool, or, should going back fail, the
+// runtime discards it with its goroutine.
+func onLockedThread(fn func() error) error {
+	ch := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		orig, err := netns.Get()
 		if err != nil {
-			ch <- res{fmt.Errorf("probe esp: %w", err)}
+			ch <- fmt.Errorf("current network namespace: %w", err)
 			return
 		}
 		defer orig.Close()
-		fresh, err := netns.New()
-		if err != nil {
-			ch <- res{fmt.Errorf("probe esp: new namespace: %w", err)}
-			return
-		}
-		defer fresh.Close()
-		err = probeIn(fresh)
+		err = fn()
 		if netns.Set(orig) == nil {
 			runtime.UnlockOSThread()
 		}
-		ch <- res{err}
+		ch <- err
 	}()
-	return (<-ch).err
+	return <-ch
 }
 
 func probeIn(ns netns.NsHandle) error {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -129,36 +128,19 @@ func openStat(ns netns.NsHandle) (*statFile, error) {
 		}
 		return &statFile{f: f}, nil
 	}
-	type res struct {
-		f   *os.File
-		err error
-	}
-	ch := make(chan res, 1)
-	// A thread of its own that never returns to the pool: should
-	// switching back fail, the runtime discards it with the goroutine.
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			ch <- res{err: err}
-			return
-		}
-		defer orig.Close()
+	var f *os.File
+	err := onLockedThread(func() error {
 		if err := netns.Set(ns); err != nil {
-			ch <- res{err: err}
-			return
+			return err
 		}
-		f, err := os.Open("/proc/thread-self/net/xfrm_stat")
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread()
-		}
-		ch <- res{f, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		return nil, r.err
+		var err error
+		f, err = os.Open("/proc/thread-self/net/xfrm_stat")
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
-	return &statFile{f: r.f}, nil
+	return &statFile{f: f}, nil
 }
 
 func (s *statFile) read() (map[string]uint64, error) {
