@@ -151,6 +151,20 @@ type Policy struct {
 	Mode                 Mode
 }
 
+// PolicyKey identifies a policy the way the data planes match it:
+// direction, selectors (masked) and protocol. Adding a policy with the key
+// of an installed one replaces it.
+type PolicyKey struct {
+	Dir      Direction
+	Src, Dst netip.Prefix
+	Proto    uint8
+}
+
+// Key returns the policy's key.
+func (p Policy) Key() PolicyKey {
+	return PolicyKey{Dir: p.Dir, Src: p.Src.Masked(), Dst: p.Dst.Masked(), Proto: p.Proto}
+}
+
 // SACounters are the traffic counters of one installed SA.
 type SACounters struct {
 	SPI               uint32

@@ -127,7 +127,7 @@ type Dataplane struct {
 	locals     atomic.Pointer[localAddrs]
 	addrDone   chan struct{}
 	addrWG     sync.WaitGroup
-	hostRoutes map[policyKey]*netlink.Route
+	hostRoutes map[offload.PolicyKey]*netlink.Route
 
 	socks []*xsk.Socket
 	// wanPorts are the WAN sockets, by queue, shared by the workers to
@@ -151,7 +151,7 @@ type Dataplane struct {
 	closed   bool
 	reserved map[uint32]struct{}
 	sas      map[saKey]*saEntry
-	policies map[policyKey]*policyEntry
+	policies map[offload.PolicyKey]*policyEntry
 	polIDs   map[string]uint32 // loader policy ID per destination prefix
 	byID     map[uint32]offload.Policy
 	nextID   uint32
@@ -189,13 +189,13 @@ func New(ctx context.Context, opts Options) (_ *Dataplane, err error) {
 		events:   offload.NewEventQueue(eventQueue),
 		reserved: make(map[uint32]struct{}),
 		sas:      make(map[saKey]*saEntry),
-		policies: make(map[policyKey]*policyEntry),
+		policies: make(map[offload.PolicyKey]*policyEntry),
 		polIDs:   make(map[string]uint32),
 		byID:     make(map[uint32]offload.Policy),
 		lineage:  make(offload.Lineage),
 		ns:       netns.None(),
 
-		hostRoutes: make(map[policyKey]*netlink.Route),
+		hostRoutes: make(map[offload.PolicyKey]*netlink.Route),
 	}
 	d.spd.Store(buildSPD(nil))
 	d.locals.Store(&localAddrs{})

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"net/netip"
 	"sort"
 	"time"
 
@@ -25,12 +24,6 @@ const (
 type saKey struct {
 	spi uint32
 	dir offload.Direction
-}
-
-type policyKey struct {
-	dir      offload.Direction
-	src, dst netip.Prefix
-	proto    uint8
 }
 
 // saEntry is an installed SA.
@@ -330,10 +323,6 @@ func (d *Dataplane) DelSA(_ context.Context, spi uint32, dir offload.Direction) 
 	return nil
 }
 
-func keyOf(p offload.Policy) policyKey {
-	return policyKey{dir: p.Dir, src: p.Src.Masked(), dst: p.Dst.Masked(), proto: p.Proto}
-}
-
 // AddPolicy implements offload.Dataplane. Adding a policy that exists
 // replaces it: that is how an outbound policy moves to a new SA. An
 // outbound protect policy needs its SA installed first (SPI 0 makes it a
@@ -356,14 +345,14 @@ func (d *Dataplane) AddPolicy(_ context.Context, p offload.Policy) error {
 	if d.closed {
 		return offload.ErrClosed
 	}
-	k := keyOf(p)
+	k := p.Key()
 	if p.Dir == offload.In {
 		d.policies[k] = &policyEntry{p: p}
 		return nil
 	}
 	// xdp_lan keys its SPD by destination prefix alone.
 	for ok, other := range d.policies {
-		if ok.dir == offload.Out && ok.dst == k.dst && ok != k {
+		if ok.Dir == offload.Out && ok.Dst == k.Dst && ok != k {
 			return fmt.Errorf("policy %s -> %s: destination taken by %s -> %s: %w",
 				p.Src, p.Dst, other.p.Src, other.p.Dst, offload.ErrExists)
 		}
@@ -458,7 +447,7 @@ func (d *Dataplane) syncPolicies() error {
 func (d *Dataplane) DelPolicy(_ context.Context, p offload.Policy) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	k := keyOf(p)
+	k := p.Key()
 	cur, ok := d.policies[k]
 	if !ok {
 		return fmt.Errorf("del policy %s %s -> %s: %w", p.Dir, p.Src, p.Dst, offload.ErrNotFound)
@@ -470,11 +459,11 @@ func (d *Dataplane) DelPolicy(_ context.Context, p offload.Policy) error {
 		return offload.ErrClosed
 	}
 	if p.Dir == offload.Out {
-		if err := d.ld.DeletePolicy(k.dst); err != nil {
+		if err := d.ld.DeletePolicy(k.Dst); err != nil {
 			return fmt.Errorf("del policy %s -> %s: %w", p.Src, p.Dst, err)
 		}
-		delete(d.byID, d.polIDs[k.dst.String()])
-		delete(d.polIDs, k.dst.String())
+		delete(d.byID, d.polIDs[k.Dst.String()])
+		delete(d.polIDs, k.Dst.String())
 	}
 	delete(d.policies, k)
 	err := d.syncPolicies()

@@ -200,9 +200,9 @@ func (d *Dataplane) syncHostRoutes() {
 		return
 	}
 	var errs []error
-	want := map[policyKey]*netlink.Route{}
+	want := map[offload.PolicyKey]*netlink.Route{}
 	for k, pe := range d.policies {
-		if k.dir == offload.Out && pe.p.Action == offload.Protect {
+		if k.Dir == offload.Out && pe.p.Action == offload.Protect {
 			want[k] = d.hostRoute(pe.p)
 		}
 	}
@@ -216,13 +216,13 @@ func (d *Dataplane) syncHostRoutes() {
 		}
 		delete(d.hostRoutes, k)
 	}
-	keys := make([]policyKey, 0, len(want))
+	keys := make([]offload.PolicyKey, 0, len(want))
 	for k := range want {
 		if _, ok := d.hostRoutes[k]; !ok {
 			keys = append(keys, k)
 		}
 	}
-	slices.SortFunc(keys, func(a, b policyKey) int { return a.dst.Addr().Compare(b.dst.Addr()) })
+	slices.SortFunc(keys, func(a, b offload.PolicyKey) int { return a.Dst.Addr().Compare(b.Dst.Addr()) })
 	for _, k := range keys {
 		r := want[k]
 		err := d.nl.RouteAdd(r)

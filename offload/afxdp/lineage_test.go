@@ -14,7 +14,7 @@ func TestStatsKeepDeletedTraffic(t *testing.T) {
 	d := &Dataplane{
 		sadb:     esp.NewSADB(),
 		sas:      map[saKey]*saEntry{},
-		policies: map[policyKey]*policyEntry{},
+		policies: map[offload.PolicyKey]*policyEntry{},
 		lineage:  offload.Lineage{},
 	}
 	d.spd.Store(buildSPD(nil))

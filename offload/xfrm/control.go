@@ -165,7 +165,7 @@ func (d *Dataplane) AddPolicy(_ context.Context, p offload.Policy) error {
 			return fmt.Errorf("policy %s -> %s: sa %08x: %w", p.Src, p.Dst, p.SPI, offload.ErrNotFound)
 		}
 	}
-	k := keyOf(p)
+	k := p.Key()
 	prev, had := d.policies[k]
 	for i := range kps {
 		if err := d.k.updatePolicy(&kps[i]); err != nil {
@@ -229,7 +229,7 @@ func (d *Dataplane) restorePolicy(done []netlink.XfrmPolicy, prev offload.Policy
 func (d *Dataplane) DelPolicy(_ context.Context, p offload.Policy) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	k := keyOf(p)
+	k := p.Key()
 	cur, ok := d.policies[k]
 	if !ok {
 		return fmt.Errorf("del policy %s %s -> %s: %w", p.Dir, p.Src, p.Dst, offload.ErrNotFound)

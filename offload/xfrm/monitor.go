@@ -136,11 +136,11 @@ func (d *Dataplane) acquire(b []byte) (offload.Event, bool) {
 	if pol.Dir != uint8(netlink.XFRM_DIR_OUT) {
 		return offload.Event{}, false
 	}
-	k := policyKey{
-		dir:   offload.Out,
-		src:   prefixOf(&pol.Sel.Saddr, pol.Sel.PrefixlenS, pol.Sel.Family),
-		dst:   prefixOf(&pol.Sel.Daddr, pol.Sel.PrefixlenD, pol.Sel.Family),
-		proto: pol.Sel.Proto,
+	k := offload.PolicyKey{
+		Dir:   offload.Out,
+		Src:   prefixOf(&pol.Sel.Saddr, pol.Sel.PrefixlenS, pol.Sel.Family),
+		Dst:   prefixOf(&pol.Sel.Daddr, pol.Sel.PrefixlenD, pol.Sel.Family),
+		Proto: pol.Sel.Proto,
 	}
 	d.mu.Lock()
 	p, ok := d.policies[k]

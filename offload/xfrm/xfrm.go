@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -68,16 +67,6 @@ type saKey struct {
 	dir offload.Direction
 }
 
-type policyKey struct {
-	dir      offload.Direction
-	src, dst netip.Prefix
-	proto    uint8
-}
-
-func keyOf(p offload.Policy) policyKey {
-	return policyKey{dir: p.Dir, src: p.Src.Masked(), dst: p.Dst.Masked(), proto: p.Proto}
-}
-
 // saEntry is an installed SA.
 type saEntry struct {
 	cfg     offload.SA // keys cleared
@@ -100,7 +89,7 @@ type Dataplane struct {
 	closed   bool
 	reserved offload.SPIReservations
 	sas      map[saKey]*saEntry
-	policies map[policyKey]offload.Policy
+	policies map[offload.PolicyKey]offload.Policy
 	reqids   map[[2]string]int
 	nextReq  int
 	lineage  offload.Lineage
@@ -186,7 +175,7 @@ func newDataplane(opts Options, k kernel) *Dataplane {
 		log: opts.Logger.With(zap.String("dataplane", "xfrm")), opts: opts, k: k,
 		reserved: offload.SPIReservations{},
 		sas:      map[saKey]*saEntry{},
-		policies: map[policyKey]offload.Policy{},
+		policies: map[offload.PolicyKey]offload.Policy{},
 		reqids:   map[[2]string]int{},
 		lineage:  offload.Lineage{},
 		events:   offload.NewEventQueue(256),
