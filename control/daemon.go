@@ -63,7 +63,16 @@ func CheckSupported(cfg *config.Config) error {
 		return fmt.Errorf("dataplane.mode %q is not available in this build yet (available: %v): set dataplane.mode: none to run IKE without a data plane",
 			cfg.Dataplane.Mode, supportedModes())
 	}
-	return nil
+	var errs []error
+	for i, c := range cfg.Connections {
+		if c.Auth == "pubkey" {
+			// The schema knows the certificate keys, the IKE engine does
+			// not authenticate with them yet: running would send an empty
+			// pre-shared key and fail every IKE_AUTH misleadingly.
+			errs = append(errs, fmt.Errorf("connections[%d].auth (%s): certificate authentication (auth: pubkey) is not implemented in this build yet; use auth: psk", i, c.Name))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // New prepares a daemon for an already validated configuration.
@@ -268,6 +277,12 @@ func (d *Daemon) Reload(ctx context.Context) (api.ReloadResult, error) {
 	if err != nil {
 		d.metrics.reloads.WithLabelValues("failure").Inc()
 		d.log.Error("reload failed, keeping the running configuration",
+			zap.String("config", d.opts.ConfigPath), zap.Error(err))
+		return api.ReloadResult{}, fmt.Errorf("reload %s: %w", d.opts.ConfigPath, err)
+	}
+	if err := CheckSupported(next); err != nil {
+		d.metrics.reloads.WithLabelValues("failure").Inc()
+		d.log.Error("reload refused, keeping the running configuration",
 			zap.String("config", d.opts.ConfigPath), zap.Error(err))
 		return api.ReloadResult{}, fmt.Errorf("reload %s: %w", d.opts.ConfigPath, err)
 	}

@@ -6,7 +6,12 @@ set -euo pipefail
 packages=(
 	# strongSwan as the interop peer, with kernel-libipsec for ESP in user
 	# space (the build machines' kernel has no ESP) and the kdf plugin.
+	# Recommends are off, so its crypto comes by name: openssl and gcm are
+	# in the standard plugins, chapoly and curve25519 in the extra ones;
+	# without them charon exits with status 66 (internal/swan names the
+	# missing package).
 	strongswan-charon strongswan-swanctl libcharon-extra-plugins
+	libstrongswan-standard-plugins libstrongswan-extra-plugins
 	# lab tooling: namespaces are made through netlink, these are run inside
 	iproute2 iptables iputils-ping iperf3 tcpdump
 	# the WireGuard baseline of `xdpsec-bench bench` (wireguard-go is built from the Go module proxy)

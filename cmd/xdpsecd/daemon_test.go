@@ -392,6 +392,30 @@ func TestDaemonRefusesToStart(t *testing.T) {
 			t.Errorf("--check output leaks the PSK:\n%s", out)
 		}
 	})
+	t.Run("pubkey-not-implemented", func(t *testing.T) {
+		// The schema takes certificate settings, the engine cannot use
+		// them yet: both --check and start must say so, not start and
+		// fail every IKE_AUTH with an empty pre-shared key.
+		d := newLabDir(t)
+		dir := t.TempDir()
+		for _, f := range []string{"gw.crt", "gw.key", "ca.crt"} {
+			if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		conn := strings.Replace(connYAML("site-b", "198.51.100.2", d.psk),
+			"    auth: psk\n    psk_file: "+d.psk+"\n",
+			fmt.Sprintf("    auth: pubkey\n    cert_file: %s/gw.crt\n    key_file: %s/gw.key\n    ca_file: %s/ca.crt\n", dir, dir, dir), 1)
+		d.writeConfig(t, "", conn)
+		for _, args := range [][]string{{"--config", d.config, "--check"}, {"--config", d.config}} {
+			out, code := run(t, args...)
+			for _, want := range []string{"connections[0].auth", "auth: pubkey", "not implemented", "use auth: psk"} {
+				if code == 0 || !strings.Contains(out, want) {
+					t.Errorf("%v: exit %d, output lacks %q: %s", args, code, want, out)
+				}
+			}
+		}
+	})
 	t.Run("kernel-without-esp", func(t *testing.T) {
 		if xfrm.Probe() == nil {
 			t.Skip("this kernel has ESP: the refusal is for kernels without it (the VM tests run mode xfrm)")

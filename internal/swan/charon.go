@@ -72,6 +72,9 @@ type Options struct {
 	// ExtraConf is appended inside the charon { } section of
 	// strongswan.conf (for settings this package does not model).
 	ExtraConf string
+	// PluginDir is where charon's loadable plugins are (default
+	// DefaultPluginDir); StartCharon checks that each one listed is there.
+	PluginDir string
 	// StartTimeout bounds the wait for the VICI socket (default 10 s).
 	StartTimeout time.Duration
 }
@@ -83,6 +86,7 @@ type Charon struct {
 	Socket string // VICI unix socket path
 
 	proc    *netlab.Process
+	logTail *tailWriter
 	ownDir  bool
 	closeMu sync.Mutex
 	closed  bool
@@ -163,6 +167,17 @@ func StartCharon(ctx context.Context, ns *netlab.NS, opts Options) (*Charon, err
 	if bin == "" {
 		bin = DefaultCharon
 	}
+	plugins := opts.Plugins
+	if len(plugins) == 0 {
+		plugins = DefaultPlugins()
+	}
+	pluginDir := opts.PluginDir
+	if pluginDir == "" {
+		pluginDir = DefaultPluginDir
+	}
+	if err := checkPlugins(pluginDir, plugins); err != nil {
+		return nil, errors.Join(err, c.cleanDir())
+	}
 	// unshare -m gives charon its own mount namespace (propagation private,
 	// so nothing mounted there reaches the host) with a tmpfs on /run for
 	// its pid file: two charons on one host would otherwise refuse to
@@ -171,7 +186,14 @@ func StartCharon(ctx context.Context, ns *netlab.NS, opts Options) (*Charon, err
 	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
 		`mount -t tmpfs tmpfs /run && exec "$0"`, bin)
 	cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+conf)
-	proc, err := ns.Start(cmd, opts.Output)
+	// charon says why it gave up only in its log; keep the end of it for
+	// the error, whatever else the caller does with the output.
+	c.logTail = &tailWriter{max: 8 << 10}
+	out := io.Writer(c.logTail)
+	if opts.Output != nil {
+		out = io.MultiWriter(opts.Output, c.logTail)
+	}
+	proc, err := ns.Start(cmd, out)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("swan: start charon: %w", err), c.cleanDir())
 	}
@@ -203,7 +225,7 @@ func (c *Charon) connect(ctx context.Context) error {
 		}
 		select {
 		case <-c.proc.Done():
-			return fmt.Errorf("swan: charon in %s exited before opening VICI: %v", c.NS.Name, c.proc.Err())
+			return fmt.Errorf("swan: charon in %s exited before opening VICI: %v%s", c.NS.Name, c.proc.Err(), pluginFailures(c.logTail.String()))
 		case <-ctx.Done():
 			return fmt.Errorf("swan: waiting for %s: %w", c.Socket, ctx.Err())
 		case <-tick.C:
