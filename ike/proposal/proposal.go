@@ -261,6 +261,12 @@ func parse(s string, k kind) (Proposal, error) {
 		return Proposal{}, &ParseError{Kind: ErrInvalid, Reason: "empty proposal",
 			Suggestion: "e.g. " + k.example()}
 	}
+	if strings.HasSuffix(s, "!") {
+		// strongSwan's "!" stops it from adding its default algorithms;
+		// xdpsec never adds any, so the flag is a habit, not an algorithm.
+		return Proposal{}, &ParseError{Kind: ErrInvalid, Reason: "strongSwan's strict flag '!' in", Token: s,
+			Suggestion: "xdpsec proposals are always strict (only the algorithms listed are offered or accepted): drop the '!'"}
+	}
 	seen := make(map[string]string) // canonical token -> spelling used first
 	for raw := range strings.SplitSeq(s, "-") {
 		tok := strings.ToLower(strings.TrimSpace(raw))

@@ -76,6 +76,8 @@ func TestParse(t *testing.T) {
 		{name: "duplicate", in: "aes256gcm16-aes256gcm16-prfsha256-x25519", wantErr: `duplicate algorithm "aes256gcm16"`, kind: ErrDuplicate},
 		{name: "duplicate via alias", in: "aes256gcm16-prfsha256-x25519-curve25519", wantErr: `"x25519" names the same`, kind: ErrDuplicate},
 		{name: "duplicate gcm alias", esp: true, in: "aes256gcm16-aes256gcm128", wantErr: "duplicate", kind: ErrDuplicate},
+		{name: "strongswan strict flag esp", esp: true, in: "aes256-sha256-modp2048!", wantErr: "always strict", kind: ErrInvalid},
+		{name: "strongswan strict flag ike", in: "aes256gcm16-prfsha256-x25519!", wantErr: "drop the '!'", kind: ErrInvalid},
 		{name: "duplicate esn", esp: true, in: "aes256gcm16-esn-esn", wantErr: "duplicate", kind: ErrDuplicate},
 	}
 	for _, tt := range tests {
