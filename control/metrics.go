@@ -2,7 +2,9 @@ package control
 
 import (
 	"context"
+	"maps"
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -59,6 +61,7 @@ type ikeCollector struct {
 	keepalive *prometheus.Desc
 	rekeys    *prometheus.Desc
 	deadPeers *prometheus.Desc
+	childSAs  *prometheus.Desc
 }
 
 func newIKECollector(engine *ike.Engine) *ikeCollector {
@@ -66,7 +69,8 @@ func newIKECollector(engine *ike.Engine) *ikeCollector {
 		engine:    engine,
 		sas:       prometheus.NewDesc("xdpsec_ike_sas", "IKE SAs by state.", []string{"state"}, nil),
 		halfOpen:  prometheus.NewDesc("xdpsec_ike_half_open_sas", "Responder IKE SAs between IKE_SA_INIT and a completed IKE_AUTH.", nil, nil),
-		exchanges: prometheus.NewDesc("xdpsec_ike_exchanges_total", "IKE exchanges by type, our role and result.", []string{"exchange", "role", "result"}, nil),
+		exchanges: prometheus.NewDesc("xdpsec_ike_exchanges_total", "IKE exchanges by type, our role and result; each exchange counted once, when it completes or fails.", []string{"exchange", "role", "result"}, nil),
+		childSAs:  prometheus.NewDesc("xdpsec_child_sas_total", "CHILD SA negotiations (in IKE_AUTH or CREATE_CHILD_SA, rekeys included) by our role and result (ok, no_proposal_chosen, ts_unacceptable, ...).", []string{"role", "result"}, nil),
 		dropped:   prometheus.NewDesc("xdpsec_ike_dropped_total", "IKE datagrams dropped without an answer, by reason.", []string{"reason"}, nil),
 		cookies:   prometheus.NewDesc("xdpsec_ike_cookies_sent_total", "COOKIE demands sent to IKE_SA_INIT requests (RFC 7296 2.6).", nil, nil),
 		retrans:   prometheus.NewDesc("xdpsec_ike_retransmits_total", "Requests this gateway retransmitted.", nil, nil),
@@ -78,7 +82,7 @@ func newIKECollector(engine *ike.Engine) *ikeCollector {
 }
 
 func (c *ikeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.sas, c.halfOpen, c.exchanges, c.dropped, c.cookies, c.retrans, c.cached, c.keepalive, c.rekeys, c.deadPeers} {
+	for _, d := range []*prometheus.Desc{c.sas, c.halfOpen, c.exchanges, c.dropped, c.cookies, c.retrans, c.cached, c.keepalive, c.rekeys, c.deadPeers, c.childSAs} {
 		ch <- d
 	}
 }
@@ -95,6 +99,9 @@ func (c *ikeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.halfOpen, prometheus.GaugeValue, float64(st.HalfOpen))
 	for k, n := range st.Exchanges {
 		ch <- prometheus.MustNewConstMetric(c.exchanges, prometheus.CounterValue, float64(n), k.Exchange, k.Role, k.Result)
+	}
+	for k, n := range st.ChildSAs {
+		ch <- prometheus.MustNewConstMetric(c.childSAs, prometheus.CounterValue, float64(n), k.Role, k.Result)
 	}
 	for reason, n := range st.Dropped {
 		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(n), string(reason))
@@ -119,6 +126,7 @@ type dataplaneCollector struct {
 	packets *prometheus.Desc
 	drops   *prometheus.Desc
 	xdp     *prometheus.Desc
+	xdpEv   *prometheus.Desc
 	workers *prometheus.Desc
 	sockets *prometheus.Desc
 	offload *prometheus.Desc
@@ -130,10 +138,11 @@ func newDataplaneCollector(dp offload.Dataplane) *dataplaneCollector {
 		dp:      dp,
 		bytes:   prometheus.NewDesc("xdpsec_child_bytes_total", "Bytes through the ESP data plane per connection, child and direction (in = decrypted, out = encrypted).", labels, nil),
 		packets: prometheus.NewDesc("xdpsec_child_packets_total", "Packets through the ESP data plane per connection, child and direction.", labels, nil),
-		drops:   prometheus.NewDesc("xdpsec_dataplane_drops_total", "Packets the data plane dropped, by reason (unknown_spi, replay, auth, selector, malformed, no_route, mtu, ...).", []string{"dataplane", "reason"}, nil),
-		xdp:     prometheus.NewDesc("xdpsec_xdp_verdicts_total", "Verdicts of the XDP programs by interface side (wan, lan) and verdict.", []string{"interface", "verdict"}, nil),
+		drops:   prometheus.NewDesc("xdpsec_dataplane_drops_total", "Packets the data plane dropped anywhere from the XDP front door to the workers or the kernel, by reason (unknown_spi, replay, auth, selector, malformed, no_route, mtu, no_socket, ...).", []string{"dataplane", "reason"}, nil),
+		xdp:     prometheus.NewDesc("xdpsec_xdp_verdicts_total", "Verdicts of the XDP programs, one per packet, by interface side (wan, lan) and verdict (pass_*, redirect_*, drop_*).", []string{"interface", "verdict"}, nil),
+		xdpEv:   prometheus.NewDesc("xdpsec_xdp_events_total", "Things the XDP programs did besides their verdicts, by interface side and event: mss_clamped (TCP SYNs whose MSS was lowered), event_* (notifications to the daemon sent, suppressed or lost).", []string{"interface", "event"}, nil),
 		workers: prometheus.NewDesc("xdpsec_worker_packets_total", "Packets handled per data-plane worker.", []string{"worker"}, nil),
-		sockets: prometheus.NewDesc("xdpsec_afxdp_socket_events_total", "Kernel AF_XDP socket statistics summed over all sockets (rx_ring_full, rx_dropped, ...): packets lost before a worker saw them.", []string{"event"}, nil),
+		sockets: prometheus.NewDesc("xdpsec_afxdp_socket_events_total", "Kernel AF_XDP socket statistics summed over all sockets. Packets lost before a worker saw them: rx_dropped, rx_ring_full, rx_fill_ring_empty_descs; refused descriptors: rx_invalid_descs, tx_invalid_descs; tx_ring_empty_descs is not loss: it counts kernel polls that found nothing to send, and rises while idle.", []string{"event"}, nil),
 		offload: prometheus.NewDesc("xdpsec_sa_offload", "Installed SAs by direction and the offload in force for them (none = software ESP).", []string{"direction", "offload"}, nil),
 	}
 }
@@ -143,6 +152,7 @@ func (c *dataplaneCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.packets
 	ch <- c.drops
 	ch <- c.xdp
+	ch <- c.xdpEv
 	ch <- c.workers
 	ch <- c.sockets
 	ch <- c.offload
@@ -157,7 +167,20 @@ func (c *dataplaneCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(t.Bytes), t.Conn, t.Child, t.Dir.String())
 		ch <- prometheus.MustNewConstMetric(c.packets, prometheus.CounterValue, float64(t.Packets), t.Conn, t.Child, t.Dir.String())
 	}
-	for reason, n := range st.Drops {
+	drops := maps.Clone(st.Drops)
+	if drops == nil {
+		drops = map[string]uint64{}
+	}
+	x, isXDP := c.dp.(xdpReporter)
+	var wan, lan map[string]uint64
+	if isXDP {
+		var err error
+		if wan, lan, err = x.XDPCounters(); err == nil {
+			addXDPDrops(drops, wan)
+			addXDPDrops(drops, lan)
+		}
+	}
+	for reason, n := range drops {
 		ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(n), c.dp.Name(), reason)
 	}
 	type offloadKey struct{ dir, kind string }
@@ -172,8 +195,7 @@ func (c *dataplaneCollector) Collect(ch chan<- prometheus.Metric) {
 	for k, n := range offloads {
 		ch <- prometheus.MustNewConstMetric(c.offload, prometheus.GaugeValue, float64(n), k.dir, k.kind)
 	}
-	x, ok := c.dp.(xdpReporter)
-	if !ok {
+	if !isXDP {
 		return
 	}
 	for i, n := range x.WorkerPackets() {
@@ -184,13 +206,54 @@ func (c *dataplaneCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.sockets, prometheus.CounterValue, float64(n), event)
 		}
 	}
-	wan, lan, err := x.XDPCounters()
-	if err != nil {
-		return
-	}
 	for side, counters := range map[string]map[string]uint64{"wan": wan, "lan": lan} {
-		for verdict, n := range counters {
-			ch <- prometheus.MustNewConstMetric(c.xdp, prometheus.CounterValue, float64(n), side, verdict)
+		for name, n := range counters {
+			desc := c.xdp
+			if !isXDPVerdict(name) {
+				desc = c.xdpEv
+			}
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(n), side, name)
+		}
+	}
+}
+
+// isXDPVerdict tells the XDP programs' per-packet verdicts (pass_*,
+// redirect_*, drop_*) from their other counters (mss_clamped, event_*).
+func isXDPVerdict(name string) bool {
+	return strings.HasPrefix(name, "pass_") || strings.HasPrefix(name, "redirect_") || strings.HasPrefix(name, "drop_")
+}
+
+// xdpDropReason maps an XDP drop verdict to the data plane's drop
+// vocabulary, so a forged ESP packet dropped at the front door counts as
+// unknown_spi just like one a worker drops. "" for XDP drops that are no
+// loss of traffic: NAT-T keepalives end where they arrive.
+func xdpDropReason(verdict string) string {
+	switch verdict {
+	case "drop_keepalive":
+		return ""
+	case "drop_unknown_spi":
+		return "unknown_spi"
+	case "drop_malformed", "drop_ext_limit":
+		return "malformed"
+	case "drop_xsk_miss":
+		return "no_socket"
+	case "drop_ike_ratelimit":
+		return "ike_ratelimit"
+	case "drop_discard":
+		return "policy_discard"
+	case "drop_trap":
+		return "no_sa"
+	}
+	return strings.TrimPrefix(verdict, "drop_")
+}
+
+func addXDPDrops(drops, verdicts map[string]uint64) {
+	for v, n := range verdicts {
+		if !strings.HasPrefix(v, "drop_") {
+			continue
+		}
+		if reason := xdpDropReason(v); reason != "" {
+			drops[reason] += n
 		}
 	}
 }

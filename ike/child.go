@@ -199,7 +199,7 @@ func (sa *ikeSA) respondChild(a authPayloads) ([]message.Payload, *childSA, erro
 			&message.TS{Selectors: tsi},
 			&message.TS{Responder: true, Selectors: tsr},
 		)
-		e.stats.exchange("CHILD_SA", false, ResultOK)
+		e.stats.child(false, ResultOK)
 		return out, c, nil
 	}
 	if firstFail == nil {
@@ -211,7 +211,7 @@ func (sa *ikeSA) respondChild(a authPayloads) ([]message.Payload, *childSA, erro
 		result = ResultTSUnacceptable
 		msg = "traffic selectors unacceptable; CHILD SA not created (IKE SA stays up)"
 	}
-	e.stats.exchange("CHILD_SA", false, result)
+	e.stats.child(false, result)
 	e.log.Warn(msg, sa.fields(zap.String("exchange", message.ExchangeIKEAuth.String()), zap.Stringer("notify", firstFail.notify), zap.Error(firstFail.err))...)
 	return []message.Payload{&message.Notify{NotifyType: firstFail.notify}}, nil, firstFail
 }
@@ -229,7 +229,7 @@ func (sa *ikeSA) acceptChild(a authPayloads) error {
 	ch := sa.pendingChild
 	sa.pendingChild = nil
 	fail := func(result string, n message.NotifyType, msg string, err error) error {
-		e.stats.exchange("CHILD_SA", true, result)
+		e.stats.child(true, result)
 		e.log.Warn(msg, sa.fields(zap.String("exchange", message.ExchangeIKEAuth.String()), zap.String("child", ch.Name), zap.Stringer("notify", n), zap.Error(err))...)
 		sa.releaseSPI(ch, sa.pendingSPI)
 		return fmt.Errorf("child %q: %s: %w (IKE SA established)", ch.Name, n, err)
@@ -272,7 +272,7 @@ func (sa *ikeSA) acceptChild(a authPayloads) error {
 	if err != nil {
 		return fail(ResultError, message.NotifyNoProposalChosen, "installing the CHILD SA failed", err)
 	}
-	e.stats.exchange("CHILD_SA", true, ResultOK)
+	e.stats.child(true, ResultOK)
 	e.log.Info("CHILD SA established", sa.fields(zap.String("child", c.sa.Child),
 		zap.String("spis", fmt.Sprintf("%08x_i %08x_o", c.sa.SPIIn, c.sa.SPIOut)),
 		zap.Any("local_ts", c.sa.LocalTS), zap.Any("remote_ts", c.sa.RemoteTS))...)

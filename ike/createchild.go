@@ -334,7 +334,7 @@ func (t *createChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 	}
 	sa.addChild(c)
 	e.stats.exchange(exch, true, ResultOK)
-	e.stats.exchange("CHILD_SA", true, ResultOK)
+	e.stats.child(true, ResultOK)
 	e.log.Info("CHILD SA established", sa.fields(zap.String("exchange", exch), zap.String("child", c.sa.Child),
 		zap.String("spis", fmt.Sprintf("%08x_i %08x_o", c.sa.SPIIn, c.sa.SPIOut)),
 		zap.Any("local_ts", c.sa.LocalTS), zap.Any("remote_ts", c.sa.RemoteTS))...)
@@ -620,7 +620,7 @@ func (sa *ikeSA) respondCreateChild(pk packet, r childPayloads) {
 		sa.respond(pk.h.MessageID, pk, pkt)
 		e.stats.exchange(exch, false, ResultOK)
 		if old == nil {
-			e.stats.exchange("CHILD_SA", false, ResultOK)
+			e.stats.child(false, ResultOK)
 		}
 		return
 	}

@@ -220,6 +220,16 @@ func TestRetransmission(t *testing.T) {
 	if n := len(b.inst.children()); n != 1 {
 		t.Errorf("responder installed %d CHILD SAs, want 1", n)
 	}
+	// The CHILD SA is an outcome, not an exchange: the exchanges counter
+	// holds only real exchange types, each once.
+	for key := range sb.Exchanges {
+		if key.Exchange == "CHILD_SA" {
+			t.Errorf("exchange counter has a CHILD_SA pseudo-exchange: %v", sb.Exchanges)
+		}
+	}
+	if n := sb.ChildSAs[ExchangeKey{Role: "responder", Result: ResultOK}]; n != 1 {
+		t.Errorf("responder counted %d CHILD SAs created, want 1 (%v)", n, sb.ChildSAs)
+	}
 }
 
 // TestTimeout initiates towards a peer that never answers.

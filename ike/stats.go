@@ -48,7 +48,12 @@ type Stats struct {
 	// and a completed IKE_AUTH; IKESAs counts all IKE SAs.
 	HalfOpen, IKESAs int
 	Exchanges        map[ExchangeKey]uint64
-	Dropped          map[DropReason]uint64
+	// ChildSAs counts CHILD SA outcomes (created or refused, in IKE_AUTH
+	// or CREATE_CHILD_SA) by our role and result; Exchange is empty. They
+	// are not exchanges: the exchange that carried them is counted in
+	// Exchanges once.
+	ChildSAs map[ExchangeKey]uint64
+	Dropped  map[DropReason]uint64
 	// CookiesSent counts COOKIE demands, Retransmits our retransmitted
 	// requests, CachedResponses responses re-sent for a retransmitted
 	// request without processing it again.
@@ -67,6 +72,7 @@ type Stats struct {
 type counters struct {
 	mu                                sync.Mutex
 	exchanges                         map[ExchangeKey]uint64
+	childSAs                          map[ExchangeKey]uint64
 	dropped                           map[DropReason]uint64
 	cookies                           uint64
 	retrans                           uint64
@@ -77,7 +83,7 @@ type counters struct {
 }
 
 func newCounters() *counters {
-	return &counters{exchanges: map[ExchangeKey]uint64{}, dropped: map[DropReason]uint64{}}
+	return &counters{exchanges: map[ExchangeKey]uint64{}, childSAs: map[ExchangeKey]uint64{}, dropped: map[DropReason]uint64{}}
 }
 
 func (c *counters) drop(r DropReason) {
@@ -87,13 +93,23 @@ func (c *counters) drop(r DropReason) {
 }
 
 func (c *counters) exchange(exch string, initiator bool, result string) {
-	role := "responder"
-	if initiator {
-		role = "initiator"
-	}
 	c.mu.Lock()
-	c.exchanges[ExchangeKey{exch, role, result}]++
+	c.exchanges[ExchangeKey{exch, roleName(initiator), result}]++
 	c.mu.Unlock()
+}
+
+// child counts the outcome of one CHILD SA negotiation.
+func (c *counters) child(initiator bool, result string) {
+	c.mu.Lock()
+	c.childSAs[ExchangeKey{Role: roleName(initiator), Result: result}]++
+	c.mu.Unlock()
+}
+
+func roleName(initiator bool) string {
+	if initiator {
+		return "initiator"
+	}
+	return "responder"
 }
 
 func (c *counters) add(p *uint64) {
@@ -115,7 +131,7 @@ func (c *counters) snapshot() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return Stats{
-		Exchanges: maps.Clone(c.exchanges), Dropped: maps.Clone(c.dropped),
+		Exchanges: maps.Clone(c.exchanges), ChildSAs: maps.Clone(c.childSAs), Dropped: maps.Clone(c.dropped),
 		CookiesSent: c.cookies, Retransmits: c.retrans, CachedResponses: c.cached,
 		KeepalivesSent: c.kaSent, KeepalivesReceived: c.kaRecv,
 		ChildRekeys: c.childRekeys, IKERekeys: c.ikeRekeys, DeadPeers: c.deadPeers,
