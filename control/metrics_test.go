@@ -23,8 +23,8 @@ func (x xdpDP) Stats(context.Context) (offload.Stats, error) {
 	return offload.Stats{Mode: "test", Drops: x.drops}, nil
 }
 func (x xdpDP) XDPCounters() (wan, lan map[string]uint64, err error) { return x.wan, x.lan, nil }
-func (x xdpDP) WorkerPackets() []uint64                               { return []uint64{7} }
-func (x xdpDP) SocketCounters() (map[string]uint64, error)            { return nil, nil }
+func (x xdpDP) WorkerPackets() []uint64                              { return []uint64{7} }
+func (x xdpDP) SocketCounters() (map[string]uint64, error)           { return nil, nil }
 
 func gather(t *testing.T, c prometheus.Collector) map[string]float64 {
 	t.Helper()
