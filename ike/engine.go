@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -257,62 +256,133 @@ func (e *Engine) readLoop(s *udpSocket) {
 	}
 }
 
-// SetConns replaces the configuration. IKE SAs of connections that are gone
-// or whose configuration changed are deleted; the others are untouched.
-func (e *Engine) SetConns(conns []Conn) {
+// SetConns replaces the configuration and reports, per connection, what
+// the change needed (Classify): connections that are gone or whose IKE
+// settings changed lose their IKE SA; ones whose children changed keep it
+// and have just those CHILD SAs deleted and created again; ones whose
+// timers changed keep their SAs with the timers re-armed; the others are
+// untouched. Initiating a connection again is the caller's business.
+func (e *Engine) SetConns(conns []Conn) []ConnChange {
 	next := make([]*Conn, len(conns))
 	for i := range conns {
 		c := conns[i]
+		// The caller's later edits must not reach the running copy
+		// (nor make it compare equal to the next configuration).
+		c.Children = slices.Clone(c.Children)
 		next[i] = &c
 	}
 	e.mu.Lock()
-	keep := map[*Conn]*Conn{}
-	for _, old := range e.conns {
-		for i, n := range next {
-			if n.Name == old.Name && reflect.DeepEqual(*n, *old) {
-				// Keep the old pointer so SAs referring to it stay
-				// attached to the current configuration.
-				keep[old] = old
-				next[i] = old
-			}
-		}
-	}
+	changes, plan := e.planLocked(next)
 	prev := e.conns
 	e.conns = next
-	var stale []*ikeSA
+	var all []*ikeSA
 	for _, sa := range e.sas {
-		stale = append(stale, sa)
+		all = append(all, sa)
 	}
 	e.mu.Unlock()
-	// Trap policies: the old connections' go first, so that a changed
-	// connection's new ones are not removed with them.
+	e.retrap(prev, next, plan)
+	for _, sa := range all {
+		sa.mu.Lock()
+		if sa.conn != nil {
+			p, ok := plan[sa.conn]
+			switch {
+			case !ok || p.change == ChangeIKE || p.change == ChangeRemoved:
+				e.log.Info("connection removed or changed, deleting its IKE SA", sa.fields()...)
+				if sa.state == stateEstablished {
+					sa.startDelete("configuration changed")
+				} else {
+					sa.fail(fmt.Errorf("connection %q removed or changed", sa.conn.Name))
+				}
+			case p.change == ChangeTimers || p.change == ChangeChildren:
+				e.log.Info("connection changed, keeping its IKE SA", sa.fields(
+					zap.Stringer("change", p.change), zap.Strings("children", p.children))...)
+				sa.reconfigure(p.next, p.children)
+			}
+		}
+		sa.mu.Unlock()
+	}
+	return changes
+}
+
+// connPlan is what SetConns does with one connection of the old
+// configuration.
+type connPlan struct {
+	change   Change
+	next     *Conn
+	children []string
+}
+
+// planLocked classifies the new connections against the old ones (e.mu
+// held). Unchanged ones keep their old pointer in next, so SAs referring
+// to it stay attached to the current configuration. The plan is keyed
+// by the old connections; a new one appears under its own pointer.
+func (e *Engine) planLocked(next []*Conn) ([]ConnChange, map[*Conn]connPlan) {
+	plan := map[*Conn]connPlan{}
+	changes := make([]ConnChange, 0, len(next))
+	for i, n := range next {
+		idx := slices.IndexFunc(e.conns, func(c *Conn) bool { return c.Name == n.Name })
+		if idx < 0 {
+			plan[n] = connPlan{change: ChangeAdded, next: n}
+			changes = append(changes, ConnChange{Conn: n.Name, Change: ChangeAdded})
+			continue
+		}
+		old := e.conns[idx]
+		ch, children := classify(old, n)
+		if ch == ChangeNone {
+			next[i] = old
+		}
+		plan[old] = connPlan{change: ch, next: next[i], children: children}
+		changes = append(changes, ConnChange{Conn: n.Name, Change: ch, Children: children})
+	}
+	for _, old := range e.conns {
+		if _, ok := plan[old]; !ok {
+			plan[old] = connPlan{change: ChangeRemoved}
+			changes = append(changes, ConnChange{Conn: old.Name, Change: ChangeRemoved})
+		}
+	}
+	return changes, plan
+}
+
+// retrap moves trap policies to the new configuration: the old
+// connections' go first, so that a changed connection's new ones are not
+// removed with them. Only the children a change touches are re-trapped.
+func (e *Engine) retrap(prev, next []*Conn, plan map[*Conn]connPlan) {
+	touched := func(old, n *Conn, p connPlan, name string) bool {
+		switch p.change {
+		case ChangeNone:
+			return false
+		case ChangeTimers, ChangeChildren:
+			return old.StartAction != n.StartAction || slices.Contains(p.children, name)
+		}
+		return true
+	}
 	for _, c := range prev {
-		if keep[c] == nil && c.StartAction == StartTrap {
-			for _, ch := range c.Children {
+		p := plan[c]
+		if c.StartAction != StartTrap {
+			continue
+		}
+		for _, ch := range c.Children {
+			if p.next == nil || touched(c, p.next, p, ch.Name) {
 				e.untrap(c.Name, ch)
 			}
 		}
 	}
-	for _, c := range next {
-		if keep[c] == nil && c.StartAction == StartTrap {
-			for _, ch := range c.Children {
-				if !e.childLive(c.Name, ch.Name) {
-					e.trap(c.Name, ch)
-				}
-			}
+	olds := map[*Conn]*Conn{}
+	for old, p := range plan {
+		if p.next != nil {
+			olds[p.next] = old
 		}
 	}
-	for _, sa := range stale {
-		sa.mu.Lock()
-		if sa.conn != nil && keep[sa.conn] == nil {
-			e.log.Info("connection removed or changed, deleting its IKE SA", sa.fields()...)
-			if sa.state == stateEstablished {
-				sa.startDelete("configuration changed")
-			} else {
-				sa.fail(fmt.Errorf("connection %q removed or changed", sa.conn.Name))
+	for _, c := range next {
+		old := olds[c]
+		if c.StartAction != StartTrap || old == nil {
+			continue
+		}
+		for _, ch := range c.Children {
+			if touched(old, c, plan[old], ch.Name) && !e.childLive(c.Name, ch.Name) {
+				e.trap(c.Name, ch)
 			}
 		}
-		sa.mu.Unlock()
 	}
 }
 
