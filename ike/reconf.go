@@ -2,9 +2,12 @@ package ike
 
 import (
 	"bytes"
+	"fmt"
 	"reflect"
 	"slices"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // Change is what a changed connection needs from the engine when the
@@ -56,6 +59,136 @@ type ConnChange struct {
 	// Children names the children whose CHILD SAs are created or deleted
 	// (ChangeChildren only).
 	Children []string
+}
+
+// SetConns replaces the configuration and reports, per connection, what
+// the change needed (Classify): connections that are gone or whose IKE
+// settings changed lose their IKE SA; ones whose children changed keep it
+// and have just those CHILD SAs deleted and created again; ones whose
+// timers changed keep their SAs with the timers re-armed; the others are
+// untouched. Initiating a connection again is the caller's business.
+func (e *Engine) SetConns(conns []Conn) []ConnChange {
+	next := make([]*Conn, len(conns))
+	for i := range conns {
+		c := conns[i]
+		// The caller's later edits must not reach the running copy
+		// (nor make it compare equal to the next configuration).
+		c.Children = slices.Clone(c.Children)
+		next[i] = &c
+	}
+	e.mu.Lock()
+	changes, plan := e.planLocked(next)
+	prev := e.conns
+	e.conns = next
+	var all []*ikeSA
+	for _, sa := range e.sas {
+		all = append(all, sa)
+	}
+	e.mu.Unlock()
+	e.retrap(prev, next, plan)
+	for _, sa := range all {
+		sa.mu.Lock()
+		if sa.conn != nil {
+			p, ok := plan[sa.conn]
+			switch {
+			case !ok || p.change == ChangeIKE || p.change == ChangeRemoved:
+				e.log.Info("connection removed or changed, deleting its IKE SA", sa.fields()...)
+				if sa.state == stateEstablished {
+					sa.startDelete("configuration changed")
+				} else {
+					sa.fail(fmt.Errorf("connection %q removed or changed", sa.conn.Name))
+				}
+			case p.change == ChangeTimers || p.change == ChangeChildren:
+				e.log.Info("connection changed, keeping its IKE SA", sa.fields(
+					zap.Stringer("change", p.change), zap.Strings("children", p.children))...)
+				sa.reconfigure(p.next, p.children)
+			}
+		}
+		sa.mu.Unlock()
+	}
+	return changes
+}
+
+// connPlan is what SetConns does with one connection of the old
+// configuration.
+type connPlan struct {
+	change   Change
+	next     *Conn
+	children []string
+}
+
+// planLocked classifies the new connections against the old ones (e.mu
+// held). Unchanged ones keep their old pointer in next, so SAs referring
+// to it stay attached to the current configuration. The plan is keyed
+// by the old connections; a new one appears under its own pointer.
+func (e *Engine) planLocked(next []*Conn) ([]ConnChange, map[*Conn]connPlan) {
+	plan := map[*Conn]connPlan{}
+	changes := make([]ConnChange, 0, len(next))
+	for i, n := range next {
+		idx := slices.IndexFunc(e.conns, func(c *Conn) bool { return c.Name == n.Name })
+		if idx < 0 {
+			plan[n] = connPlan{change: ChangeAdded, next: n}
+			changes = append(changes, ConnChange{Conn: n.Name, Change: ChangeAdded})
+			continue
+		}
+		old := e.conns[idx]
+		ch, children := classify(old, n)
+		if ch == ChangeNone {
+			next[i] = old
+		}
+		plan[old] = connPlan{change: ch, next: next[i], children: children}
+		changes = append(changes, ConnChange{Conn: n.Name, Change: ch, Children: children})
+	}
+	for _, old := range e.conns {
+		if _, ok := plan[old]; !ok {
+			plan[old] = connPlan{change: ChangeRemoved}
+			changes = append(changes, ConnChange{Conn: old.Name, Change: ChangeRemoved})
+		}
+	}
+	return changes, plan
+}
+
+// retrap moves trap policies to the new configuration: the old
+// connections' go first, so that a changed connection's new ones are not
+// removed with them. Only the children a change touches are re-trapped.
+func (e *Engine) retrap(prev, next []*Conn, plan map[*Conn]connPlan) {
+	touched := func(old, n *Conn, p connPlan, name string) bool {
+		switch p.change {
+		case ChangeNone:
+			return false
+		case ChangeTimers, ChangeChildren:
+			return old.StartAction != n.StartAction || slices.Contains(p.children, name)
+		}
+		return true
+	}
+	for _, c := range prev {
+		p := plan[c]
+		if c.StartAction != StartTrap {
+			continue
+		}
+		for _, ch := range c.Children {
+			if p.next == nil || touched(c, p.next, p, ch.Name) {
+				e.untrap(c.Name, ch)
+			}
+		}
+	}
+	olds := map[*Conn]*Conn{}
+	for old, p := range plan {
+		if p.next != nil {
+			olds[p.next] = old
+		}
+	}
+	for _, c := range next {
+		old := olds[c]
+		if c.StartAction != StartTrap || old == nil {
+			continue
+		}
+		for _, ch := range c.Children {
+			if touched(old, c, plan[old], ch.Name) && !e.childLive(c.Name, ch.Name) {
+				e.trap(c.Name, ch)
+			}
+		}
+	}
 }
 
 // Classify says what replacing connection old by next needs. A field it
