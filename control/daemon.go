@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -54,6 +53,10 @@ type Daemon struct {
 	// runCtx lives as long as Run; negotiations started by a reload use it
 	// rather than the request that asked for the reload.
 	runCtx context.Context
+	// inits are the bring-ups of start_action start connections;
+	// attempt, set by tests only, replaces Initiate in them.
+	inits   initiations
+	attempt func(ctx context.Context, conn string) error
 }
 
 // CheckSupported reports whether this build can run the configuration as a
@@ -89,6 +92,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		started:  time.Now(),
 		cfg:      cfg,
 		loadedAt: time.Now(),
+		inits:    initiations{byConn: map[string]*initiation{}},
 	}
 	d.metrics = newDaemonMetrics()
 	d.metrics.connections.Set(float64(len(cfg.Connections)))
@@ -220,7 +224,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.dataplaneEvents(ctx)
 	}()
 	for i := range cfg.Connections {
-		d.startConn(ctx, &wg, &cfg.Connections[i])
+		d.bringUp(ctx, &wg, &cfg.Connections[i])
 	}
 
 	if ls.metrics != nil {
@@ -266,129 +270,6 @@ func (d *Daemon) config() *config.Config {
 	return d.cfg
 }
 
-// Reload re-reads the configuration file. An invalid file, or one that
-// changes what only a restart can change, leaves the running configuration
-// untouched; connections whose settings did not change keep their SAs.
-func (d *Daemon) Reload(ctx context.Context) (api.ReloadResult, error) {
-	d.reloadMu.Lock()
-	defer d.reloadMu.Unlock()
-
-	next, err := config.Load(d.opts.ConfigPath)
-	if err != nil {
-		d.metrics.reloads.WithLabelValues("failure").Inc()
-		d.log.Error("reload failed, keeping the running configuration",
-			zap.String("config", d.opts.ConfigPath), zap.Error(err))
-		return api.ReloadResult{}, fmt.Errorf("reload %s: %w", d.opts.ConfigPath, err)
-	}
-	if err := CheckSupported(next); err != nil {
-		d.metrics.reloads.WithLabelValues("failure").Inc()
-		d.log.Error("reload refused, keeping the running configuration",
-			zap.String("config", d.opts.ConfigPath), zap.Error(err))
-		return api.ReloadResult{}, fmt.Errorf("reload %s: %w", d.opts.ConfigPath, err)
-	}
-	cur := d.config()
-	if err := restartOnlyChanges(cur, next); err != nil {
-		d.metrics.reloads.WithLabelValues("failure").Inc()
-		d.log.Error("reload refused, keeping the running configuration",
-			zap.String("config", d.opts.ConfigPath), zap.Error(err))
-		return api.ReloadResult{}, err
-	}
-	res := diffConnections(cur, next)
-
-	conns, err := ikeConns(next)
-	if err != nil {
-		d.metrics.reloads.WithLabelValues("failure").Inc()
-		return api.ReloadResult{}, err
-	}
-	d.mu.Lock()
-	d.cfg = next
-	d.loadedAt = time.Now()
-	runCtx, engine, inst := d.runCtx, d.engine, d.inst
-	d.mu.Unlock()
-	// Connections whose settings did not change keep their SAs: the
-	// engine only touches what differs. Before Run has opened the engine
-	// there is nothing to update: open reads the new configuration.
-	if engine != nil {
-		inst.setConns(conns)
-		engine.SetConns(conns)
-	}
-
-	if !d.opts.LevelPinned {
-		if lvl, err := ParseLevel(next.Log.Level); err == nil {
-			d.opts.Level.SetLevel(lvl)
-		}
-	}
-	d.metrics.reloads.WithLabelValues("success").Inc()
-	d.metrics.connections.Set(float64(len(next.Connections)))
-	for _, name := range res.Added {
-		c := findConn(next, name)
-		d.logConnection("connection added", c)
-		if engine != nil {
-			d.startConn(runCtx, nil, c)
-		}
-	}
-	for _, name := range res.Changed {
-		c := findConn(next, name)
-		d.logConnection("connection changed", c)
-		if engine != nil {
-			d.startConn(runCtx, nil, c)
-		}
-	}
-	for _, name := range res.Removed {
-		d.log.Info("connection removed", zap.String("conn", name))
-	}
-	d.log.Info("configuration reloaded",
-		zap.String("config", d.opts.ConfigPath),
-		zap.Int("added", len(res.Added)), zap.Int("removed", len(res.Removed)),
-		zap.Int("changed", len(res.Changed)), zap.Int("unchanged", len(res.Unchanged)))
-	return res, nil
-}
-
-// restartOnlyChanges refuses reloads that touch settings bound at startup
-// (sockets, interfaces, data plane), since applying half of them would leave
-// the daemon in a state no file describes.
-func restartOnlyChanges(cur, next *config.Config) error {
-	var changed []string
-	if cur.API != next.API {
-		changed = append(changed, "api")
-	}
-	if cur.Metrics != next.Metrics {
-		changed = append(changed, "metrics")
-	}
-	if !reflect.DeepEqual(cur.Dataplane, next.Dataplane) {
-		changed = append(changed, "dataplane")
-	}
-	if !reflect.DeepEqual(cur.IKE, next.IKE) {
-		changed = append(changed, "ike")
-	}
-	if len(changed) > 0 {
-		return fmt.Errorf("reload changes %v, which only take effect on restart: restart xdpsecd (or revert them) to reload", changed)
-	}
-	return nil
-}
-
-func diffConnections(cur, next *config.Config) api.ReloadResult {
-	res := api.ReloadResult{Added: []string{}, Removed: []string{}, Changed: []string{}, Unchanged: []string{}}
-	for i := range next.Connections {
-		n := &next.Connections[i]
-		c := findConn(cur, n.Name)
-		switch {
-		case c == nil:
-			res.Added = append(res.Added, n.Name)
-		case reflect.DeepEqual(*c, *n):
-			res.Unchanged = append(res.Unchanged, n.Name)
-		default:
-			res.Changed = append(res.Changed, n.Name)
-		}
-	}
-	for i := range cur.Connections {
-		if findConn(next, cur.Connections[i].Name) == nil {
-			res.Removed = append(res.Removed, cur.Connections[i].Name)
-		}
-	}
-	return res
-}
-
 func findConn(cfg *config.Config, name string) *config.Connection {
 	for i := range cfg.Connections {
 		if cfg.Connections[i].Name == name {
@@ -428,7 +309,21 @@ func (d *Daemon) Status(context.Context) api.Status {
 		ConfigLoadedAt: loadedAt.UTC(),
 		DataplaneMode:  cfg.Dataplane.Mode,
 		Connections:    len(cfg.Connections),
+		Initiations:    d.initiationList(cfg),
 	}
+}
+
+// initiationList reports the bring-ups that have not succeeded (still
+// trying, or given up), for status.
+func (d *Daemon) initiationList(cfg *config.Config) []api.ConnInitiation {
+	out := []api.ConnInitiation{}
+	for i := range cfg.Connections {
+		name := cfg.Connections[i].Name
+		if in := d.initiationOf(name); in != nil && in.State != initEstablished {
+			out = append(out, api.ConnInitiation{Conn: name, Initiation: *in})
+		}
+	}
+	return out
 }
 
 // Conns implements api.Backend.
@@ -436,7 +331,9 @@ func (d *Daemon) Conns(context.Context) []api.Conn {
 	cfg := d.config()
 	out := make([]api.Conn, 0, len(cfg.Connections))
 	for i := range cfg.Connections {
-		out = append(out, apiConn(&cfg.Connections[i]))
+		c := apiConn(&cfg.Connections[i])
+		c.Initiation = d.initiationOf(c.Name)
+		out = append(out, c)
 	}
 	return out
 }
@@ -480,26 +377,6 @@ func stringsOf[P fmt.Stringer](ps []P) []string {
 	return out
 }
 
-// startConn initiates a connection configured with start_action start. It
-// runs in the background: a peer that is not up yet must not hold up the
-// daemon, and the engine's retransmissions cover a peer that starts late.
-func (d *Daemon) startConn(ctx context.Context, wg *sync.WaitGroup, c *config.Connection) {
-	if c.StartAction != "start" {
-		return
-	}
-	if wg != nil {
-		wg.Add(1)
-	}
-	go func() {
-		if wg != nil {
-			defer wg.Done()
-		}
-		if err := d.engine.Initiate(ctx, c.Name); err != nil && ctx.Err() == nil {
-			d.log.Error("initiation failed", zap.String("conn", c.Name), zap.Error(err))
-		}
-	}()
-}
-
 // SAs implements api.Backend.
 func (d *Daemon) SAs(ctx context.Context) []api.IKESA {
 	st, err := d.dp.Stats(ctx)
@@ -530,7 +407,14 @@ func (d *Daemon) Terminate(ctx context.Context, conn string) error {
 	if findConn(d.config(), conn) == nil {
 		return fmt.Errorf("%q: %w", conn, api.ErrUnknownConn)
 	}
-	return d.engine.Terminate(ctx, conn)
+	// Taken down on purpose: no bring-up may undo it.
+	stopped := d.stopBringUp(conn)
+	err := d.engine.Terminate(ctx, conn)
+	if stopped && errors.Is(err, ike.ErrNotUp) {
+		// Nothing was up, but the retries the operator stopped were.
+		return nil
+	}
+	return err
 }
 
 // Rekey implements api.Backend: it rekeys the connection's IKE SA (child

@@ -19,6 +19,9 @@ type daemonMetrics struct {
 	registry    *prometheus.Registry
 	connections prometheus.Gauge
 	reloads     *prometheus.CounterVec
+	// initFailures counts failed bring-up attempts by connection and
+	// ike.FailureReason.
+	initFailures *prometheus.CounterVec
 }
 
 func newDaemonMetrics() *daemonMetrics {
@@ -32,6 +35,10 @@ func newDaemonMetrics() *daemonMetrics {
 			Name: "xdpsec_config_reloads_total",
 			Help: "Configuration reloads by result (success, failure).",
 		}, []string{"result"}),
+		initFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "xdpsec_initiation_failures_total",
+			Help: "Failed initiations of start_action start connections by connection and reason (timeout, auth_failed, no_proposal_chosen, ts_unacceptable, other).",
+		}, []string{"conn", "reason"}),
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "xdpsec_build_info",
@@ -39,7 +46,7 @@ func newDaemonMetrics() *daemonMetrics {
 		ConstLabels: prometheus.Labels{"version": Version()},
 	})
 	build.Set(1)
-	m.registry.MustRegister(m.connections, m.reloads, build,
+	m.registry.MustRegister(m.connections, m.reloads, m.initFailures, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Both label values exist from the start so rate() works before the first failure.
 	m.reloads.WithLabelValues("success")

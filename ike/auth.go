@@ -291,7 +291,7 @@ func (sa *ikeSA) processAuthResponse(pk packet) {
 			e.log.Warn("IKE_AUTH failed: peer sent an error", sa.fields(zap.String("exchange", exch), zap.Stringer("notify", n))...)
 			e.stats.exchange(exch, true, ResultError)
 		}
-		sa.fail(fmt.Errorf("IKE_AUTH: peer %s sent %s", sa.remote, n))
+		sa.fail(notifyFailure(n, fmt.Errorf("IKE_AUTH: peer %s sent %s", sa.remote, n)))
 		return
 	}
 	sa.peerID = idOf(a.idr)
@@ -316,7 +316,7 @@ func (sa *ikeSA) processAuthResponse(pk packet) {
 			[]message.Payload{&message.Notify{NotifyType: message.NotifyAuthenticationFailed}}); err == nil {
 			sa.send(sa.local, sa.remote, pkt)
 		}
-		sa.fail(fmt.Errorf("IKE_AUTH: AUTHENTICATION_FAILED: %w", authErr))
+		sa.fail(failure(FailAuth, fmt.Errorf("IKE_AUTH: AUTHENTICATION_FAILED: %w", authErr)))
 		return
 	}
 	sa.setEstablished()

@@ -232,7 +232,8 @@ func (sa *ikeSA) acceptChild(a authPayloads) error {
 		e.stats.child(true, result)
 		e.log.Warn(msg, sa.fields(zap.String("exchange", message.ExchangeIKEAuth.String()), zap.String("child", ch.Name), zap.Stringer("notify", n), zap.Error(err))...)
 		sa.releaseSPI(ch, sa.pendingSPI)
-		return fmt.Errorf("child %q: %s: %w (IKE SA established)", ch.Name, n, err)
+		return &NegotiationError{Reason: notifyReason(n), IKEUp: true,
+			Err: fmt.Errorf("child %q: %s: %w (IKE SA established)", ch.Name, n, err)}
 	}
 	if a.errN != nil {
 		n := a.errN.NotifyType

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -254,65 +253,6 @@ func (e *Engine) readLoop(s *udpSocket) {
 			continue
 		}
 		e.handlePacket(buf[:n], from, local, s.natt)
-	}
-}
-
-// SetConns replaces the configuration. IKE SAs of connections that are gone
-// or whose configuration changed are deleted; the others are untouched.
-func (e *Engine) SetConns(conns []Conn) {
-	next := make([]*Conn, len(conns))
-	for i := range conns {
-		c := conns[i]
-		next[i] = &c
-	}
-	e.mu.Lock()
-	keep := map[*Conn]*Conn{}
-	for _, old := range e.conns {
-		for i, n := range next {
-			if n.Name == old.Name && reflect.DeepEqual(*n, *old) {
-				// Keep the old pointer so SAs referring to it stay
-				// attached to the current configuration.
-				keep[old] = old
-				next[i] = old
-			}
-		}
-	}
-	prev := e.conns
-	e.conns = next
-	var stale []*ikeSA
-	for _, sa := range e.sas {
-		stale = append(stale, sa)
-	}
-	e.mu.Unlock()
-	// Trap policies: the old connections' go first, so that a changed
-	// connection's new ones are not removed with them.
-	for _, c := range prev {
-		if keep[c] == nil && c.StartAction == StartTrap {
-			for _, ch := range c.Children {
-				e.untrap(c.Name, ch)
-			}
-		}
-	}
-	for _, c := range next {
-		if keep[c] == nil && c.StartAction == StartTrap {
-			for _, ch := range c.Children {
-				if !e.childLive(c.Name, ch.Name) {
-					e.trap(c.Name, ch)
-				}
-			}
-		}
-	}
-	for _, sa := range stale {
-		sa.mu.Lock()
-		if sa.conn != nil && keep[sa.conn] == nil {
-			e.log.Info("connection removed or changed, deleting its IKE SA", sa.fields()...)
-			if sa.state == stateEstablished {
-				sa.startDelete("configuration changed")
-			} else {
-				sa.fail(fmt.Errorf("connection %q removed or changed", sa.conn.Name))
-			}
-		}
-		sa.mu.Unlock()
 	}
 }
 

@@ -240,7 +240,7 @@ func (sa *ikeSA) processInitResponse(pk packet) {
 		}
 		e.log.Warn(msg, sa.fields(zap.String("exchange", exch), zap.Stringer("notify", n),
 			zap.String("ours", confString(sa.conn.IKEProposals)))...)
-		sa.failInit(fmt.Errorf("IKE_SA_INIT: peer %s sent %s", sa.remote, n), result)
+		sa.failInit(notifyFailure(n, fmt.Errorf("IKE_SA_INIT: peer %s sent %s", sa.remote, n)), result)
 		return
 	}
 	if ip.sa == nil || ip.ke == nil || ip.nonce == nil || pk.h.SPIr == 0 {

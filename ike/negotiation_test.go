@@ -2,6 +2,7 @@ package ike
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -68,6 +69,11 @@ func TestFailures(t *testing.T) {
 			err := ini.e.Initiate(ctx, "s2s")
 			if err == nil || !strings.Contains(err.Error(), tc.errHas) {
 				t.Fatalf("Initiate error %v, want one naming %s", err, tc.errHas)
+			}
+			want := map[string]FailureReason{"AUTHENTICATION_FAILED": FailAuth, "NO_PROPOSAL_CHOSEN": FailNoProposal, "TS_UNACCEPTABLE": FailTSUnacceptable}[tc.errHas]
+			var ne *NegotiationError
+			if got := ReasonOf(err); got != want || !errors.As(err, &ne) || ne.IKEUp != tc.ikeSAKept {
+				t.Errorf("Initiate error %v: reason %s (IKE SA up %v), want %s (%v)", err, got, ne != nil && ne.IKEUp, want, tc.ikeSAKept)
 			}
 			if e, ok := findLog(ini.logs, tc.iniLog...); !ok {
 				t.Errorf("initiator did not log %q", tc.iniLog)
@@ -245,6 +251,9 @@ func TestTimeout(t *testing.T) {
 	err := a.e.Initiate(ctx, "s2s")
 	if err == nil || !strings.Contains(err.Error(), "timed out") || !strings.Contains(err.Error(), "IKE_SA_INIT") {
 		t.Fatalf("Initiate error %v, want an IKE_SA_INIT timeout", err)
+	}
+	if r := ReasonOf(err); r != FailTimeout {
+		t.Errorf("timeout classified as %s", r)
 	}
 	// 200 ms, then x1.5 for each of 3 retransmits: 0.2+0.3+0.45+0.675 s.
 	if d := time.Since(start); d < 1500*time.Millisecond {

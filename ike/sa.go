@@ -189,6 +189,14 @@ func (ts *timers) set(purpose string, t *time.Timer) {
 	(*ts)[purpose] = t
 }
 
+// stop stops the timer for purpose, if any.
+func (ts timers) stop(purpose string) {
+	if t := ts[purpose]; t != nil {
+		t.Stop()
+		delete(ts, purpose)
+	}
+}
+
 func (ts timers) stopAll() {
 	for _, t := range ts {
 		t.Stop()
@@ -408,7 +416,7 @@ func (sa *ikeSA) retransmit(o *outstanding) {
 			sa.e.log.Warn("giving up: peer does not answer; is it reachable and running IKE on this address?",
 				sa.fields(zap.Stringer("exchange", o.exch), zap.Int("retransmits", o.tries), zap.Duration("waited", took))...)
 		}
-		sa.fail(err)
+		sa.fail(failure(FailTimeout, err))
 		return
 	}
 	o.tries++

@@ -73,7 +73,27 @@ func printStatus(w io.Writer, st api.Status) error {
 	fmt.Fprintf(tw, "config:\t%s (loaded %s)\n", st.ConfigFile, st.ConfigLoadedAt.Local().Format(time.DateTime))
 	fmt.Fprintf(tw, "data plane:\t%s\n", st.DataplaneMode)
 	fmt.Fprintf(tw, "connections:\t%d\n", st.Connections)
+	for _, in := range st.Initiations {
+		fmt.Fprintf(tw, "not up:\t%s: %s\n", in.Conn, initiationText(in.Initiation, time.Now()))
+	}
 	return tw.Flush()
+}
+
+// initiationText sums up a connection's bring-up in one line: its
+// state, the failed attempts in a row, the next attempt and the last
+// error.
+func initiationText(in api.Initiation, now time.Time) string {
+	s := in.State
+	if in.Failures > 0 {
+		s += fmt.Sprintf(", %d failed attempts", in.Failures)
+	}
+	if in.NextAttempt != nil {
+		s += ", next " + untilText(now, *in.NextAttempt)
+	}
+	if in.LastError != "" {
+		s += fmt.Sprintf(", last error (%s): %s", in.LastReason, in.LastError)
+	}
+	return s
 }
 
 // show fetches one API answer and prints it as JSON or, for people, with
@@ -123,6 +143,36 @@ func printConns(w io.Writer, conns []api.Conn) error {
 			fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%s\t%d\n", c.Name, ch.Name, ch.Mode,
 				strings.Join(ch.LocalTS, ","), strings.Join(ch.RemoteTS, ","), ch.Lifetime, ch.ReplayWindow)
 		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return printInitiations(w, conns, time.Now())
+}
+
+// printInitiations lists the bring-ups of start_action start connections.
+func printInitiations(w io.Writer, conns []api.Conn, now time.Time) error {
+	tw := newTable(w)
+	header := false
+	for _, c := range conns {
+		in := c.Initiation
+		if in == nil {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w)
+			fmt.Fprintln(tw, "CONN\tBRING-UP\tFAILURES\tNEXT ATTEMPT\tLAST ERROR")
+			header = true
+		}
+		next := "-"
+		if in.NextAttempt != nil {
+			next = untilText(now, *in.NextAttempt)
+		}
+		lastErr := "-"
+		if in.LastError != "" {
+			lastErr = in.LastReason + ": " + in.LastError
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", c.Name, in.State, in.Failures, next, lastErr)
 	}
 	return tw.Flush()
 }
@@ -383,6 +433,11 @@ func printReload(w io.Writer, res api.ReloadResult) error {
 	fmt.Fprintf(tw, "removed:\t%s\n", listOrNone(res.Removed))
 	fmt.Fprintf(tw, "changed:\t%s\n", listOrNone(res.Changed))
 	fmt.Fprintf(tw, "unchanged:\t%s\n", listOrNone(res.Unchanged))
+	for _, name := range res.Changed {
+		if a, ok := res.Actions[name]; ok {
+			fmt.Fprintf(tw, "%s needs:\t%s\n", name, a)
+		}
+	}
 	return tw.Flush()
 }
 

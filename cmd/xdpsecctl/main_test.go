@@ -177,3 +177,27 @@ func TestUnreachable(t *testing.T) {
 		t.Fatalf("down without a daemon: %v", err)
 	}
 }
+
+// TestPrintInitiations: conns and status show a bring-up's state, its
+// failures, when the next attempt comes and the last error's reason.
+func TestPrintInitiations(t *testing.T) {
+	now := time.Now()
+	next := now.Add(5500 * time.Millisecond)
+	in := api.Initiation{State: "waiting", Failures: 3, LastError: "IKE_SA_INIT timed out", LastReason: "timeout", NextAttempt: &next}
+	var b bytes.Buffer
+	if err := printInitiations(&b, []api.Conn{{Name: "site-b", Initiation: &in}, {Name: "other"}}, now); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"BRING-UP", "site-b", "waiting", "3", "in 5s", "timeout: IKE_SA_INIT timed out"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("conns bring-up table lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "other") {
+		t.Errorf("a connection without a bring-up is listed:\n%s", out)
+	}
+	if got := initiationText(in, now); got != "waiting, 3 failed attempts, next in 5s, last error (timeout): IKE_SA_INIT timed out" {
+		t.Errorf("status line: %q", got)
+	}
+}

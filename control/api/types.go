@@ -26,6 +26,29 @@ type Status struct {
 	ConfigLoadedAt time.Time `json:"config_loaded_at"`
 	DataplaneMode  string    `json:"dataplane_mode"`
 	Connections    int       `json:"connections"`
+	// Initiations lists the start_action start connections not up yet:
+	// still trying, or given up after keyingtries failures.
+	Initiations []ConnInitiation `json:"initiations"`
+}
+
+// Initiation is where the bring-up of a start_action start connection
+// stands: State is connecting, waiting (for NextAttempt), established or
+// gave_up; Failures counts the failed attempts in a row, LastReason
+// classifies the last one (timeout, auth_failed, no_proposal_chosen,
+// ts_unacceptable, other).
+type Initiation struct {
+	State       string     `json:"state"`
+	Failures    int        `json:"failures"`
+	LastError   string     `json:"last_error,omitempty"`
+	LastReason  string     `json:"last_reason,omitempty"`
+	LastFailure *time.Time `json:"last_failure,omitempty"`
+	NextAttempt *time.Time `json:"next_attempt,omitempty"`
+}
+
+// ConnInitiation is a connection's Initiation, for status.
+type ConnInitiation struct {
+	Conn string `json:"conn"`
+	Initiation
 }
 
 // Conn is one configured connection as the daemon currently runs it.
@@ -44,6 +67,9 @@ type Conn struct {
 	StartAction  string   `json:"start_action"`
 	Encap        string   `json:"encap"`
 	Children     []Child  `json:"children"`
+	// Initiation is the connection's bring-up; absent where there has
+	// been none (start_action other than start).
+	Initiation *Initiation `json:"initiation,omitempty"`
 }
 
 // Child is one configured CHILD SA template of a connection.
@@ -62,6 +88,10 @@ type ReloadResult struct {
 	Removed   []string `json:"removed"`
 	Changed   []string `json:"changed"`
 	Unchanged []string `json:"unchanged"`
+	// Actions says per connection what the change needed: none, timers
+	// (re-armed on the existing SAs), child (just the CHILD SAs named in
+	// the log were replaced), ike (a new IKE SA), added or removed.
+	Actions map[string]string `json:"actions,omitempty"`
 }
 
 // Error is the body of every non-2xx answer.

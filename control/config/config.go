@@ -128,8 +128,12 @@ type Connection struct {
 	DPDDelay    time.Duration `yaml:"dpd_delay"`
 	DPDAction   string        `yaml:"dpd_action"`   // clear | restart | hold
 	StartAction string        `yaml:"start_action"` // start | trap | none
-	Encap       string        `yaml:"encap"`        // auto | always
-	Children    []Child       `yaml:"children"`
+	// KeyingTries bounds the initiations of a start_action start
+	// connection that fail in a row before the daemon gives up; 0 (the
+	// default) keeps trying forever.
+	KeyingTries int     `yaml:"keyingtries"`
+	Encap       string  `yaml:"encap"` // auto | always
+	Children    []Child `yaml:"children"`
 }
 
 // LocalAddress returns the parsed local address; the bool is true for

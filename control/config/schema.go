@@ -406,7 +406,16 @@ func (d *decoder) connection(n *yaml.Node, path string) (Connection, *yaml.Node)
 		"dpd_action":   func(v *yaml.Node, p string) { d.enum(v, p, &c.DPDAction, "clear", "restart", "hold") },
 		"start_action": func(v *yaml.Node, p string) { d.enum(v, p, &c.StartAction, "start", "trap", "none") },
 		"encap":        func(v *yaml.Node, p string) { d.enum(v, p, &c.Encap, "auto", "always") },
-		"children":     func(v *yaml.Node, p string) { childrenNode = v },
+		"keyingtries": func(v *yaml.Node, p string) {
+			if x, ok := d.integer(v, p); ok {
+				if x < 0 {
+					d.add(v, p, "must be 0 (keep trying) or a positive number of attempts, got %d", x)
+					return
+				}
+				c.KeyingTries = x
+			}
+		},
+		"children": func(v *yaml.Node, p string) { childrenNode = v },
 	})
 	at := func(key string) *yaml.Node { return keyNode(seen, key, n) }
 	if _, ok := seen["name"]; !ok {
