@@ -113,8 +113,23 @@ func TestFailClosedAfterCrash(t *testing.T) {
 	a2 := startDaemonIn(t, bins, lab.GwA, dA)
 	waitEstablished(t, bins, dA, "s2s")
 	pingUntil(t, ctx, lab.HostA, v4.HostB, 10*time.Second)
-	if n := fenceEntries(t, lab.GwA); n == 0 {
+	n4 := fenceEntries(t, lab.GwA, false)
+	if n4 == 0 {
 		t.Errorf("no kill switch while the daemon runs")
+	}
+	// The fence follows reloads: IPv6 selectors added, then removed.
+	for _, dual := range []bool{true, false} {
+		writeGatewayConfig(t, dA, gwA, xdpsecConn{ike: lcIKE, esp: lcESP, startAction: "start", dataplane: "afxdp", tun: "xdpsec0", dualStack: dual})
+		if out, code := ctl(t, bins, dA.socket, "reload"); code != 0 {
+			t.Fatalf("reload: exit %d: %s", code, out)
+		}
+		want := n4
+		if dual {
+			want = 2 * n4 // the same rules, bypasses and blackholes for IPv6
+		}
+		if n := fenceEntries(t, lab.GwA, false); n != want {
+			t.Errorf("after a reload with dual stack %v: %d kill switch entries, want %d", dual, n, want)
+		}
 	}
 	if err := a2.proc.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
@@ -122,7 +137,7 @@ func TestFailClosedAfterCrash(t *testing.T) {
 	if err := a2.proc.Err(); err != nil {
 		t.Errorf("xdpsecd did not exit cleanly: %v", err)
 	}
-	if n := fenceEntries(t, lab.GwA); n != 0 {
+	if n := fenceEntries(t, lab.GwA, true); n != 0 {
 		t.Errorf("%d rules and routes of the kill switch left after SIGTERM", n)
 	}
 	if _, err := os.Stat(filepath.Join(loader.DefaultPinRoot, inst[1])); !errors.Is(err, os.ErrNotExist) {
@@ -133,8 +148,9 @@ func TestFailClosedAfterCrash(t *testing.T) {
 	}
 }
 
-// fenceEntries counts xdpsec's policy rules and kill switch routes in ns.
-func fenceEntries(t *testing.T, ns *netlab.NS) int {
+// fenceEntries counts xdpsec's policy rules and kill switch routes in ns;
+// all counts every route in the kill switch's table (the TUN port's too).
+func fenceEntries(t *testing.T, ns *netlab.NS, all bool) int {
 	t.Helper()
 	h := ns.Handle()
 	n := 0
@@ -153,5 +169,10 @@ func fenceEntries(t *testing.T, ns *netlab.NS) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return n + len(routes)
+	for _, r := range routes {
+		if all || r.Protocol == offload.RouteProtocol {
+			n++
+		}
+	}
+	return n
 }
