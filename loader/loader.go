@@ -7,7 +7,9 @@
 // leaves the programs attached and the maps (SAs, policies, counters)
 // pinned, and the next Open finds them, swaps in its own program with an
 // atomic link update and carries on. Detach is the clean shutdown that
-// removes everything.
+// removes everything. The pins must be on a bpffs that outlives the
+// process for this to work: see openPinRoot for a daemon started in a
+// private mount namespace (`ip netns exec`).
 package loader
 
 import (

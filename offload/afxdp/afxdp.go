@@ -88,7 +88,8 @@ type Options struct {
 	// own traffic (a kernel pattern such as "xdpsec%d" is allowed; the
 	// TUN method reports the name). For every outbound protect policy a
 	// route to its destination through the TUN port is added to the main
-	// table, so the host's packets there are encrypted like the LAN's;
+	// table and to the kill switch's (killswitch.Table, ahead of its
+	// blackhole), so the host's packets there are encrypted like the LAN's;
 	// decrypted packets for the gateway's own addresses are written to
 	// it. Close deletes the device and its routes.
 	TUN string
