@@ -21,6 +21,7 @@ import (
 	"github.com/xdpsec/xdpsec/control/config"
 	"github.com/xdpsec/xdpsec/ike"
 	"github.com/xdpsec/xdpsec/offload"
+	"github.com/xdpsec/xdpsec/offload/killswitch"
 )
 
 // Options configures a Daemon.
@@ -43,6 +44,8 @@ type Daemon struct {
 	dp      offload.Dataplane
 	engine  *ike.Engine
 	inst    *installer
+	// ks is the afxdp data plane's kill switch (nil in other modes).
+	ks *killswitch.Switch
 
 	// reloadMu serialises reloads (SIGHUP and API may race); mu guards the
 	// running configuration for readers.
@@ -122,12 +125,27 @@ func (d *Daemon) open(runCtx context.Context) (*listeners, *config.Config, error
 	// Everything opened so far is closed again when a later step fails,
 	// so a refused start leaves no socket, program or pin behind.
 	var dp offload.Dataplane
+	var ks *killswitch.Switch
+	var held bool
 	fail := func(err error) (*listeners, *config.Config, error) {
 		ls.close()
 		if dp != nil {
 			dp.Close()
 		}
+		if ks != nil {
+			// A killed predecessor's fence stays up, like its pins.
+			if !held {
+				ks.Remove()
+			}
+			ks.Close()
+		}
 		return nil, nil, err
+	}
+	// The kill switch comes before the data plane: protected traffic is
+	// held from the start, and a predecessor's fence is replaced without
+	// a gap.
+	if ks, held, err = openKillSwitch(cfg, d.log.Named("killswitch")); err != nil {
+		return fail(fmt.Errorf("kill switch: %w", err))
 	}
 	// The data plane comes before the IKE engine: no SA may be negotiated
 	// that nothing could install.
@@ -156,7 +174,8 @@ func (d *Daemon) open(runCtx context.Context) (*listeners, *config.Config, error
 	if err != nil {
 		return fail(fmt.Errorf("ike: %w", err))
 	}
-	d.dp = dp
+	d.dp, d.ks = dp, ks
+	logFailClosed(dp, cfg, d.log)
 	// The installer learns the addresses before the engine may trap.
 	inst.setConns(conns)
 	engine.SetConns(conns)
@@ -170,6 +189,13 @@ func (d *Daemon) open(runCtx context.Context) (*listeners, *config.Config, error
 func (d *Daemon) closeDataplane() {
 	if err := d.dp.Close(); err != nil {
 		d.log.Error("data plane did not close cleanly", zap.String("dataplane", d.dp.Name()), zap.Error(err))
+	}
+	// A clean stop is the operator's: the fence goes with the daemon.
+	if d.ks != nil {
+		if err := d.ks.Remove(); err != nil {
+			d.log.Error("kill switch not removed", zap.Error(err))
+		}
+		d.ks.Close()
 	}
 }
 

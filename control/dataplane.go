@@ -14,6 +14,7 @@ import (
 	"github.com/xdpsec/xdpsec/offload"
 	"github.com/xdpsec/xdpsec/offload/afxdp"
 	"github.com/xdpsec/xdpsec/offload/frontdoor"
+	"github.com/xdpsec/xdpsec/offload/killswitch"
 	"github.com/xdpsec/xdpsec/offload/none"
 	"github.com/xdpsec/xdpsec/offload/xfrm"
 )
@@ -96,4 +97,75 @@ func instanceName(configPath string) string {
 	}
 	sum := sha256.Sum256([]byte(abs))
 	return fmt.Sprintf("ns%d-%x", ns, sum[:4])
+}
+
+// killSwitchPairs lists the selector pairs the kill switch fences: those
+// of every tunnel-mode child in the configuration, whatever the
+// connection's start_action, so that protected traffic is held from the
+// start, before the first SA is negotiated, and while a connection is
+// down. (The afxdp data plane refuses transport mode.)
+func killSwitchPairs(cfg *config.Config) []killswitch.Pair {
+	var pairs []killswitch.Pair
+	for _, c := range cfg.Connections {
+		for _, ch := range c.Children {
+			if ch.Mode != "tunnel" {
+				continue
+			}
+			for _, l := range ch.LocalTS {
+				for _, r := range ch.RemoteTS {
+					if l.Addr().Is4() == r.Addr().Is4() {
+						pairs = append(pairs, killswitch.Pair{Local: l, Remote: r})
+					}
+				}
+			}
+		}
+	}
+	return pairs
+}
+
+// openKillSwitch installs the kill switch for cfg in afxdp mode (nil in
+// the other modes: the xfrm planes' policies stay in the kernel when the
+// daemon dies and keep protecting; mode none protects nothing by
+// design). It replaces whatever a killed predecessor left, new entries
+// first. held says that a fence was in place before (a predecessor's),
+// which a failed start must then leave standing.
+func openKillSwitch(cfg *config.Config, log *zap.Logger) (ks *killswitch.Switch, held bool, err error) {
+	if cfg.Dataplane.Mode != "afxdp" {
+		return nil, false, nil
+	}
+	if ks, err = killswitch.New(log); err != nil {
+		return nil, false, err
+	}
+	if held, err = ks.Installed(); err != nil {
+		ks.Close()
+		return nil, false, err
+	}
+	n, err := ks.Sync(killSwitchPairs(cfg))
+	if err != nil {
+		ks.Close()
+		return nil, held, err
+	}
+	if n > 0 {
+		log.Info("kill switch: removed entries a previous run left", zap.Int("entries", n))
+	}
+	return ks, held, nil
+}
+
+// logFailClosed says in one line how protected traffic is held when the
+// daemon is gone, and whether a restart will be hitless.
+func logFailClosed(dp offload.Dataplane, cfg *config.Config, log *zap.Logger) {
+	p, ok := dp.(interface{ Pins() (string, bool) })
+	if !ok {
+		return
+	}
+	dir, durable := p.Pins()
+	fields := []zap.Field{zap.String("pins", dir), zap.Bool("hitless_restart", durable),
+		zap.Int("kill_switch_pairs", len(killSwitchPairs(cfg)))}
+	if durable {
+		log.Info("fail closed: pins on a bpffs that outlives this process, so the XDP programs stay attached and a restart is hitless; "+
+			"the kill switch also holds protected traffic while no daemon runs", fields...)
+		return
+	}
+	log.Warn("fail closed: pins on a private bpffs that dies with this process (a private mount namespace, as under `ip netns exec`), "+
+		"so a crash detaches the XDP programs and a restart is not hitless; the kill switch holds protected traffic while no daemon runs", fields...)
 }

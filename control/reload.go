@@ -59,6 +59,13 @@ func (d *Daemon) Reload(ctx context.Context) (api.ReloadResult, error) {
 	}
 	d.metrics.reloads.WithLabelValues("success").Inc()
 	d.metrics.connections.Set(float64(len(next.Connections)))
+	// The fence follows the configuration: added connections are held
+	// before they negotiate, removed ones released.
+	if d.ks != nil {
+		if _, err := d.ks.Sync(killSwitchPairs(next)); err != nil {
+			d.log.Error("kill switch not in step with the configuration", zap.Error(err))
+		}
+	}
 	// Before Run has opened the engine there is nothing to update: open
 	// reads the new configuration.
 	if engine != nil {

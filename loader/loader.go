@@ -7,7 +7,9 @@
 // leaves the programs attached and the maps (SAs, policies, counters)
 // pinned, and the next Open finds them, swaps in its own program with an
 // atomic link update and carries on. Detach is the clean shutdown that
-// removes everything.
+// removes everything. The pins must be on a bpffs that outlives the
+// process for this to work: see openPinRoot for a daemon started in a
+// private mount namespace (`ip netns exec`).
 package loader
 
 import (
@@ -71,10 +73,11 @@ const (
 
 // Loader owns the loaded programs, their maps and links of one instance.
 type Loader struct {
-	dir string
-	log *zap.Logger
-	wan bpf.WanObjects
-	lan bpf.LanObjects
+	dir  string
+	root *pinRoot
+	log  *zap.Logger
+	wan  bpf.WanObjects
+	lan  bpf.LanObjects
 
 	// Links are nil for a side without an interface.
 	wanLink, lanLink link.Link
@@ -103,27 +106,35 @@ func Open(opts Options) (_ *Loader, err error) {
 	if root == "" {
 		root = DefaultPinRoot
 	}
-	l := &Loader{dir: filepath.Join(root, opts.Instance), log: opts.Logger}
+	l := &Loader{log: opts.Logger}
 	if l.log == nil {
 		l.log = zap.NewNop()
 	}
+	if l.root, err = openPinRoot(root); err != nil {
+		return nil, err
+	}
+	l.dir = filepath.Join(l.root.path, opts.Instance)
 	_, statErr := os.Stat(l.dir)
 	fresh := errors.Is(statErr, os.ErrNotExist)
 	if err := ensurePinDir(l.dir); err != nil {
+		l.root.close()
 		return nil, err
 	}
 	defer func() {
 		if err == nil {
 			return
 		}
-		l.closeAll()
 		// A first start that failed leaves nothing behind; removing the
 		// pins also detaches a link attached before the failure. A
 		// restart that failed keeps the previous run's state.
 		if fresh {
 			os.RemoveAll(l.dir)
 		}
+		l.closeAll()
 	}()
+	removeStale(l.root.path, opts.Instance, l.log)
+	l.log.Info("pin directory", zap.String("pin", l.dir), zap.String("bpffs", l.root.via),
+		zap.Bool("outlives_process", l.root.durable))
 
 	if err := loadPinned(bpf.LoadWan, &l.wan, l.dir); err != nil {
 		return nil, fmt.Errorf("loader: load wan: %w", err)
@@ -279,6 +290,11 @@ func (l *Loader) reuseLink(path string, ifindex int, prog *ebpf.Program) (link.L
 // PinDir is the instance's bpffs directory.
 func (l *Loader) PinDir() string { return l.dir }
 
+// Durable reports whether the pins are on a bpffs that outlives this
+// process, so that a restarted daemon finds them (and the XDP programs
+// stay attached in between); false for a private bpffs that dies with it.
+func (l *Loader) Durable() bool { return l.root != nil && l.root.durable }
+
 // Close releases this process's handles but leaves programs attached and
 // maps pinned, for a restarted daemon to pick up with Open.
 func (l *Loader) Close() error {
@@ -299,6 +315,9 @@ func (l *Loader) closeAll() error {
 		errs = append(errs, m.Close())
 	}
 	l.wan, l.lan = bpf.WanObjects{}, bpf.LanObjects{}
+	if l.root != nil {
+		l.root.close()
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("loader: close: %w", err)
 	}
@@ -332,7 +351,12 @@ func Remove(pinRoot, instance string) error {
 	if pinRoot == "" {
 		pinRoot = DefaultPinRoot
 	}
-	if err := removeInstance(filepath.Join(pinRoot, instance)); err != nil {
+	root, err := openPinRoot(pinRoot)
+	if err != nil {
+		return err
+	}
+	defer root.close()
+	if err := removeInstance(filepath.Join(root.path, instance)); err != nil {
 		return fmt.Errorf("loader: remove %s: %w", instance, err)
 	}
 	return nil

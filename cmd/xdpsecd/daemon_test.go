@@ -143,8 +143,14 @@ func startDaemon(t *testing.T, bins binaries, d labDir, extra ...string) *daemon
 // startDaemonIn runs xdpsecd in ns and waits until its API answers.
 func startDaemonIn(t *testing.T, bins binaries, ns *netlab.NS, d labDir, extra ...string) *daemon {
 	t.Helper()
+	return startCommandIn(t, ns, d, exec.Command(bins.daemon, append([]string{"--config", d.config}, extra...)...))
+}
+
+// startCommandIn runs cmd, which starts xdpsecd for d, in ns and waits
+// until the daemon's API answers.
+func startCommandIn(t *testing.T, ns *netlab.NS, d labDir, cmd *exec.Cmd) *daemon {
+	t.Helper()
 	logs := &syncBuffer{}
-	cmd := exec.Command(bins.daemon, append([]string{"--config", d.config}, extra...)...)
 	cmd.Stdout = logs
 	cmd.Stderr = logs
 	proc, err := ns.Start(cmd, nil)

@@ -88,7 +88,8 @@ type Options struct {
 	// own traffic (a kernel pattern such as "xdpsec%d" is allowed; the
 	// TUN method reports the name). For every outbound protect policy a
 	// route to its destination through the TUN port is added to the main
-	// table, so the host's packets there are encrypted like the LAN's;
+	// table and to the kill switch's (killswitch.Table, ahead of its
+	// blackhole), so the host's packets there are encrypted like the LAN's;
 	// decrypted packets for the gateway's own addresses are written to
 	// it. Close deletes the device and its routes.
 	TUN string
@@ -121,13 +122,15 @@ type Dataplane struct {
 	// tun is the TUN port (nil without one), read by one worker and
 	// written by all; locals are the gateway's addresses, whose
 	// decrypted packets go to it. hostRoutes are the TUN routes per
-	// outbound protect policy (under mu).
-	tun        *tun.Device
-	tunName    string
-	locals     atomic.Pointer[localAddrs]
-	addrDone   chan struct{}
-	addrWG     sync.WaitGroup
-	hostRoutes map[offload.PolicyKey]*netlink.Route
+	// outbound protect policy in the main table, fenceRoutes their twins
+	// in the kill switch's table (under mu).
+	tun         *tun.Device
+	tunName     string
+	locals      atomic.Pointer[localAddrs]
+	addrDone    chan struct{}
+	addrWG      sync.WaitGroup
+	hostRoutes  map[offload.PolicyKey]*netlink.Route
+	fenceRoutes map[offload.PolicyKey]*netlink.Route
 
 	socks []*xsk.Socket
 	// wanPorts are the WAN sockets, by queue, shared by the workers to
@@ -195,7 +198,8 @@ func New(ctx context.Context, opts Options) (_ *Dataplane, err error) {
 		lineage:  make(offload.Lineage),
 		ns:       netns.None(),
 
-		hostRoutes: make(map[offload.PolicyKey]*netlink.Route),
+		hostRoutes:  make(map[offload.PolicyKey]*netlink.Route),
+		fenceRoutes: make(map[offload.PolicyKey]*netlink.Route),
 	}
 	d.spd.Store(buildSPD(nil))
 	d.locals.Store(&localAddrs{})
@@ -336,6 +340,19 @@ func (d *Dataplane) startWorkers(want int, wanSocks, lanSocks []*xsk.Socket) err
 		}()
 	}
 	return nil
+}
+
+// Pins returns the bpffs directory of the data plane's maps and links and
+// whether that bpffs outlives this process (see loader.Loader.Durable):
+// then a restarted daemon finds them and the XDP programs stay attached
+// while none runs.
+func (d *Dataplane) Pins() (dir string, durable bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ld == nil {
+		return "", false
+	}
+	return d.ld.PinDir(), d.ld.Durable()
 }
 
 // Name implements offload.Dataplane.

@@ -14,6 +14,7 @@ import (
 	"github.com/xdpsec/xdpsec/offload"
 	"github.com/xdpsec/xdpsec/offload/afxdp/tun"
 	"github.com/xdpsec/xdpsec/offload/esp"
+	"github.com/xdpsec/xdpsec/offload/killswitch"
 )
 
 // This file is the TUN port: the gateway's own traffic to remote
@@ -184,41 +185,61 @@ func prefixIPNet(p netip.Prefix) *net.IPNet {
 }
 
 func sameRoute(a, b *netlink.Route) bool {
-	return a.LinkIndex == b.LinkIndex && a.Dst.String() == b.Dst.String() && a.Src.Equal(b.Src)
+	return a.Table == b.Table && a.LinkIndex == b.LinkIndex && a.Dst.String() == b.Dst.String() && a.Src.Equal(b.Src)
 }
 
 // syncHostRoutes makes the TUN routes match the outbound protect
 // policies (traps included: the host's traffic for them is dropped, fail
-// closed, rather than sent in clear by another route). A destination that
-// already has a route in the main table keeps it: the operator's route is
-// not replaced, and the host's traffic there does not enter the tunnel.
-// The routes are best effort: a failure is logged, not returned, since
-// the policy protects the LAN's traffic all the same. Called with d.mu
-// held.
+// closed, rather than sent in clear by another route). Each goes into
+// the main table, for the host's traffic without a chosen source, and
+// into the kill switch's table (package killswitch), whose rule catches
+// traffic from the local selectors before the main table: there the TUN
+// route's metric 0 beats the blackhole while the TUN device exists. A
+// destination that already has a route in the main table keeps it: the
+// operator's route is not replaced, and the host's traffic there enters
+// the tunnel only from a source in the local selectors. The routes are
+// best effort: a failure is logged, not returned, since the policy
+// protects the LAN's traffic all the same. Called with d.mu held.
 func (d *Dataplane) syncHostRoutes() {
 	if d.tun == nil || d.closed {
 		return
 	}
-	var errs []error
 	want := map[offload.PolicyKey]*netlink.Route{}
 	for k, pe := range d.policies {
 		if k.Dir == offload.Out && pe.p.Action == offload.Protect {
 			want[k] = d.hostRoute(pe.p)
 		}
 	}
-	for k, r := range d.hostRoutes {
+	errs := d.syncRoutes(d.hostRoutes, want, true)
+	fenced := make(map[offload.PolicyKey]*netlink.Route, len(want))
+	for k, r := range want {
+		f := *r
+		f.Table = killswitch.Table
+		fenced[k] = &f
+	}
+	errs = append(errs, d.syncRoutes(d.fenceRoutes, fenced, false)...)
+	if err := errors.Join(errs...); err != nil {
+		d.log.Warn("routes for host traffic", zap.Error(err))
+	}
+}
+
+// syncRoutes makes the routes in have (by policy) those of want; warn
+// logs destinations that already have a route of someone else's.
+func (d *Dataplane) syncRoutes(have, want map[offload.PolicyKey]*netlink.Route, warn bool) []error {
+	var errs []error
+	for k, r := range have {
 		if w, ok := want[k]; ok && sameRoute(r, w) {
 			continue
 		}
 		if err := d.nl.RouteDel(r); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, fmt.Errorf("afxdp: delete route %s dev %s: %w", r.Dst, d.tun.Name(), err))
+			errs = append(errs, fmt.Errorf("afxdp: delete route %s dev %s table %d: %w", r.Dst, d.tun.Name(), r.Table, err))
 			continue
 		}
-		delete(d.hostRoutes, k)
+		delete(have, k)
 	}
 	keys := make([]offload.PolicyKey, 0, len(want))
 	for k := range want {
-		if _, ok := d.hostRoutes[k]; !ok {
+		if _, ok := have[k]; !ok {
 			keys = append(keys, k)
 		}
 	}
@@ -228,17 +249,17 @@ func (d *Dataplane) syncHostRoutes() {
 		err := d.nl.RouteAdd(r)
 		switch {
 		case errors.Is(err, unix.EEXIST):
-			d.log.Warn("route for host traffic exists, not replaced",
-				zap.Stringer("dst", r.Dst), zap.String("tun", d.tun.Name()))
+			if warn {
+				d.log.Warn("route for host traffic exists, not replaced",
+					zap.Stringer("dst", r.Dst), zap.String("tun", d.tun.Name()))
+			}
 		case err != nil:
-			errs = append(errs, fmt.Errorf("afxdp: add route %s dev %s: %w", r.Dst, d.tun.Name(), err))
+			errs = append(errs, fmt.Errorf("afxdp: add route %s dev %s table %d: %w", r.Dst, d.tun.Name(), r.Table, err))
 		default:
-			d.hostRoutes[k] = r
+			have[k] = r
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		d.log.Warn("routes for host traffic", zap.Error(err))
-	}
+	return errs
 }
 
 // TUN returns the TUN port's interface name, "" without one.

@@ -438,7 +438,7 @@ func TestKernelRoutes(t *testing.T) {
 	must(t, h.RouteAdd(&netlink.Route{Dst: prefixNet(foreign), LinkIndex: wan.Attrs().Index}))
 
 	ours := func() []netlink.Route {
-		rs, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: routeProtocol}, netlink.RT_FILTER_PROTOCOL)
+		rs, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: offload.RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
 		must(t, err)
 		return rs
 	}

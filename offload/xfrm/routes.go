@@ -10,12 +10,9 @@ import (
 	"github.com/vishvananda/netns"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
-)
 
-// routeProtocol marks the routes this data plane adds (rtm_protocol), so a
-// restarted daemon finds its predecessor's and nobody else's. 0x58 is an
-// arbitrary value that /etc/iproute2/rt_protos leaves unassigned.
-const routeProtocol = 0x58
+	"github.com/xdpsec/xdpsec/offload"
+)
 
 // routes gives each protected destination a route. The kernel looks for a
 // route before it looks at the XFRM policies, so a forwarded packet for a
@@ -58,7 +55,7 @@ func newRoutes(ns netns.NsHandle, log *zap.Logger) (*routes, error) {
 
 // sweep removes every route with our protocol.
 func (r *routes) sweep() (int, error) {
-	list, err := r.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: routeProtocol, Table: unix.RT_TABLE_MAIN},
+	list, err := r.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: offload.RouteProtocol, Table: unix.RT_TABLE_MAIN},
 		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return 0, fmt.Errorf("list routes: %w", err)
@@ -97,7 +94,7 @@ func (r *routes) add(dst, local netip.Prefix, peer netip.Addr) error {
 	}
 	rt := netlink.Route{
 		Dst: prefixNet(dst), Gw: via[0].Gw, LinkIndex: via[0].LinkIndex,
-		Protocol: routeProtocol, Table: unix.RT_TABLE_MAIN,
+		Protocol: offload.RouteProtocol, Table: unix.RT_TABLE_MAIN,
 	}
 	if src, ok := r.localAddr(local); ok {
 		rt.Src = src.AsSlice()
