@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/xdpsec/xdpsec/control/config"
@@ -65,22 +64,7 @@ func TestChildMetricsFromLineage(t *testing.T) {
 		{SPI: 0x2000, Dir: offload.Out, OffloadInEffect: "crypto"},
 		{SPI: 0x1001, Dir: offload.In},
 	}}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(newDataplaneCollector(dp))
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			key := mf.GetName()
-			for _, l := range m.GetLabel() {
-				key += "," + l.GetName() + "=" + l.GetValue()
-			}
-			got[key] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
+	got := gather(t, newDataplaneCollector(dp))
 	for key, want := range map[string]float64{
 		"xdpsec_child_bytes_total,child=net,conn=site-b,direction=in":    1000,
 		"xdpsec_child_bytes_total,child=net,conn=site-b,direction=out":   2000,
