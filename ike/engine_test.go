@@ -199,7 +199,9 @@ func TestIdentityString(t *testing.T) {
 		{"ipv6", "2001:db8::1", "2001:db8::1"},
 		{"fqdn", "gw.example.com", "gw.example.com"},
 		{"rfc822", "a@example.com", "a@example.com"},
-		{"dn", "C=CH, O=xdpsec, CN=gw-a", "CN=gw-a,O=xdpsec,C=CH"},
+		// strongSwan's rendering: DER order, ", " (not pkix.Name's reversal).
+		{"dn", "C=CH, O=xdpsec, CN=gw-a", "C=CH, O=xdpsec, CN=gw-a"},
+		{"dn", "/O=Example, Inc./CN=gw", "/O=Example, Inc./CN=gw"},
 	}
 	for _, tc := range cases {
 		id, err := NewIdentity(tc.kind, tc.in)

@@ -268,6 +268,10 @@ func TestStrongSwanIdentities(t *testing.T) {
 		{"ipv4", "ipv4", "192.0.2.1", "192.0.2.2"},
 		{"rfc822", "rfc822", "gw-a@example.com", "gw-b@example.com"},
 		{"dn", "dn", "C=CH, O=xdpsec, CN=gw-a", "C=CH, O=xdpsec, CN=gw-b"},
+		// strongSwan's own syntax: the "/" form with a ',' in a value,
+		// UID, E (IA5String), a UTF8String ("gw_b"), a trailing separator
+		// (vici takes only ASCII identities, so no ü here).
+		{"dn-syntax", "dn", "/C=CH/O=xdpsec, Inc./UID=gw-a/E=gw-a@example.com/CN=gw-a/", "DC=example, DC=com, serialNumber=42, SN=Smith, CN=gw_b,"},
 	}
 	for _, tc := range cases {
 		for _, xInit := range []bool{true, false} {

@@ -17,8 +17,6 @@ package ike
 
 import (
 	"context"
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -26,6 +24,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/xdpsec/xdpsec/ike/dn"
 	"github.com/xdpsec/xdpsec/ike/message"
 	"github.com/xdpsec/xdpsec/ike/proposal"
 )
@@ -55,7 +54,8 @@ type Identity struct {
 
 // NewIdentity builds an identity from its configuration form. kind is one of
 // "ipv4", "ipv6", "fqdn", "rfc822" and "dn"; a DN is written like
-// "C=CH, O=xdpsec, CN=gw-a" and DER-encoded as an RDN sequence.
+// "C=CH, O=xdpsec, CN=gw-a" and DER-encoded as strongSwan does (package
+// ike/dn).
 func NewIdentity(kind, value string) (Identity, error) {
 	switch kind {
 	case "ipv4", "ipv6":
@@ -79,50 +79,13 @@ func NewIdentity(kind, value string) (Identity, error) {
 		}
 		return Identity{Type: message.IDRFC822Addr, Data: []byte(value)}, nil
 	case "dn":
-		der, err := encodeDN(value)
+		der, err := dn.Encode(value)
 		if err != nil {
 			return Identity{}, err
 		}
 		return Identity{Type: message.IDDERASN1DN, Data: der}, nil
 	}
 	return Identity{}, fmt.Errorf("unknown identity type %q (want ipv4, ipv6, fqdn, rfc822 or dn)", kind)
-}
-
-// dnAttrs maps the attribute names strongSwan accepts in DNs to their OIDs.
-var dnAttrs = map[string]asn1.ObjectIdentifier{
-	"C": {2, 5, 4, 6}, "O": {2, 5, 4, 10}, "OU": {2, 5, 4, 11}, "CN": {2, 5, 4, 3},
-	"L": {2, 5, 4, 7}, "ST": {2, 5, 4, 8}, "SN": {2, 5, 4, 5}, "DC": {0, 9, 2342, 19200300, 100, 1, 25},
-	"E": {1, 2, 840, 113549, 1, 9, 1}, "EMAIL": {1, 2, 840, 113549, 1, 9, 1},
-}
-
-// encodeDN DER-encodes "C=CH, O=x, CN=y" in the order written, one attribute
-// per RDN, as strongSwan does; the order matters because the peer compares
-// the DER bytes.
-func encodeDN(s string) ([]byte, error) {
-	var rdns pkix.RDNSequence
-	for part := range strings.SplitSeq(s, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(part, "=")
-		if !ok {
-			return nil, fmt.Errorf("dn %q: %q is not attr=value", s, part)
-		}
-		oid, ok := dnAttrs[strings.ToUpper(strings.TrimSpace(k))]
-		if !ok {
-			return nil, fmt.Errorf("dn %q: unknown attribute %q", s, k)
-		}
-		rdns = append(rdns, pkix.RelativeDistinguishedNameSET{{Type: oid, Value: strings.TrimSpace(v)}})
-	}
-	if len(rdns) == 0 {
-		return nil, fmt.Errorf("empty dn identity")
-	}
-	der, err := asn1.Marshal(rdns)
-	if err != nil {
-		return nil, fmt.Errorf("dn %q: %w", s, err)
-	}
-	return der, nil
 }
 
 // IsZero reports whether the identity is unset (accept any).
@@ -145,11 +108,9 @@ func (id Identity) String() string {
 	case message.IDFQDN, message.IDRFC822Addr:
 		return string(id.Data)
 	case message.IDDERASN1DN:
-		var rdns pkix.RDNSequence
-		if rest, err := asn1.Unmarshal(id.Data, &rdns); err == nil && len(rest) == 0 {
-			var n pkix.Name
-			n.FillFromRDNSequence(&rdns)
-			return n.String()
+		// strongSwan's rendering (DER order, ", "), as in its logs.
+		if s, err := dn.String(id.Data); err == nil {
+			return s
 		}
 	}
 	return fmt.Sprintf("%s:%x", id.Type, id.Data)

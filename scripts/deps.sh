@@ -12,6 +12,8 @@ packages=(
 	# missing package).
 	strongswan-charon strongswan-swanctl libcharon-extra-plugins
 	libstrongswan-standard-plugins libstrongswan-extra-plugins
+	# strongSwan's pki: ike/dn's tests compare our DN encoding with its own
+	strongswan-pki
 	# lab tooling: namespaces are made through netlink, these are run inside
 	iproute2 iptables iputils-ping iperf3 tcpdump
 	# the WireGuard baseline of `xdpsec-bench bench` (wireguard-go is built from the Go module proxy)

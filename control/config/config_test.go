@@ -383,7 +383,7 @@ func TestInvalid(t *testing.T) {
 		{"family mismatch", edit("198.51.100.2", `"2001:db8::2"`), "connections[0].remote_addr", "address family of 2001:db8::2 does not match local_addr 192.0.2.1", 5},
 		{"missing remote", edit("    remote_addr: 198.51.100.2\n", ""), "connections[0].remote_addr", "required", 3},
 		{"junk local id", edit("    psk:", "    local_id: \"foo bar!\"\n    psk:"), "connections[0].local_id", "invalid identity", 6},
-		{"bad dn", edit("    psk:", "    remote_id: \"CN=,O=x\"\n    psk:"), "connections[0].remote_id", "each part must be TYPE=value", 6},
+		{"bad dn", edit("    psk:", "    remote_id: \"CN=gw;O=x\"\n    psk:"), "connections[0].remote_id", "separate RDNs with ','", 6},
 		{"bad dn attr", edit("    psk:", "    remote_id: \"XX=a,O=x\"\n    psk:"), "connections[0].remote_id", `unknown attribute type "XX"`, 6},
 		{"auth enum", edit("    psk:", "    auth: cert\n    psk:"), "connections[0].auth", "must be one of psk, pubkey", 6},
 		{"psk and file", edit("    psk:", "    psk_file: /x.psk\n    psk:"), "connections[0].psk_file", "psk and psk_file are mutually exclusive", 6},
@@ -643,7 +643,11 @@ func TestIdentity(t *testing.T) {
 		{"@gw", Identity{IDFQDN, "gw"}, ""},
 		{"@192.0.2.1", Identity{}, "looks like a malformed address"},
 		{"alice@example.com", Identity{IDRFC822Addr, "alice@example.com"}, ""},
-		{"CN=gw, O=Example\\, Inc., C=CH", Identity{IDDERASN1DN, "CN=gw, O=Example\\, Inc., C=CH"}, ""},
+		{"CN=gw, O=Example\\, Inc., C=CH", Identity{}, "strongSwan has no escapes"},
+		{"/C=CH/O=Example, Inc./CN=gw", Identity{IDDERASN1DN, "/C=CH/O=Example, Inc./CN=gw"}, ""},
+		{"UID=gw,O=x", Identity{IDDERASN1DN, "UID=gw,O=x"}, ""},
+		{"CN=gw;O=Example", Identity{}, "does not separate RDNs with ';'"},
+		{"CN=,O=x", Identity{IDDERASN1DN, "CN=,O=x"}, ""},
 		{"2.5.4.3=gw", Identity{IDDERASN1DN, "2.5.4.3=gw"}, ""},
 		{"%any", Identity{}, ""},
 		{"", Identity{}, "empty identity"},
@@ -653,7 +657,7 @@ func TestIdentity(t *testing.T) {
 		{"@", Identity{}, "invalid host name"},
 		{"a b@example.com", Identity{}, "invalid user part"},
 		{"alice@", Identity{}, "invalid host name"},
-		{"CN=", Identity{}, "TYPE=value"},
+		{"CN gw,O=x", Identity{}, "each part is TYPE=value"},
 	}
 	for _, tt := range tests {
 		got, err := ParseIdentity(tt.in)

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/xdpsec/xdpsec/ike/dn"
 )
 
 // IDType is an IKEv2 identification type (RFC 7296 3.5).
@@ -97,7 +99,9 @@ func ParseIdentity(s string) (Identity, error) {
 		return Identity{IDFQDN, name}, nil
 	}
 	if strings.Contains(s, "=") {
-		if err := checkDN(s); err != nil {
+		// The encoder ike uses on the wire, so whatever is accepted
+		// here can be sent.
+		if _, err := dn.Encode(s); err != nil {
 			return Identity{}, err
 		}
 		return Identity{IDDERASN1DN, s}, nil
@@ -142,70 +146,4 @@ func checkFQDN(s string) error {
 		return fmt.Errorf("invalid host name %q: looks like a malformed address", s)
 	}
 	return nil
-}
-
-// isDNAttr reports whether strongSwan knows the attribute type by name;
-// others may be given as dotted OIDs.
-func isDNAttr(k string) bool {
-	switch strings.ToUpper(k) {
-	case "C", "ST", "L", "O", "OU", "CN", "E", "EMAIL", "EMAILADDRESS", "DC", "UID",
-		"SN", "GN", "G", "I", "T", "TITLE", "SERIALNUMBER", "STREET", "POSTALCODE",
-		"D", "N", "ID", "DNQ", "DMDNAME", "PSEUDONYM":
-		return true
-	}
-	return false
-}
-
-func checkDN(s string) error {
-	// Split into RDNs on unescaped ',' or ';'. strongSwan also accepts
-	// "/"-separated DNs; they are rare, so only the RFC 4514 form is
-	// accepted to keep the rules simple.
-	var rdns []string
-	var cur strings.Builder
-	escaped := false
-	for _, r := range s {
-		switch {
-		case escaped:
-			cur.WriteRune(r)
-			escaped = false
-		case r == '\\':
-			cur.WriteRune(r)
-			escaped = true
-		case r == ',' || r == ';':
-			rdns = append(rdns, cur.String())
-			cur.Reset()
-		default:
-			cur.WriteRune(r)
-		}
-	}
-	rdns = append(rdns, cur.String())
-	for _, rdn := range rdns {
-		k, v, ok := strings.Cut(strings.TrimSpace(rdn), "=")
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		if !ok || k == "" || v == "" {
-			return fmt.Errorf("invalid DN %q: each part must be TYPE=value", s)
-		}
-		if !isDNAttr(k) && !isOID(k) {
-			return fmt.Errorf("invalid DN %q: unknown attribute type %q", s, k)
-		}
-	}
-	return nil
-}
-
-func isOID(s string) bool {
-	parts := strings.Split(s, ".")
-	if len(parts) < 2 {
-		return false
-	}
-	for _, p := range parts {
-		if p == "" {
-			return false
-		}
-		for _, r := range p {
-			if r < '0' || r > '9' {
-				return false
-			}
-		}
-	}
-	return true
 }
