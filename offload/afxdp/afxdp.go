@@ -13,8 +13,10 @@
 //
 // Drops are counted by reason. Besides the esp engine's verdicts the
 // workers count malformed (not untagged Ethernet with IP), no_route (no
-// resolved next hop yet, or one out of the wrong port; without a TUN port
-// this includes traffic for the gateway's own addresses), mtu (too big
+// route, a next hop out of the wrong port, or one that was not resolved
+// while a few packets waited for it in the worker's neighbour queue: see
+// neigh.go; without a TUN port this includes traffic for the gateway's own
+// addresses), mtu (too big
 // for the tunnel or the LAN), ttl (TTL or hop limit exhausted), no_sa
 // (steered by xdp_lan or routed into the TUN port, but no policy with an
 // SA selects it), expired (hard time limit), tx_full (no free TX frame or
@@ -297,11 +299,16 @@ func (d *Dataplane) startWorkers(want int, wanSocks, lanSocks []*xsk.Socket) err
 		d.wanPorts = append(d.wanPorts, &wanPort{s: s})
 	}
 	for i := range n {
+		tunMTU := 0
+		if d.tun != nil {
+			tunMTU = d.tun.MTU()
+		}
 		w := &worker{
 			dp:     d,
 			cpu:    cpus[i%len(cpus)],
 			eng:    esp.NewWorker(),
 			wakeFD: -1,
+			holdQ:  newHoldQueue(holdSlotSize(wanSocks[0], tunMTU)),
 		}
 		for q := i; q < len(wanSocks); q += n {
 			w.wan = append(w.wan, d.wanPorts[q])

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xdpsec/xdpsec/offload/afxdp/fib"
 	"github.com/xdpsec/xdpsec/offload/afxdp/icmp"
 	"github.com/xdpsec/xdpsec/offload/afxdp/tun"
 	"github.com/xdpsec/xdpsec/offload/afxdp/xsk"
@@ -120,6 +121,15 @@ type worker struct {
 	up [batchSize][]byte
 	// upOne carries one ICMP error for the host to the TUN port.
 	upOne [1][]byte
+
+	// holdQ holds packets whose next hop the FIB is still resolving (see
+	// neigh.go); flushing is set while flushHeld sends them, resumed
+	// receives one destination's, one is the frame of a held packet for
+	// the LAN.
+	holdQ    *holdQueue
+	flushing bool
+	resumed  [holdPerDst]heldPkt
+	one      [1]xsk.Desc
 }
 
 func (w *worker) count(r reason) { w.drops[r].Add(1) }
@@ -135,6 +145,9 @@ func (w *worker) run(stop *atomic.Bool) {
 	_ = unix.SchedSetaffinity(0, &set) // best effort: a cpuset may forbid it
 
 	for !stop.Load() {
+		if w.holdQ != nil && w.holdQ.held > 0 {
+			w.flushHeld()
+		}
 		busy := false
 		for _, s := range w.wan {
 			if w.fromWAN(s) > 0 {
@@ -176,7 +189,11 @@ func (w *worker) idle() {
 	for i := range w.pfd {
 		w.pfd[i].Revents = 0
 	}
-	w.ts = unix.NsecToTimespec(int64(idlePoll))
+	poll := idlePoll
+	if w.holdQ != nil && w.holdQ.held > 0 {
+		poll = holdPoll
+	}
+	w.ts = unix.NsecToTimespec(int64(poll))
 	if _, err := unix.Ppoll(w.pfd, &w.ts, nil); err != nil {
 		return
 	}
@@ -210,7 +227,6 @@ func (w *worker) fromWAN(port *wanPort) int {
 
 	k := w.lanTx.Alloc(w.tx[:m])
 	j, nUp := 0, 0
-	lanIf := w.dp.lanIf
 	host := w.dp.tun != nil
 	var locals *localAddrs
 	if host {
@@ -242,31 +258,18 @@ func (w *worker) fromWAN(port *wanPort) int {
 			continue
 		}
 		nh, ok := w.dp.fib.Lookup(ip.dst)
-		if !ok || nh.IfIndex != lanIf {
-			w.count(rNoRoute)
-			continue
-		}
-		if ip.totalLen > nh.MTU {
-			w.count(rMTU)
-			continue
-		}
-		if !decTTL(p, ip.v6) {
-			w.count(rTTL)
+		if !ok || w.holdQ.waiting(ip.dst) {
+			w.hold(ip.dst, p, holdLAN)
 			continue
 		}
 		if j >= k {
 			w.count(rTxFull)
 			continue
 		}
-		out := w.lanTx.Frame(w.tx[j])
-		if len(out) < ethLen+len(p) {
-			w.count(rMTU)
-			continue
+		if n := w.toLAN(w.lanTx.Frame(w.tx[j]), p, ip, nh); n > 0 {
+			w.tx[j].Len = uint32(n)
+			j++
 		}
-		putEth(out, nh.DstMAC, nh.SrcMAC, ip.v6)
-		copy(out[ethLen:], p)
-		w.tx[j].Len = uint32(ethLen + len(p))
-		j++
 	}
 	if nUp > 0 {
 		// Before the release: the packets are still in the RX frames.
@@ -280,6 +283,31 @@ func (w *worker) fromWAN(port *wanPort) int {
 	port.mu.Unlock()
 	w.send(w.lanTx, j, k)
 	return n
+}
+
+// toLAN writes the decrypted IP packet p (parsed as ip) into the LAN
+// frame out, addressed to next hop nh, and returns the frame's length; or
+// drops it, counted, and returns 0. It decrements the TTL in p.
+func (w *worker) toLAN(out, p []byte, ip ipInfo, nh fib.NextHop) int {
+	if nh.IfIndex != w.dp.lanIf {
+		w.count(rNoRoute)
+		return 0
+	}
+	if ip.totalLen > nh.MTU {
+		w.count(rMTU)
+		return 0
+	}
+	if !decTTL(p, ip.v6) {
+		w.count(rTTL)
+		return 0
+	}
+	if len(out) < ethLen+len(p) {
+		w.count(rMTU)
+		return 0
+	}
+	putEth(out, nh.DstMAC, nh.SrcMAC, ip.v6)
+	copy(out[ethLen:], p)
+	return ethLen + len(p)
 }
 
 // send transmits w.tx[:j] on s and gives back what it did not take, along
@@ -447,7 +475,17 @@ func (w *worker) seal(spd *spdTable, pkt []byte, ip ipInfo, forward bool, left i
 		return 0
 	}
 	nh, ok := w.dp.fib.Lookup(e.out.remote)
-	if !ok || nh.IfIndex != w.dp.wanIf {
+	if !ok || w.holdQ.waiting(e.out.remote) {
+		// Held as plaintext, before the TTL changes and before any
+		// sequence number is taken: resume seals it anew, in order.
+		kind := holdSealHost
+		if forward {
+			kind = holdSealFwd
+		}
+		w.hold(e.out.remote, pkt, kind)
+		return 0
+	}
+	if nh.IfIndex != w.dp.wanIf {
 		w.count(rNoRoute)
 		return 0
 	}
