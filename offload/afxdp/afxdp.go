@@ -23,6 +23,11 @@
 // ring slot), tun_error (TUN port reads or writes that failed) and
 // tx_error (failed TX kicks).
 //
+// Besides drops the workers count one event: csum_completed, LAN packets
+// whose TCP or UDP checksum the sender left partial (TX checksum offload,
+// as on a veth: containers on the gateway host), which they complete
+// before encrypting, since nothing after them could (see WorkerEvents).
+//
 // With Options.TUN the gateway's own traffic is protected too: the host
 // stack routes packets for the destinations of outbound protect policies
 // into a TUN device, worker 0 reads it and encrypts them on the LAN's
@@ -144,8 +149,11 @@ type Dataplane struct {
 	// o's packets, so that a test can delay it and see runs of one SA
 	// encrypted at once.
 	sealHook func(o *outSA, start bool)
-	stop     atomic.Bool
-	wg       sync.WaitGroup
+	// csumNoted is set once a worker has logged that LAN hosts send
+	// partial checksums (see worker.csumCompleted).
+	csumNoted atomic.Bool
+	stop      atomic.Bool
+	wg        sync.WaitGroup
 
 	traps   *loader.EventReader[loader.TrapEvent]
 	trapsWG sync.WaitGroup
@@ -485,6 +493,23 @@ func (d *Dataplane) WorkerPackets() []uint64 {
 		out[i] = w.packets.Load()
 	}
 	return out
+}
+
+// WorkerEvents returns what the workers did to packets besides moving or
+// dropping them, for metrics: csum_completed counts LAN packets whose
+// partial TCP or UDP checksum (a sender with TX checksum offload) they
+// completed before encrypting.
+func (d *Dataplane) WorkerEvents() map[string]uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	var done uint64
+	for _, w := range d.workers {
+		done += w.csumDone.Load()
+	}
+	return map[string]uint64{"csum_completed": done}
 }
 
 // XDPCounters returns the verdict counters of the WAN and LAN programs

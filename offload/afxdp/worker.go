@@ -10,6 +10,7 @@ import (
 
 	"github.com/xdpsec/xdpsec/offload/afxdp/fib"
 	"github.com/xdpsec/xdpsec/offload/afxdp/icmp"
+	"github.com/xdpsec/xdpsec/offload/afxdp/ipcsum"
 	"github.com/xdpsec/xdpsec/offload/afxdp/tun"
 	"github.com/xdpsec/xdpsec/offload/afxdp/xsk"
 	"github.com/xdpsec/xdpsec/offload/esp"
@@ -94,6 +95,9 @@ type worker struct {
 	runPkt     [batchSize]runPacket
 	drops      [numReasons]atomic.Uint64
 	txErrs     atomic.Uint64
+	// csumDone counts LAN packets whose partial TCP or UDP checksum the
+	// worker completed (see encryptOne): an event, not a drop.
+	csumDone atomic.Uint64
 	// packets counts what the worker received from both ports, one
 	// atomic add per batch.
 	packets atomic.Uint64
@@ -379,13 +383,33 @@ func (w *worker) encryptOne(s *xsk.Socket, spd *spdTable, d xsk.Desc, f []byte, 
 		w.count(rMalformed)
 		return false
 	}
+	pkt := f[ethLen : ethLen+ip.totalLen]
+	// A LAN host with TX checksum offload (a veth's default: containers
+	// on the gateway host) leaves its TCP and UDP checksums for the
+	// device to finish; the kernel's own forwarding would finish them,
+	// AF_XDP hands them over as they are, and the far host would drop
+	// every segment. Done before sealing: nobody can after.
+	if ipcsum.CompletePartial(pkt) {
+		w.csumCompleted()
+	}
 	// Fragmentation is out of scope: without DF a packet too big for the
 	// tunnel is dropped as well, but only DF senders learn from an ICMP
 	// error.
-	if mtu := w.seal(spd, f[ethLen:ethLen+ip.totalLen], ip, true, left); mtu > 0 && ip.df {
+	if mtu := w.seal(spd, pkt, ip, true, left); mtu > 0 && ip.df {
 		return w.tooBig(s, d, f, ip, mtu, nIcmp)
 	}
 	return false
+}
+
+// csumCompleted counts a completed partial checksum and says once per
+// data plane what it means, since the work is the operator's to avoid.
+func (w *worker) csumCompleted() {
+	w.csumDone.Add(1)
+	if w.dp.csumNoted.CompareAndSwap(false, true) {
+		w.dp.log.Info("LAN hosts send partial TCP/UDP checksums (TX checksum offload, as on a veth); " +
+			"the workers complete them, counted as csum_completed. " +
+			"`ethtool -K IFACE tx off` on the hosts' interfaces saves that pass over every packet")
+	}
 }
 
 // fromTUN encrypts a batch of the host's own packets, which its routes
