@@ -206,6 +206,22 @@ func lanCases() []lanCase {
 			count: []LanLanCounter{LanLanCounterLAN_REDIRECT_XSK, LanLanCounterLAN_MSS_CLAMPED},
 			out:   tcp6(lanHost6, lanRemote6, 40000, 443, tcpSYN, mssOpt(1340)),
 			check: checkTCPSum(lanHost6, lanRemote6, 14+40)},
+		// A sender with TX checksum offload leaves the pseudo-header
+		// sum in the field; the clamp must leave it for the completion.
+		{name: "mss-clamp-v4-partial-checksum",
+			pkt:   partialTCP(tcp4(lanHost4, lanRemote4, 40000, 443, tcpSYN, mssOpt(1460)), lanHost4, lanRemote4, 14+20),
+			setup: withPolicies(clamp4), want: xdpRedirect,
+			count: []LanLanCounter{LanLanCounterLAN_REDIRECT_XSK, LanLanCounterLAN_MSS_CLAMPED},
+			out:   partialTCP(tcp4(lanHost4, lanRemote4, 40000, 443, tcpSYN, mssOpt(1360)), lanHost4, lanRemote4, 14+20),
+			check: checkPartialTCPSum(lanHost4, lanRemote4, 14+20)},
+		{name: "mss-clamp-v6-partial-checksum-odd-offset",
+			pkt: partialTCP(tcp6(lanHost6, lanRemote6, 40000, 443, tcpSYN, append([]byte{1}, append(mssOpt(1440), 1, 1, 0)...)),
+				lanHost6, lanRemote6, 14+40),
+			setup: withPolicies(clamp6), want: xdpRedirect,
+			count: []LanLanCounter{LanLanCounterLAN_REDIRECT_XSK, LanLanCounterLAN_MSS_CLAMPED},
+			out: partialTCP(tcp6(lanHost6, lanRemote6, 40000, 443, tcpSYN, append([]byte{1}, append(mssOpt(1340), 1, 1, 0)...)),
+				lanHost6, lanRemote6, 14+40),
+			check: checkPartialTCPSum(lanHost6, lanRemote6, 14+40)},
 		{name: "mss-below-clamp-untouched", pkt: tcp4(lanHost4, lanRemote4, 40000, 443, tcpSYN, mssOpt(1200)),
 			setup: withPolicies(clamp4), want: xdpRedirect, count: []LanLanCounter{LanLanCounterLAN_REDIRECT_XSK}},
 		{name: "mss-not-syn-untouched", pkt: tcp4(lanHost4, lanRemote4, 40000, 443, tcpACK, mssOpt(1460)),
@@ -305,6 +321,34 @@ func checkTCPSum(src, dst string, l4off int) func(testing.TB, *LanObjects, []byt
 		if sum := tcpSum(src, dst, out[l4off:]); sum != 0xffff {
 			t.Errorf("TCP checksum does not verify: sum %#04x (checksum field %#04x)",
 				sum, binary.BigEndian.Uint16(out[l4off+16:]))
+		}
+	}
+}
+
+// partialTCP puts into the TCP segment at l4off of frame what a sender
+// with TX checksum offload leaves in its checksum field (CHECKSUM_PARTIAL):
+// the folded pseudo-header sum, not complemented.
+func partialTCP(frame []byte, src, dst string, l4off int) []byte {
+	seg := frame[l4off:]
+	binary.BigEndian.PutUint16(seg[16:], tcpSum(src, dst, make([]byte, len(seg))))
+	return frame
+}
+
+// checkPartialTCPSum checks that the TCP checksum of the packet the program
+// left is still partial and that completing it, as the device or the
+// worker does (the segment's sum, over the field, complemented), gives a
+// checksum that verifies.
+func checkPartialTCPSum(src, dst string, l4off int) func(testing.TB, *LanObjects, []byte) {
+	return func(t testing.TB, _ *LanObjects, out []byte) {
+		t.Helper()
+		seg := bytes.Clone(out[l4off:])
+		field := binary.BigEndian.Uint16(seg[16:])
+		if pseudo := tcpSum(src, dst, make([]byte, len(seg))); field != pseudo {
+			t.Errorf("checksum field %#04x, want the pseudo-header sum %#04x left for completion", field, pseudo)
+		}
+		binary.BigEndian.PutUint16(seg[16:], ^onesSum(0, seg))
+		if sum := tcpSum(src, dst, seg); sum != 0xffff {
+			t.Errorf("completed TCP checksum does not verify: sum %#04x", sum)
 		}
 	}
 }

@@ -77,6 +77,26 @@ static __always_inline int selector_match(const struct spd_entry *e,
 }
 
 /*
+ * The folded sum of the TCP pseudo header of p, host order: what a sender
+ * with TX checksum offload leaves in the checksum field (CHECKSUM_PARTIAL,
+ * the veth default and so every container's), for whoever completes it
+ * to sum the segment over. The addresses are summed in their mapped form:
+ * an IPv4 one adds ::ffff, and 0xffff is zero in one's complement.
+ */
+static __always_inline __u16 tcp_pseudo_fold(const struct pkt_info *p)
+{
+	__u32 sum = IPPROTO_TCP + p->l4len;
+
+#pragma unroll
+	for (int i = 0; i < 16; i += 2)
+		sum += ((__u32)p->saddr[i] << 8 | p->saddr[i + 1]) +
+		       ((__u32)p->daddr[i] << 8 | p->daddr[i + 1]);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum;
+}
+
+/*
  * Lowers the MSS option of a TCP SYN (or SYN-ACK) to mss, so that the
  * peer's segments still fit the path MTU once ESP overhead is added.
  * Returns 1 when the packet was rewritten, 0 when it needed nothing, -1
@@ -133,6 +153,14 @@ static __always_inline int clamp_mss(const struct pkt_info *p, void *l4, void *e
 		new = mss;
 		o[2] = new >> 8;
 		o[3] = new & 0xff;
+		/* A partial checksum (see tcp_pseudo_fold) covers no option
+		 * yet: whoever completes it sums the new MSS, and an update
+		 * here would corrupt it. A finished checksum that merely
+		 * equals the pseudo-header sum is left stale by this, and the
+		 * worker, which completes every checksum in that state that
+		 * does not verify, repairs it. */
+		if (bpf_ntohs(th->check) == tcp_pseudo_fold(p))
+			return 1;
 		/* The checksum sums 16-bit words from the start of the TCP
 		 * header: at an odd offset the value straddles two words and
 		 * enters the sum byte-swapped. */

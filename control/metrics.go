@@ -136,7 +136,15 @@ type dataplaneCollector struct {
 	xdpEv   *prometheus.Desc
 	workers *prometheus.Desc
 	sockets *prometheus.Desc
+	workEv  *prometheus.Desc
 	offload *prometheus.Desc
+}
+
+// workerEventer is implemented by data planes whose workers count what
+// they did to packets besides moving or dropping them (afxdp:
+// csum_completed).
+type workerEventer interface {
+	WorkerEvents() map[string]uint64
 }
 
 func newDataplaneCollector(dp offload.Dataplane) *dataplaneCollector {
@@ -150,6 +158,7 @@ func newDataplaneCollector(dp offload.Dataplane) *dataplaneCollector {
 		xdpEv:   prometheus.NewDesc("xdpsec_xdp_events_total", "Things the XDP programs did besides their verdicts, by interface side and event: mss_clamped (TCP SYNs whose MSS was lowered), event_* (notifications to the daemon sent, suppressed or lost).", []string{"interface", "event"}, nil),
 		workers: prometheus.NewDesc("xdpsec_worker_packets_total", "Packets handled per data-plane worker.", []string{"worker"}, nil),
 		sockets: prometheus.NewDesc("xdpsec_afxdp_socket_events_total", "Kernel AF_XDP socket statistics summed over all sockets. Packets lost before a worker saw them: rx_dropped, rx_ring_full, rx_fill_ring_empty_descs; refused descriptors: rx_invalid_descs, tx_invalid_descs; tx_ring_empty_descs is not loss: it counts kernel polls that found nothing to send, and rises while idle.", []string{"event"}, nil),
+		workEv:  prometheus.NewDesc("xdpsec_afxdp_worker_events_total", "What the data-plane workers did to packets besides moving or dropping them: csum_completed (LAN packets whose partial TCP/UDP checksum, left by a sender with TX checksum offload, they completed).", []string{"event"}, nil),
 		offload: prometheus.NewDesc("xdpsec_sa_offload", "Installed SAs by direction and the offload in force for them (none = software ESP).", []string{"direction", "offload"}, nil),
 	}
 }
@@ -162,6 +171,7 @@ func (c *dataplaneCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.xdpEv
 	ch <- c.workers
 	ch <- c.sockets
+	ch <- c.workEv
 	ch <- c.offload
 }
 
@@ -211,6 +221,11 @@ func (c *dataplaneCollector) Collect(ch chan<- prometheus.Metric) {
 	if socks, err := x.SocketCounters(); err == nil {
 		for event, n := range socks {
 			ch <- prometheus.MustNewConstMetric(c.sockets, prometheus.CounterValue, float64(n), event)
+		}
+	}
+	if we, ok := c.dp.(workerEventer); ok {
+		for event, n := range we.WorkerEvents() {
+			ch <- prometheus.MustNewConstMetric(c.workEv, prometheus.CounterValue, float64(n), event)
 		}
 	}
 	for side, counters := range map[string]map[string]uint64{"wan": wan, "lan": lan} {

@@ -25,6 +25,7 @@ func (x xdpDP) Stats(context.Context) (offload.Stats, error) {
 func (x xdpDP) XDPCounters() (wan, lan map[string]uint64, err error) { return x.wan, x.lan, nil }
 func (x xdpDP) WorkerPackets() []uint64                              { return []uint64{7} }
 func (x xdpDP) SocketCounters() (map[string]uint64, error)           { return nil, nil }
+func (x xdpDP) WorkerEvents() map[string]uint64                      { return map[string]uint64{"csum_completed": 6} }
 
 func gather(t *testing.T, c prometheus.Collector) map[string]float64 {
 	t.Helper()
@@ -66,6 +67,7 @@ func TestDropsOneVocabulary(t *testing.T) {
 		"xdpsec_xdp_verdicts_total,interface=lan,verdict=redirect_xsk":   50,
 		"xdpsec_xdp_events_total,event=mss_clamped,interface=lan":        4,
 		"xdpsec_xdp_events_total,event=event_nat,interface=wan":          1,
+		"xdpsec_afxdp_worker_events_total,event=csum_completed":          6,
 	}
 	for key, w := range want {
 		if got[key] != w {
@@ -73,7 +75,8 @@ func TestDropsOneVocabulary(t *testing.T) {
 		}
 	}
 	for key := range got {
-		if strings.Contains(key, "reason=keepalive") || strings.Contains(key, "verdict=mss_clamped") || strings.Contains(key, "verdict=event_") {
+		if strings.Contains(key, "reason=keepalive") || strings.Contains(key, "verdict=mss_clamped") || strings.Contains(key, "verdict=event_") ||
+			strings.Contains(key, "reason=csum_completed") {
 			t.Errorf("%s: not where it belongs", key)
 		}
 	}

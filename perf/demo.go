@@ -115,7 +115,7 @@ func RunDemo(ctx context.Context, opts DemoOptions) (err error) {
 		return fmt.Errorf("ping hostA -> hostB through the tunnel: %w", perr)
 	}
 	fmt.Fprintf(out, "    ping hostA -> hostB: %s\n", pingSummary(pingOut.String()))
-	fmt.Fprintf(out, "    (a gateway drops the first packet towards a LAN host it has not resolved yet, counted as no_route, while the kernel does ARP)\n")
+	fmt.Fprintf(out, "    (packets towards a next hop a gateway has not resolved yet wait in its neighbour queue while the kernel does ARP)\n")
 	mbps, err := iperf.TCP(ctx, lab.HostA, lab.HostB, v4.HostB.String(), 5)
 	if err != nil {
 		return err

@@ -192,8 +192,11 @@ func (l *Lab) build(ctx context.Context) error {
 			return err
 		}
 	}
-	// The hosts' traffic must reach the gateways with finished checksums,
-	// as from a real wire, or a userspace data plane forwards it broken.
+	// The hosts' traffic reaches the gateways with finished checksums, as
+	// from a real wire, so that every data plane and benchmark sees what a
+	// physical LAN delivers. Hosts with offload on (containers on the
+	// gateway host) are a case of their own, which a test opts into with
+	// SetTxChecksumOffload (afxdp's TestChecksumOffloadedHosts).
 	for _, h := range []*NS{l.HostA, l.HostB} {
 		if err := h.SetTxChecksumOffload(HostIf, false); err != nil {
 			return err

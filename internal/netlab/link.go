@@ -90,8 +90,8 @@ type ifreqData struct {
 // (ETHTOOL_STXCSUM, what `ethtool -K link tx off` does). A veth with it on
 // hands frames to the peer with the L4 checksum left for "later"; a
 // userspace data plane on the peer (AF_XDP copies frames before anyone
-// completes them) would then forward packets with wrong checksums, which
-// a real wire never delivers.
+// completes them) must complete them itself, which a real wire never asks
+// of it.
 func (n *NS) SetTxChecksumOffload(link string, on bool) error {
 	val := ethtoolValue{cmd: unix.ETHTOOL_STXCSUM}
 	if on {

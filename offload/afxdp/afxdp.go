@@ -13,13 +13,20 @@
 //
 // Drops are counted by reason. Besides the esp engine's verdicts the
 // workers count malformed (not untagged Ethernet with IP), no_route (no
-// resolved next hop yet, or one out of the wrong port; without a TUN port
-// this includes traffic for the gateway's own addresses), mtu (too big
+// route, a next hop out of the wrong port, or one that was not resolved
+// while a few packets waited for it in the worker's neighbour queue: see
+// neigh.go; without a TUN port this includes traffic for the gateway's own
+// addresses), mtu (too big
 // for the tunnel or the LAN), ttl (TTL or hop limit exhausted), no_sa
 // (steered by xdp_lan or routed into the TUN port, but no policy with an
 // SA selects it), expired (hard time limit), tx_full (no free TX frame or
 // ring slot), tun_error (TUN port reads or writes that failed) and
 // tx_error (failed TX kicks).
+//
+// Besides drops the workers count one event: csum_completed, LAN packets
+// whose TCP or UDP checksum the sender left partial (TX checksum offload,
+// as on a veth: containers on the gateway host), which they complete
+// before encrypting, since nothing after them could (see WorkerEvents).
 //
 // With Options.TUN the gateway's own traffic is protected too: the host
 // stack routes packets for the destinations of outbound protect policies
@@ -142,8 +149,11 @@ type Dataplane struct {
 	// o's packets, so that a test can delay it and see runs of one SA
 	// encrypted at once.
 	sealHook func(o *outSA, start bool)
-	stop     atomic.Bool
-	wg       sync.WaitGroup
+	// csumNoted is set once a worker has logged that LAN hosts send
+	// partial checksums (see worker.csumCompleted).
+	csumNoted atomic.Bool
+	stop      atomic.Bool
+	wg        sync.WaitGroup
 
 	traps   *loader.EventReader[loader.TrapEvent]
 	trapsWG sync.WaitGroup
@@ -297,11 +307,16 @@ func (d *Dataplane) startWorkers(want int, wanSocks, lanSocks []*xsk.Socket) err
 		d.wanPorts = append(d.wanPorts, &wanPort{s: s})
 	}
 	for i := range n {
+		tunMTU := 0
+		if d.tun != nil {
+			tunMTU = d.tun.MTU()
+		}
 		w := &worker{
 			dp:     d,
 			cpu:    cpus[i%len(cpus)],
 			eng:    esp.NewWorker(),
 			wakeFD: -1,
+			holdQ:  newHoldQueue(holdSlotSize(wanSocks[0], tunMTU)),
 		}
 		for q := i; q < len(wanSocks); q += n {
 			w.wan = append(w.wan, d.wanPorts[q])
@@ -478,6 +493,23 @@ func (d *Dataplane) WorkerPackets() []uint64 {
 		out[i] = w.packets.Load()
 	}
 	return out
+}
+
+// WorkerEvents returns what the workers did to packets besides moving or
+// dropping them, for metrics: csum_completed counts LAN packets whose
+// partial TCP or UDP checksum (a sender with TX checksum offload) they
+// completed before encrypting.
+func (d *Dataplane) WorkerEvents() map[string]uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	var done uint64
+	for _, w := range d.workers {
+		done += w.csumDone.Load()
+	}
+	return map[string]uint64{"csum_completed": done}
 }
 
 // XDPCounters returns the verdict counters of the WAN and LAN programs

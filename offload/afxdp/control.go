@@ -235,8 +235,8 @@ func (d *Dataplane) AddSA(_ context.Context, sa offload.SA) error {
 	d.armTimers(k, e, ident)
 	if sa.Dir == offload.Out {
 		// Resolve the peer's next hop now rather than on the first packet,
-		// which the FIB would otherwise have to drop while it asks the
-		// kernel (a miss only queues the resolution).
+		// which would otherwise wait in a worker's neighbour queue while
+		// the FIB asks the kernel (a miss only queues the resolution).
 		d.fib.Lookup(sa.Dst)
 		// Policies that named this SPI before it existed (or while it
 		// was gone) start protecting now.

@@ -144,9 +144,9 @@ func install(t *testing.T, v4 netlab.Addrs, a, b *site, keyAB, keyBA keys, encap
 	}
 }
 
-// pingThrough waits until hostA reaches hostB (the FIBs resolve the first
-// next hops in the background, so the first packets may be dropped as
-// no_route), then expects a clean run.
+// pingThrough waits until hostA reaches hostB (a fresh lab's first echo
+// waits for the gateways' next hops; TestFirstPacketsHeld checks that it
+// is not lost), then expects a clean run.
 func pingThrough(t *testing.T, lab *netlab.Lab, dst netip.Addr) {
 	t.Helper()
 	ctx := t.Context()

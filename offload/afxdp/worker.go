@@ -8,7 +8,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/xdpsec/xdpsec/offload/afxdp/fib"
 	"github.com/xdpsec/xdpsec/offload/afxdp/icmp"
+	"github.com/xdpsec/xdpsec/offload/afxdp/ipcsum"
 	"github.com/xdpsec/xdpsec/offload/afxdp/tun"
 	"github.com/xdpsec/xdpsec/offload/afxdp/xsk"
 	"github.com/xdpsec/xdpsec/offload/esp"
@@ -93,6 +95,9 @@ type worker struct {
 	runPkt     [batchSize]runPacket
 	drops      [numReasons]atomic.Uint64
 	txErrs     atomic.Uint64
+	// csumDone counts LAN packets whose partial TCP or UDP checksum the
+	// worker completed (see encryptOne): an event, not a drop.
+	csumDone atomic.Uint64
 	// packets counts what the worker received from both ports, one
 	// atomic add per batch.
 	packets atomic.Uint64
@@ -120,6 +125,15 @@ type worker struct {
 	up [batchSize][]byte
 	// upOne carries one ICMP error for the host to the TUN port.
 	upOne [1][]byte
+
+	// holdQ holds packets whose next hop the FIB is still resolving (see
+	// neigh.go); flushing is set while flushHeld sends them, resumed
+	// receives one destination's, one is the frame of a held packet for
+	// the LAN.
+	holdQ    *holdQueue
+	flushing bool
+	resumed  [holdPerDst]heldPkt
+	one      [1]xsk.Desc
 }
 
 func (w *worker) count(r reason) { w.drops[r].Add(1) }
@@ -135,6 +149,9 @@ func (w *worker) run(stop *atomic.Bool) {
 	_ = unix.SchedSetaffinity(0, &set) // best effort: a cpuset may forbid it
 
 	for !stop.Load() {
+		if w.holdQ != nil && w.holdQ.held > 0 {
+			w.flushHeld()
+		}
 		busy := false
 		for _, s := range w.wan {
 			if w.fromWAN(s) > 0 {
@@ -176,7 +193,11 @@ func (w *worker) idle() {
 	for i := range w.pfd {
 		w.pfd[i].Revents = 0
 	}
-	w.ts = unix.NsecToTimespec(int64(idlePoll))
+	poll := idlePoll
+	if w.holdQ != nil && w.holdQ.held > 0 {
+		poll = holdPoll
+	}
+	w.ts = unix.NsecToTimespec(int64(poll))
 	if _, err := unix.Ppoll(w.pfd, &w.ts, nil); err != nil {
 		return
 	}
@@ -210,7 +231,6 @@ func (w *worker) fromWAN(port *wanPort) int {
 
 	k := w.lanTx.Alloc(w.tx[:m])
 	j, nUp := 0, 0
-	lanIf := w.dp.lanIf
 	host := w.dp.tun != nil
 	var locals *localAddrs
 	if host {
@@ -242,31 +262,18 @@ func (w *worker) fromWAN(port *wanPort) int {
 			continue
 		}
 		nh, ok := w.dp.fib.Lookup(ip.dst)
-		if !ok || nh.IfIndex != lanIf {
-			w.count(rNoRoute)
-			continue
-		}
-		if ip.totalLen > nh.MTU {
-			w.count(rMTU)
-			continue
-		}
-		if !decTTL(p, ip.v6) {
-			w.count(rTTL)
+		if !ok || w.holdQ.waiting(ip.dst) {
+			w.hold(ip.dst, p, holdLAN)
 			continue
 		}
 		if j >= k {
 			w.count(rTxFull)
 			continue
 		}
-		out := w.lanTx.Frame(w.tx[j])
-		if len(out) < ethLen+len(p) {
-			w.count(rMTU)
-			continue
+		if n := w.toLAN(w.lanTx.Frame(w.tx[j]), p, ip, nh); n > 0 {
+			w.tx[j].Len = uint32(n)
+			j++
 		}
-		putEth(out, nh.DstMAC, nh.SrcMAC, ip.v6)
-		copy(out[ethLen:], p)
-		w.tx[j].Len = uint32(ethLen + len(p))
-		j++
 	}
 	if nUp > 0 {
 		// Before the release: the packets are still in the RX frames.
@@ -280,6 +287,31 @@ func (w *worker) fromWAN(port *wanPort) int {
 	port.mu.Unlock()
 	w.send(w.lanTx, j, k)
 	return n
+}
+
+// toLAN writes the decrypted IP packet p (parsed as ip) into the LAN
+// frame out, addressed to next hop nh, and returns the frame's length; or
+// drops it, counted, and returns 0. It decrements the TTL in p.
+func (w *worker) toLAN(out, p []byte, ip ipInfo, nh fib.NextHop) int {
+	if nh.IfIndex != w.dp.lanIf {
+		w.count(rNoRoute)
+		return 0
+	}
+	if ip.totalLen > nh.MTU {
+		w.count(rMTU)
+		return 0
+	}
+	if !decTTL(p, ip.v6) {
+		w.count(rTTL)
+		return 0
+	}
+	if len(out) < ethLen+len(p) {
+		w.count(rMTU)
+		return 0
+	}
+	putEth(out, nh.DstMAC, nh.SrcMAC, ip.v6)
+	copy(out[ethLen:], p)
+	return ethLen + len(p)
 }
 
 // send transmits w.tx[:j] on s and gives back what it did not take, along
@@ -351,13 +383,33 @@ func (w *worker) encryptOne(s *xsk.Socket, spd *spdTable, d xsk.Desc, f []byte, 
 		w.count(rMalformed)
 		return false
 	}
+	pkt := f[ethLen : ethLen+ip.totalLen]
+	// A LAN host with TX checksum offload (a veth's default: containers
+	// on the gateway host) leaves its TCP and UDP checksums for the
+	// device to finish; the kernel's own forwarding would finish them,
+	// AF_XDP hands them over as they are, and the far host would drop
+	// every segment. Done before sealing: nobody can after.
+	if ipcsum.CompletePartial(pkt) {
+		w.csumCompleted()
+	}
 	// Fragmentation is out of scope: without DF a packet too big for the
 	// tunnel is dropped as well, but only DF senders learn from an ICMP
 	// error.
-	if mtu := w.seal(spd, f[ethLen:ethLen+ip.totalLen], ip, true, left); mtu > 0 && ip.df {
+	if mtu := w.seal(spd, pkt, ip, true, left); mtu > 0 && ip.df {
 		return w.tooBig(s, d, f, ip, mtu, nIcmp)
 	}
 	return false
+}
+
+// csumCompleted counts a completed partial checksum and says once per
+// data plane what it means, since the work is the operator's to avoid.
+func (w *worker) csumCompleted() {
+	w.csumDone.Add(1)
+	if w.dp.csumNoted.CompareAndSwap(false, true) {
+		w.dp.log.Info("LAN hosts send partial TCP/UDP checksums (TX checksum offload, as on a veth); " +
+			"the workers complete them, counted as csum_completed. " +
+			"`ethtool -K IFACE tx off` on the hosts' interfaces saves that pass over every packet")
+	}
 }
 
 // fromTUN encrypts a batch of the host's own packets, which its routes
@@ -447,7 +499,17 @@ func (w *worker) seal(spd *spdTable, pkt []byte, ip ipInfo, forward bool, left i
 		return 0
 	}
 	nh, ok := w.dp.fib.Lookup(e.out.remote)
-	if !ok || nh.IfIndex != w.dp.wanIf {
+	if !ok || w.holdQ.waiting(e.out.remote) {
+		// Held as plaintext, before the TTL changes and before any
+		// sequence number is taken: resume seals it anew, in order.
+		kind := holdSealHost
+		if forward {
+			kind = holdSealFwd
+		}
+		w.hold(e.out.remote, pkt, kind)
+		return 0
+	}
+	if nh.IfIndex != w.dp.wanIf {
 		w.count(rNoRoute)
 		return 0
 	}

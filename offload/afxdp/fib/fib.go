@@ -78,12 +78,15 @@ const (
 	rcvBuf = 1 << 20
 )
 
-// entry is one destination in a published snapshot. nh and ok never change
-// after publication; st is shared with the writer.
+// entry is one destination in a published snapshot. nh, ok and noRoute
+// never change after publication; st is shared with the writer.
 type entry struct {
 	nh NextHop
 	ok bool
-	st *dstState
+	// noRoute marks a destination the kernel has no usable unicast route
+	// for: waiting does not resolve it, only a route change does.
+	noRoute bool
+	st      *dstState
 }
 
 type snapshot struct {
@@ -217,6 +220,16 @@ func (f *FIB) Lookup(dst netip.Addr) (NextHop, bool) {
 	}
 	f.request(dst)
 	return NextHop{}, false
+}
+
+// Unreachable reports whether dst is known to have no usable route, so
+// that a caller drops its packets at once rather than holding them for a
+// neighbour that will not resolve. A destination not resolved yet, or one
+// whose neighbour is still being resolved, is not unreachable. Like
+// Lookup it never blocks; unlike Lookup it queues nothing.
+func (f *FIB) Unreachable(dst netip.Addr) bool {
+	e, found := f.snap.Load().m[dst.Unmap()]
+	return found && e.noRoute
 }
 
 // request queues dst for resolution unless it (or a destination sharing its

@@ -97,6 +97,29 @@ func TestUnresolvedEntryDoesNotQueue(t *testing.T) {
 	}
 }
 
+// TestUnreachable tells a destination without a route, whose packets
+// are dropped at once, from ones still being resolved, which are held.
+func TestUnreachable(t *testing.T) {
+	f := newBare()
+	noRoute := netip.MustParseAddr("198.51.100.1")
+	resolving := netip.MustParseAddr("198.51.100.2")
+	f.snap.Store(&snapshot{m: map[netip.Addr]*entry{
+		noRoute:   {noRoute: true, st: &dstState{}},
+		resolving: {st: &dstState{}},
+	}})
+	for _, c := range []struct {
+		dst  string
+		want bool
+	}{{"198.51.100.1", true}, {"::ffff:198.51.100.1", true}, {"198.51.100.2", false}, {"198.51.100.3", false}} {
+		if got := f.Unreachable(netip.MustParseAddr(c.dst)); got != c.want {
+			t.Errorf("Unreachable(%s) = %v, want %v", c.dst, got, c.want)
+		}
+	}
+	if len(f.reqs) != 0 {
+		t.Errorf("Unreachable queued %d requests", len(f.reqs))
+	}
+}
+
 func TestLookupInvalidAddr(t *testing.T) {
 	f := newBare()
 	if _, ok := f.Lookup(netip.Addr{}); ok {

@@ -309,7 +309,7 @@ func (f *FIB) publish() {
 	m := make(map[netip.Addr]*entry, len(f.dsts))
 	for dst, st := range f.dsts {
 		nh, ok := f.nextHop(st)
-		m[dst] = &entry{nh: nh, ok: ok, st: st}
+		m[dst] = &entry{nh: nh, ok: ok, noRoute: !st.hasRoute, st: st}
 	}
 	f.snap.Store(&snapshot{m: m})
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/xdpsec/xdpsec/offload/afxdp/ipcsum"
 )
 
 // VnetHdrLen is the size of the virtio_net_hdr that precedes every packet
@@ -140,7 +142,7 @@ func (g *gsoPacket) next(out []byte) (int, error) {
 			// The field holds the pseudo-header sum; the checksum covers
 			// it and everything from csumStart on.
 			at := int(g.h.csumStart) + int(g.h.csumOffset)
-			c := ^fold(sum(out[g.h.csumStart:n], 0))
+			c := ^ipcsum.Fold(ipcsum.Sum(out[g.h.csumStart:n], 0))
 			binary.BigEndian.PutUint16(out[at:], c)
 		}
 		g.seg++
@@ -170,7 +172,7 @@ func (g *gsoPacket) next(out []byte) (int, error) {
 		binary.BigEndian.PutUint16(out[4:6], id)
 		out[10], out[11] = 0, 0
 		ihl := int(out[0]&0x0f) * 4
-		binary.BigEndian.PutUint16(out[10:12], ^fold(sum(out[:ihl], 0)))
+		binary.BigEndian.PutUint16(out[10:12], ^ipcsum.Fold(ipcsum.Sum(out[:ihl], 0)))
 		srcDst = out[12:20]
 	}
 	l4 := out[g.l4:n]
@@ -190,36 +192,12 @@ func (g *gsoPacket) next(out []byte) (int, error) {
 		csumAt = 6
 	}
 	l4[csumAt], l4[csumAt+1] = 0, 0
-	s := sum(srcDst, uint64(g.proto)+uint64(l4Len))
-	c := ^fold(sum(l4, s))
+	s := ipcsum.Sum(srcDst, uint64(g.proto)+uint64(l4Len))
+	c := ^ipcsum.Fold(ipcsum.Sum(l4, s))
 	if c == 0 && g.proto == protoUDP {
 		c = 0xffff // RFC 768: zero means no checksum
 	}
 	binary.BigEndian.PutUint16(l4[csumAt:], c)
 	g.seg++
 	return n, nil
-}
-
-// sum adds b to the one's-complement accumulator acc, eight bytes at a
-// time; fold reduces it to 16 bits.
-func sum(b []byte, acc uint64) uint64 {
-	for len(b) >= 8 {
-		acc += uint64(binary.BigEndian.Uint32(b)) + uint64(binary.BigEndian.Uint32(b[4:]))
-		b = b[8:]
-	}
-	for len(b) >= 2 {
-		acc += uint64(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		acc += uint64(b[0]) << 8
-	}
-	return acc
-}
-
-func fold(acc uint64) uint16 {
-	for acc > 0xffff {
-		acc = acc>>16 + acc&0xffff
-	}
-	return uint16(acc)
 }

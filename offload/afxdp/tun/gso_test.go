@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/xdpsec/xdpsec/offload/afxdp/ipcsum"
 )
 
 // l4Valid checks the IP header checksum (IPv4) and the TCP or UDP
@@ -20,17 +22,17 @@ func l4Valid(t *testing.T, pkt []byte) bool {
 	var proto uint8
 	if pkt[0]>>4 == 4 {
 		ihl := int(pkt[0]&0x0f) * 4
-		if fold(sum(pkt[:ihl], 0)) != 0xffff {
+		if ipcsum.Fold(ipcsum.Sum(pkt[:ihl], 0)) != 0xffff {
 			t.Errorf("bad IPv4 header checksum")
 			return false
 		}
 		proto, l4 = pkt[9], pkt[ihl:binary.BigEndian.Uint16(pkt[2:4])]
-		acc = sum(pkt[12:20], 0)
+		acc = ipcsum.Sum(pkt[12:20], 0)
 	} else {
 		proto, l4 = pkt[6], pkt[40:40+int(binary.BigEndian.Uint16(pkt[4:6]))]
-		acc = sum(pkt[8:40], 0)
+		acc = ipcsum.Sum(pkt[8:40], 0)
 	}
-	return fold(sum(l4, acc+uint64(proto)+uint64(len(l4)))) == 0xffff
+	return ipcsum.Fold(ipcsum.Sum(l4, acc+uint64(proto)+uint64(len(l4)))) == 0xffff
 }
 
 func vnetBytes(h vnetHdr) []byte {
@@ -68,7 +70,7 @@ func superPacket(v6 bool, proto uint8, n int, tcpFlags uint8) []byte {
 		binary.BigEndian.PutUint16(p[4:], 0xfffe) // the IDs wrap
 		copy(p[12:], src4.AsSlice())
 		copy(p[16:], dst4.AsSlice())
-		binary.BigEndian.PutUint16(p[10:], ^fold(sum(p[:20], 0)))
+		binary.BigEndian.PutUint16(p[10:], ^ipcsum.Fold(ipcsum.Sum(p[:20], 0)))
 	}
 	l4 := p[ipLen:]
 	binary.BigEndian.PutUint16(l4[0:], 40000)
@@ -88,11 +90,11 @@ func superPacket(v6 bool, proto uint8, n int, tcpFlags uint8) []byte {
 	}
 	var acc uint64
 	if v6 {
-		acc = sum(p[8:40], 0)
+		acc = ipcsum.Sum(p[8:40], 0)
 	} else {
-		acc = sum(p[12:20], 0)
+		acc = ipcsum.Sum(p[12:20], 0)
 	}
-	binary.BigEndian.PutUint16(l4[csumAt:], fold(acc+uint64(proto)+uint64(len(l4))))
+	binary.BigEndian.PutUint16(l4[csumAt:], ipcsum.Fold(acc+uint64(proto)+uint64(len(l4))))
 	return p
 }
 
