@@ -222,6 +222,21 @@ func lanCases() []lanCase {
 			out: partialTCP(tcp6(lanHost6, lanRemote6, 40000, 443, tcpSYN, append([]byte{1}, append(mssOpt(1340), 1, 1, 0)...)),
 				lanHost6, lanRemote6, 14+40),
 			check: checkPartialTCPSum(lanHost6, lanRemote6, 14+40)},
+		{name: "mss-clamp-v4-after-36-nops",
+			// The walk's last iteration: the header's 40 option bytes
+			// end with the MSS.
+			pkt:   tcp4(lanHost4, lanRemote4, 40000, 443, tcpSYN, append(bytes.Repeat([]byte{1}, 36), mssOpt(1460)...)),
+			setup: withPolicies(clamp4), want: xdpRedirect,
+			count: []LanLanCounter{LanLanCounterLAN_REDIRECT_XSK, LanLanCounterLAN_MSS_CLAMPED},
+			out:   tcp4(lanHost4, lanRemote4, 40000, 443, tcpSYN, append(bytes.Repeat([]byte{1}, 36), mssOpt(1360)...)),
+			check: checkTCPSum(lanHost4, lanRemote4, 14+20)},
+		{name: "mss-absent-trailing-nop-untouched",
+			// Window scale, then a NOP as the frame's last byte: the NOP
+			// has no length byte to read.
+			pkt:   tcp6(lanHost6, lanRemote6, 40000, 443, tcpSYN, []byte{3, 3, 7, 1}),
+			setup: withPolicies(clamp6), want: xdpRedirect, count: []LanLanCounter{LanLanCounterLAN_REDIRECT_XSK}},
+		{name: "mss-one-byte-option", pkt: tcp4(lanHost4, lanRemote4, 40000, 443, tcpSYN, []byte{4, 1, 1, 1}),
+			setup: withPolicies(clamp4), want: xdpDrop, count: []LanLanCounter{LanLanCounterLAN_DROP_MALFORMED}},
 		{name: "mss-below-clamp-untouched", pkt: tcp4(lanHost4, lanRemote4, 40000, 443, tcpSYN, mssOpt(1200)),
 			setup: withPolicies(clamp4), want: xdpRedirect, count: []LanLanCounter{LanLanCounterLAN_REDIRECT_XSK}},
 		{name: "mss-not-syn-untouched", pkt: tcp4(lanHost4, lanRemote4, 40000, 443, tcpACK, mssOpt(1460)),

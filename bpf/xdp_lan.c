@@ -97,16 +97,62 @@ static __always_inline __u16 tcp_pseudo_fold(const struct pkt_info *p)
 }
 
 /*
+ * Rewrites the MSS option at o (offset off into the options) to mss when it
+ * is larger. Returns as clamp_mss does.
+ */
+static __always_inline int rewrite_mss(struct tcphdr *th, __u8 *o, __u32 off,
+				       __u32 optlen, void *end, __u16 mss,
+				       __u16 partial)
+{
+	__u16 old, new, check;
+
+	if ((void *)(o + TCP_OPT_MSS_LEN) > end || off + TCP_OPT_MSS_LEN > optlen ||
+	    o[1] != TCP_OPT_MSS_LEN)
+		return -1;
+	old = (__u16)o[2] << 8 | o[3];
+	if (old <= mss)
+		return 0;
+	new = mss;
+	o[2] = new >> 8;
+	o[3] = new & 0xff;
+	/* A partial checksum (see tcp_pseudo_fold) covers no option yet:
+	 * whoever completes it sums the new MSS, and an update here would
+	 * corrupt it. A finished checksum that merely equals the
+	 * pseudo-header sum is left stale by this, and the worker, which
+	 * completes every checksum in that state that does not verify,
+	 * repairs it. */
+	if (bpf_ntohs(th->check) == partial)
+		return 1;
+	/* The checksum sums 16-bit words from the start of the TCP header:
+	 * at an odd offset the value straddles two words and enters the sum
+	 * byte-swapped. */
+	if (off & 1) {
+		old = __builtin_bswap16(old);
+		new = __builtin_bswap16(new);
+	}
+	check = csum_replace16(bpf_ntohs(th->check), old, new);
+	th->check = bpf_htons(check);
+	return 1;
+}
+
+/*
  * Lowers the MSS option of a TCP SYN (or SYN-ACK) to mss, so that the
  * peer's segments still fit the path MTU once ESP overhead is added.
  * Returns 1 when the packet was rewritten, 0 when it needed nothing, -1
  * when its TCP header is malformed.
+ *
+ * The walk is written for the verifier, which explores every path through
+ * it: each iteration either ends the walk or continues on one path, so the
+ * cost grows with the number of iterations and not with the layouts of
+ * NOPs and options (branching on NOP made it quadratic, and Linux 6.1's
+ * verifier took minutes to load the program).
  */
 static __always_inline int clamp_mss(const struct pkt_info *p, void *l4, void *end,
 				     __u16 mss)
 {
 	struct tcphdr *th = l4;
 	__u32 doff, optlen, off = 0;
+	__u16 partial;
 	__u8 *opts;
 
 	if ((void *)(th + 1) > end || p->l4len < sizeof(*th))
@@ -118,11 +164,11 @@ static __always_inline int clamp_mss(const struct pkt_info *p, void *l4, void *e
 		return -1;
 	optlen = doff - sizeof(*th);
 	opts = (__u8 *)(th + 1);
+	partial = tcp_pseudo_fold(p);
 
 	for (int i = 0; i < TCP_OPTS_MAX; i++) {
-		__u8 *o;
-		__u16 old, new, check;
-		__u8 kind, len;
+		__u8 *o, *lenp, kind, len;
+		__u64 has_len;
 
 		if (off >= optlen || off >= TCP_OPTS_MAX)
 			return 0;
@@ -132,45 +178,19 @@ static __always_inline int clamp_mss(const struct pkt_info *p, void *l4, void *e
 		kind = o[0];
 		if (kind == TCP_OPT_EOL)
 			return 0;
-		if (kind == TCP_OPT_NOP) {
-			off++;
-			continue;
-		}
-		if ((void *)(o + 2) > end)
+		if (kind == TCP_OPT_MSS)
+			return rewrite_mss(th, o, off, optlen, end, mss, partial);
+		/* A NOP is one byte without a length field. Its own byte (1) is
+		 * read as its length, chosen by arithmetic and not by a branch:
+		 * has_len is 0 for a NOP and 1 for anything else. */
+		has_len = ((__u64)(kind ^ TCP_OPT_NOP) + 0xff) >> 8;
+		lenp = o + has_len;
+		if ((void *)(lenp + 1) > end)
 			return -1;
-		len = o[1];
-		if (len < 2 || off + len > optlen)
+		len = *lenp;
+		if (len < 1 + has_len || off + len > optlen)
 			return -1;
-		if (kind != TCP_OPT_MSS) {
-			off += len;
-			continue;
-		}
-		if (len != TCP_OPT_MSS_LEN || (void *)(o + TCP_OPT_MSS_LEN) > end)
-			return -1;
-		old = (__u16)o[2] << 8 | o[3];
-		if (old <= mss)
-			return 0;
-		new = mss;
-		o[2] = new >> 8;
-		o[3] = new & 0xff;
-		/* A partial checksum (see tcp_pseudo_fold) covers no option
-		 * yet: whoever completes it sums the new MSS, and an update
-		 * here would corrupt it. A finished checksum that merely
-		 * equals the pseudo-header sum is left stale by this, and the
-		 * worker, which completes every checksum in that state that
-		 * does not verify, repairs it. */
-		if (bpf_ntohs(th->check) == tcp_pseudo_fold(p))
-			return 1;
-		/* The checksum sums 16-bit words from the start of the TCP
-		 * header: at an odd offset the value straddles two words and
-		 * enters the sum byte-swapped. */
-		if (off & 1) {
-			old = __builtin_bswap16(old);
-			new = __builtin_bswap16(new);
-		}
-		check = csum_replace16(bpf_ntohs(th->check), old, new);
-		th->check = bpf_htons(check);
-		return 1;
+		off += len;
 	}
 	return 0;
 }
