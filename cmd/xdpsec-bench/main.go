@@ -62,18 +62,33 @@ xdpsecctl reports and removes everything again, also when interrupted.`,
 	return cmd
 }
 
+func writeSVG(report *perf.BenchReport, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("chart: %w", err)
+	}
+	if err := report.WriteSVG(f); err != nil {
+		f.Close()
+		return fmt.Errorf("chart: %w", err)
+	}
+	return f.Close()
+}
+
 func benchCommand() *cobra.Command {
 	var (
 		opts    perf.BenchOptions
 		configs string
+		frames  string
+		svgPath string
+		legacy  bool
 		noUDP   bool
 		asJSON  bool
 		verbose bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure TCP and UDP throughput hostA -> hostB: plain routing, xdpsec, strongSwan, wireguard-go",
-		Long: `bench runs iperf3 from hostA to hostB through the two-site lab once per
+		Short: "Measure TCP throughput and RFC 2544 zero-loss rates hostA -> hostB: plain routing, xdpsec, strongSwan, wireguard-go",
+		Long: `bench measures hostA -> hostB through the two-site lab once per
 configuration, each on a fresh lab that is torn down afterwards, also on
 failure or interruption:
 
@@ -82,10 +97,16 @@ failure or interruption:
   strongswan    charon with kernel-libipsec, ESP aes256gcm16 (in UDP 4500)
   wireguard-go  userspace WireGuard, built with go install at run time
 
-Each gets a single-stream TCP transfer and, unless --no-udp, a bounded search
-for the highest rate of 1400-byte UDP datagrams that loses less than 0.1 %.
-The table gives Mbit/s and ratios to plain routing and to wireguard-go.
-A configuration whose tools are missing is reported as skipped.`,
+The lab behaves like a real wire: every receiving interface coalesces with
+GRO, as NIC drivers do, and the hosts hand over finished checksums
+(--legacy-lab: no GRO anywhere, the lab of the first benchmarks).
+
+Each configuration gets a single-stream iperf3 TCP transfer and, unless
+--no-udp, RFC 2544-style runs per frame size (--frames): the highest rate
+that loses less than 0.01 %, found by a bounded binary search, with the
+one-way latency percentiles at that rate. The tables give ratios to plain
+routing and to wireguard-go; --svg draws them. A configuration whose tools
+are missing is reported as skipped.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if os.Geteuid() != 0 {
@@ -94,16 +115,26 @@ A configuration whose tools are missing is reported as skipped.`,
 			if configs != "" {
 				opts.Configs = strings.Split(configs, ",")
 			}
-			opts.UDP = !noUDP
-			progress := cmd.ErrOrStderr()
-			if !asJSON {
-				progress = cmd.OutOrStdout()
+			if frames != "" {
+				opts.Frames = strings.Split(frames, ",")
 			}
-			opts.Out = progress
+			opts.Lab = perf.LabRealWire
+			if legacy {
+				opts.Lab = perf.LabLegacy
+			}
+			opts.UDP = !noUDP
+			// Progress on stderr, so stdout holds only the report.
+			opts.Out = cmd.ErrOrStderr()
 			if verbose {
 				opts.DaemonLog = cmd.ErrOrStderr()
 			}
 			report, err := perf.RunBench(cmd.Context(), opts)
+			if report != nil && svgPath != "" {
+				if serr := writeSVG(report, svgPath); serr != nil {
+					return serr
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "chart written to %s\n", svgPath)
+			}
 			if report != nil {
 				if asJSON {
 					enc := json.NewEncoder(cmd.OutOrStdout())
@@ -131,12 +162,15 @@ A configuration whose tools are missing is reported as skipped.`,
 	f.StringVar(&opts.BinDir, "bin", "bin", "directory holding xdpsecd")
 	f.StringVar(&configs, "configs", "", "comma-separated configurations to run (default all: "+strings.Join(perf.BenchConfigs(), ",")+")")
 	f.IntVar(&opts.Seconds, "seconds", perf.DefaultBenchSeconds, "length of each TCP transfer in seconds")
-	f.BoolVar(&noUDP, "no-udp", false, "skip the UDP loss-rate search")
-	f.IntVar(&opts.UDPTrials, "udp-trials", perf.DefaultUDPTrials, "most UDP trials per configuration")
+	f.BoolVar(&noUDP, "no-udp", false, "skip the RFC 2544 UDP runs")
+	f.StringVar(&frames, "frames", strings.Join(perf.DefaultFrames(), ","), "frame sizes of the UDP runs, in bytes (64..1518) or imix")
+	f.IntVar(&opts.UDPTrials, "udp-trials", perf.DefaultUDPTrials, "most UDP trials per frame size")
 	f.IntVar(&opts.UDPTrialSeconds, "udp-trial-seconds", perf.DefaultUDPTrialSeconds, "length of each UDP trial in seconds")
+	f.BoolVar(&legacy, "legacy-lab", false, "run the lab without GRO on any receiver (veth's default; the first benchmarks' lab)")
+	f.StringVar(&svgPath, "svg", "xdpsec-bench.svg", "write the chart of the run to this file (empty: no chart)")
 	f.StringVar(&opts.ProfileDir, "profile", "", "run xdpsecd with --cpu-profile DIR/gwA.pprof (and gwB) and print the top 15 functions")
 	f.StringVar(&opts.WireGuardGo, "wireguard-go", "", "wireguard-go binary to use (default: go install "+perf.WireGuardGoModule+"@"+perf.WireGuardGoVersion+" into a temp dir)")
-	f.BoolVar(&asJSON, "json", false, "print the report as JSON (progress goes to stderr)")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON instead of tables")
 	f.BoolVarP(&verbose, "verbose", "v", false, "show the daemons' logs")
 	return cmd
 }

@@ -93,16 +93,39 @@ type ifreqData struct {
 // completes them) must complete them itself, which a real wire never asks
 // of it.
 func (n *NS) SetTxChecksumOffload(link string, on bool) error {
-	val := ethtoolValue{cmd: unix.ETHTOOL_STXCSUM}
+	return n.setEthtoolFlag(link, unix.ETHTOOL_STXCSUM, on)
+}
+
+// TxChecksumOffload reports whether TX checksum offload of link is on.
+func (n *NS) TxChecksumOffload(link string) (bool, error) {
+	return n.ethtoolFlag(link, unix.ETHTOOL_GTXCSUM)
+}
+
+// SetGRO switches generic receive offload of link on or off (ETHTOOL_SGRO,
+// `ethtool -K link gro on`). On a veth, GRO on also gives the receiving
+// end a NAPI poll loop, as a NIC driver has, which coalesces a burst of
+// one flow's segments into one large packet before the stack sees it.
+func (n *NS) SetGRO(link string, on bool) error {
+	return n.setEthtoolFlag(link, unix.ETHTOOL_SGRO, on)
+}
+
+// GRO reports whether generic receive offload of link is on.
+func (n *NS) GRO(link string) (bool, error) {
+	return n.ethtoolFlag(link, unix.ETHTOOL_GGRO)
+}
+
+// setEthtoolFlag runs an ethtool set command whose value is on or off.
+func (n *NS) setEthtoolFlag(link string, cmd uint32, on bool) error {
+	val := ethtoolValue{cmd: cmd}
 	if on {
 		val.data = 1
 	}
 	return n.ethtool(link, &val)
 }
 
-// TxChecksumOffload reports whether TX checksum offload of link is on.
-func (n *NS) TxChecksumOffload(link string) (bool, error) {
-	val := ethtoolValue{cmd: unix.ETHTOOL_GTXCSUM}
+// ethtoolFlag runs an ethtool get command whose value is on or off.
+func (n *NS) ethtoolFlag(link string, cmd uint32) (bool, error) {
+	val := ethtoolValue{cmd: cmd}
 	err := n.ethtool(link, &val)
 	return val.data != 0, err
 }
