@@ -75,9 +75,7 @@ type ikeSA struct {
 	nextReqID   uint32 // ID of our next request
 	expectReqID uint32 // ID of the next request we expect
 	out         *outstanding
-	lastResp    []byte // framed, for retransmitted requests
-	lastRespID  uint32
-	haveResp    bool
+	resp        responseCache
 
 	// IKE_AUTH child negotiation of the initiator.
 	pendingChild *Child
@@ -428,7 +426,8 @@ func (sa *ikeSA) retransmit(o *outstanding) {
 
 // respond sends a response and caches it for retransmitted requests.
 func (sa *ikeSA) respond(id uint32, pk packet, pkt []byte) {
-	sa.lastResp, sa.lastRespID, sa.haveResp = pkt, id, true
+	// Every response is framed as sa.natt says (protect, IKE_SA_INIT).
+	sa.resp.store(id, pk, pkt, sa.natt)
 	sa.expectReqID = id + 1
 	sa.send(pk.local, pk.from, pkt)
 }
@@ -558,10 +557,8 @@ func (sa *ikeSA) openRequest(pk packet) ([]message.Payload, bool) {
 // handleRequest dispatches a request from the peer (sa.mu held).
 func (sa *ikeSA) handleRequest(pk packet) {
 	id := pk.h.MessageID
-	if sa.haveResp && id == sa.lastRespID {
-		sa.e.stats.add(&sa.e.stats.cached)
-		sa.e.log.Debug("retransmitted request, answering from cache", sa.fields(zap.Stringer("exchange", pk.h.Exchange), zap.Uint32("msgid", id))...)
-		sa.send(pk.local, pk.from, sa.lastResp)
+	if sa.resp.answers(pk) {
+		sa.resendCached(pk, sa.verifies)
 		return
 	}
 	if id != sa.expectReqID {

@@ -19,6 +19,12 @@ const (
 	DropUnexpected      DropReason = "unexpected" // a message the SA's state has no use for
 	DropInvalidKE       DropReason = "invalid_ke_value"
 	DropTooMany         DropReason = "too_many_retries"
+	// DropResendRefused: a copy of a request whose response is cached,
+	// from another address than the request's and not authentic.
+	DropResendRefused DropReason = "resend_refused"
+	// DropResendRateLimited: a copy of such a request beyond the resend
+	// rate (see responseCache).
+	DropResendRateLimited DropReason = "resend_rate_limited"
 )
 
 // Exchange results, the label values of the exchange counter.
