@@ -88,8 +88,10 @@ func (sa *ikeSA) sendAuth() error {
 	if !c.RemoteID.IsZero() {
 		ps = append(ps, c.RemoteID.payload(true))
 	}
-	ps = append(ps, &message.Auth{Method: message.AuthSharedKeyMIC, Data: authData},
-		&message.Notify{NotifyType: message.NotifyInitialContact})
+	ps = append(ps, &message.Auth{Method: message.AuthSharedKeyMIC, Data: authData})
+	if !sa.e.claimContact(sa, newContact(sa.localID, c.RemoteID, sa.remote.Addr())) {
+		ps = append(ps, &message.Notify{NotifyType: message.NotifyInitialContact})
+	}
 	if len(c.Children) > 0 {
 		ch := &c.Children[0]
 		spi, err := sa.allocSPI(ch.Name)
@@ -189,7 +191,7 @@ func (sa *ikeSA) processAuthRequest(pk packet) {
 	if a.initialContac {
 		// Checked without our lock held: the other SAs' locks are
 		// taken one by one.
-		go e.initialContact(sa, conn, sa.peerID, sa.created)
+		go e.initialContact(sa, sa.localID, sa.peerID, sa.created)
 	}
 	idr := sa.localID.payload(true)
 	ourAuth, err := pskAuth(sa.prf, conn.PSK, sa.initResp, sa.ni, sa.keys.SKpr, idr)

@@ -1016,6 +1016,10 @@ func (sa *ikeSA) newRekeyedSA(prop chosen, initiator bool, spii, spir uint64, gi
 		return nil, errors.New("new IKE SPI collides")
 	}
 	e.sas[our] = ns
+	if sa.contact != nil {
+		// The rekeyed SA carries on between the same identities.
+		e.countContactLocked(ns, sa.contact)
+	}
 	return ns, nil
 }
 

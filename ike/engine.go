@@ -61,13 +61,17 @@ type Engine struct {
 
 	// mu guards the maps below. Lock order: an ikeSA's mu may be held
 	// when taking e.mu, never the other way round.
-	mu       sync.Mutex
-	conns    []*Conn
-	sas      map[uint64]*ikeSA // by our own SPI
-	initIdx  map[initKey]*ikeSA
-	halfOpen int
-	closed   bool
-	lastLog  map[string]time.Time
+	mu      sync.Mutex
+	conns   []*Conn
+	sas     map[uint64]*ikeSA // by our own SPI
+	initIdx map[initKey]*ikeSA
+	// contacts and contactAddrs count IKE SAs for INITIAL_CONTACT (see
+	// contact.go).
+	contacts     map[contactKey]int
+	contactAddrs map[contactAddrKey]int
+	halfOpen     int
+	closed       bool
+	lastLog      map[string]time.Time
 	// liveChildren counts the sending CHILD SAs per conn/child (see
 	// childUp); restarting holds the cancel of each background restart,
 	// acquiring the connections an Acquire is initiating.
@@ -162,6 +166,7 @@ func newEngine(opts Options) *Engine {
 		cookies: newCookieJar(time.Now), stats: newCounters(),
 		ctx: ctx, cancel: cancel,
 		sas: map[uint64]*ikeSA{}, initIdx: map[initKey]*ikeSA{}, lastLog: map[string]time.Time{},
+		contacts: map[contactKey]int{}, contactAddrs: map[contactAddrKey]int{},
 		liveChildren: map[string]int{}, restarting: map[string]*restart{}, acquiring: map[string]bool{},
 		probe: &routeProbe{fd4: -1, fd6: -1},
 	}
@@ -484,7 +489,8 @@ func (e *Engine) handlePacket(b []byte, from, local netip.AddrPort, natt bool) {
 		return
 	}
 	if h.Exchange == message.ExchangeIKESAInit && !h.IsResponse() && h.SPIr == 0 {
-		if !h.IsInitiator() {
+		// RFC 7296 3.1: the initiator's SPI is never zero.
+		if !h.IsInitiator() || h.SPIi == 0 {
 			e.stats.drop(DropMalformed)
 			return
 		}

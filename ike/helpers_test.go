@@ -3,6 +3,7 @@ package ike
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"runtime"
 	"strings"
@@ -265,4 +266,20 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// thirdParty opens a UDP socket on addr inside ns, closed when the test
+// ends: a third party on the lab's wire.
+func thirdParty(t testing.TB, ns *netlab.NS, addr netip.AddrPort) *net.UDPConn {
+	t.Helper()
+	var conn *net.UDPConn
+	if err := ns.Do(func() error {
+		var err error
+		conn, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
 }

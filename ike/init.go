@@ -156,6 +156,9 @@ type initPayloads struct {
 	natd     []*message.Notify
 	cookie   []byte
 	errN     *message.Notify
+	// repeated is set when SA, KE or Nonce came more than once: which
+	// one counts is anyone's guess, so the message is malformed.
+	repeated bool
 }
 
 func collectInit(ps []message.Payload) initPayloads {
@@ -163,10 +166,13 @@ func collectInit(ps []message.Payload) initPayloads {
 	for _, p := range ps {
 		switch p := p.(type) {
 		case *message.SA:
+			ip.repeated = ip.repeated || ip.sa != nil
 			ip.sa = p
 		case *message.KE:
+			ip.repeated = ip.repeated || ip.ke != nil
 			ip.ke = p
 		case *message.Nonce:
+			ip.repeated = ip.repeated || ip.nonce != nil
 			ip.nonce = p
 		case *message.Notify:
 			ip.notifies = append(ip.notifies, p)
@@ -298,6 +304,19 @@ func (sa *ikeSA) offersGroup(g uint16) bool {
 	return false
 }
 
+// initialIKEProposals reports whether no IKE proposal of an IKE_SA_INIT
+// request has an SPI (RFC 7296 3.3.1: it is zero length for an initial
+// IKE SA negotiation, 8 bytes only in a rekey). Proposals for other
+// protocols are left to the proposal match, which refuses them.
+func initialIKEProposals(s *message.SA) bool {
+	for _, p := range s.Proposals {
+		if p.Protocol == message.ProtocolIKE && len(p.SPI) != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 func (sa *ikeSA) failInit(err error, result string) {
 	sa.e.stats.exchange(message.ExchangeIKESAInit.String(), true, result)
 	sa.fail(err)
@@ -392,10 +411,16 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 	m, err := message.Decode(b)
 	if err != nil {
 		e.stats.drop(DropMalformed)
+		// RFC 7296 2.5: a critical payload we do not know is refused
+		// with UNSUPPORTED_CRITICAL_PAYLOAD, here statelessly.
+		if n, data, ok := message.NotifyOf(err); ok && n == message.NotifyUnsupportedCriticalPayload {
+			e.stats.exchange(exch, false, ResultError)
+			e.sendStatelessInit(h, pk, &message.Notify{NotifyType: n, Data: data})
+		}
 		return
 	}
 	ip := collectInit(m.Payloads)
-	if ip.sa == nil || ip.ke == nil || ip.nonce == nil {
+	if ip.sa == nil || ip.ke == nil || ip.nonce == nil || ip.repeated || !initialIKEProposals(ip.sa) {
 		e.stats.drop(DropMalformed)
 		return
 	}

@@ -598,13 +598,14 @@ func (e *Engine) Expire(spi uint32, hard bool) {
 }
 
 // initialContact handles INITIAL_CONTACT (RFC 7296 2.4) on fresh, the new
-// IKE SA of a peer that says it has no other SA with us: the peer's other
-// IKE SAs under the same connection and identity, established before
-// fresh was started, are stale (the peer restarted) and go with their
-// CHILD SAs, without a Delete the peer could not read. SAs that came up
+// IKE SA of a peer that says it has no other SA with us: our other IKE
+// SAs between the same two identities, whatever connection they belong
+// to, established before fresh was started, are stale (the peer
+// restarted) and go with their CHILD SAs, without a Delete the peer could
+// not read. SAs that came up
 // while fresh was being negotiated are left alone: they are the crossing
 // initiations of a peer that is very much alive.
-func (e *Engine) initialContact(fresh *ikeSA, conn *Conn, peer Identity, started time.Time) {
+func (e *Engine) initialContact(fresh *ikeSA, local, peer Identity, started time.Time) {
 	e.mu.Lock()
 	all := make([]*ikeSA, 0, len(e.sas))
 	for _, sa := range e.sas {
@@ -615,7 +616,7 @@ func (e *Engine) initialContact(fresh *ikeSA, conn *Conn, peer Identity, started
 	e.mu.Unlock()
 	for _, sa := range all {
 		sa.mu.Lock()
-		if !sa.gone && sa.conn == conn && sa.peerID.Equal(peer) && sa.state == stateEstablished && sa.established.Before(started) {
+		if !sa.gone && sa.localID.Equal(local) && sa.peerID.Equal(peer) && sa.state == stateEstablished && sa.established.Before(started) {
 			e.log.Info("peer sent INITIAL_CONTACT: removing its stale IKE SA", sa.fields()...)
 			sa.remove(errors.New("replaced after INITIAL_CONTACT"))
 		}

@@ -85,15 +85,7 @@ func TestCachedResponseRefusals(t *testing.T) {
 	}
 	h, _ := message.DecodeHeader(req)
 
-	var conn *net.UDPConn
-	if err := lab.GwA.Do(func() error {
-		var err error
-		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: lab.V4.GwAWAN.AsSlice(), Port: 40000})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := thirdParty(t, lab.GwA, netip.AddrPortFrom(lab.V4.GwAWAN, 40000))
 	gwB := func(port uint16) *net.UDPAddr { return &net.UDPAddr{IP: lab.V4.GwBWAN.AsSlice(), Port: int(port)} }
 	// reply returns what gwB answered within wait, or nil.
 	reply := func(wait time.Duration) []byte {

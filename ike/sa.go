@@ -81,7 +81,10 @@ type ikeSA struct {
 	pendingChild *Child
 	pendingSPI   uint32
 
-	children    []*childSA
+	children []*childSA
+	// contact is what the engine counts the SA under for INITIAL_CONTACT
+	// (guarded by e.mu, not mu).
+	contact     *contact
 	established time.Time
 	halfOpen    bool
 	expiry      *time.Timer
@@ -297,6 +300,7 @@ func (sa *ikeSA) remove(err error) {
 	if e.sas[sa.ourSPI()] == sa {
 		delete(e.sas, sa.ourSPI())
 	}
+	e.dropContactLocked(sa)
 	if !sa.initiator {
 		k := initKey{sa.initRemote(), sa.spii}
 		if e.initIdx[k] == sa {
@@ -361,6 +365,10 @@ func (sa *ikeSA) setEstablished() {
 	}
 	e := sa.e
 	e.mu.Lock()
+	if sa.contact == nil {
+		// The responder, and an initiator whose peer named itself.
+		e.countContactLocked(sa, newContact(sa.localID, sa.peerID, sa.remote.Addr()))
+	}
 	if sa.halfOpen {
 		sa.halfOpen = false
 		e.halfOpen--
