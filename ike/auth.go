@@ -155,9 +155,13 @@ func (sa *ikeSA) processAuthRequest(pk packet) {
 	// its (possibly NAT-mapped) address.
 	sa.local, sa.remote, sa.natt = pk.local, pk.from, pk.natt
 	a := collectAuth(ps)
+	// The peer has not authenticated yet: its failures go through the
+	// log limiter like IKE_SA_INIT's.
 	if a.idi == nil || a.auth == nil {
-		e.log.Warn("IKE_AUTH request without IDi or AUTH (EAP is not supported); sending INVALID_SYNTAX",
-			sa.fields(zap.String("exchange", exch))...)
+		if !e.rateLimited("auth syntax " + sa.remote.Addr().String()) {
+			e.log.Warn("IKE_AUTH request without IDi or AUTH (EAP is not supported); sending INVALID_SYNTAX",
+				sa.fields(zap.String("exchange", exch))...)
+		}
 		sa.respondError(pk, message.NotifyInvalidSyntax, ResultError)
 		sa.remove(errors.New("invalid IKE_AUTH request"))
 		return
@@ -165,8 +169,10 @@ func (sa *ikeSA) processAuthRequest(pk packet) {
 	sa.peerID = idOf(a.idi)
 	conn := sa.pickConn(a)
 	if conn == nil {
-		e.log.Warn(fmt.Sprintf("authentication failed for peer %s: no connection accepts identity %s", sa.remote, sa.peerID),
-			sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
+		if !e.rateLimited("auth identity " + sa.remote.Addr().String()) {
+			e.log.Warn(fmt.Sprintf("authentication failed for peer %s: no connection accepts identity %s", sa.remote, sa.peerID),
+				sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
+		}
 		sa.respondError(pk, message.NotifyAuthenticationFailed, ResultAuthFailed)
 		sa.remove(errors.New("no matching connection"))
 		return
@@ -183,7 +189,9 @@ func (sa *ikeSA) processAuthRequest(pk packet) {
 		if a.auth.Method != message.AuthSharedKeyMIC {
 			reason = fmt.Sprintf("authentication failed for peer %s: it uses %s, we only accept pre-shared keys", sa.remote, a.auth.Method)
 		}
-		e.log.Warn(reason, sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
+		if !e.rateLimited("auth failed " + sa.remote.Addr().String()) {
+			e.log.Warn(reason, sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
+		}
 		sa.respondError(pk, message.NotifyAuthenticationFailed, ResultAuthFailed)
 		sa.remove(errors.New("authentication failed"))
 		return

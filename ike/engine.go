@@ -71,7 +71,7 @@ type Engine struct {
 	contactAddrs map[contactAddrKey]int
 	halfOpen     int
 	closed       bool
-	lastLog      map[string]time.Time
+	logLimit     *logLimiter
 	// liveChildren counts the sending CHILD SAs per conn/child (see
 	// childUp); restarting holds the cancel of each background restart,
 	// acquiring the connections an Acquire is initiating.
@@ -165,7 +165,7 @@ func newEngine(opts Options) *Engine {
 		opts: opts, log: opts.Logger.Named("ike"),
 		cookies: newCookieJar(time.Now), stats: newCounters(),
 		ctx: ctx, cancel: cancel,
-		sas: map[uint64]*ikeSA{}, initIdx: map[initKey]*ikeSA{}, lastLog: map[string]time.Time{},
+		sas: map[uint64]*ikeSA{}, initIdx: map[initKey]*ikeSA{}, logLimit: newLogLimiter(),
 		contacts: map[contactKey]int{}, contactAddrs: map[contactAddrKey]int{},
 		liveChildren: map[string]int{}, restarting: map[string]*restart{}, acquiring: map[string]bool{},
 		probe: &routeProbe{fd4: -1, fd6: -1},
@@ -444,21 +444,18 @@ func frame(natt bool, ike []byte) []byte {
 	return out
 }
 
-// rateLimited reports whether a log line of kind key was written within
-// the last second; lines caused by unauthenticated packets go through it
-// so that a flood cannot flood the log.
+// rateLimited reports whether a log line of kind key must be left out;
+// lines caused by unauthenticated packets go through it so that a flood
+// cannot flood the log (see logLimiter). A line that may be written is
+// preceded by the count of those left out before it.
 func (e *Engine) rateLimited(key string) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	now := time.Now()
-	if t, ok := e.lastLog[key]; ok && now.Sub(t) < time.Second {
-		return true
+	ok, n, since := e.logLimit.allow(key, now)
+	if ok && n > 0 {
+		e.log.Warn("similar log lines suppressed (a flood of unauthenticated messages?)",
+			zap.Int("suppressed", n), zap.Duration("over", now.Sub(since).Round(time.Millisecond)))
 	}
-	if len(e.lastLog) > 1024 {
-		clear(e.lastLog)
-	}
-	e.lastLog[key] = now
-	return false
+	return !ok
 }
 
 // handlePacket processes one datagram received on the IKE port (natt false)

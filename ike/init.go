@@ -458,6 +458,9 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 				zap.String("conn", cands[0].Name), zap.Stringer("peer", from), spiField, zap.String("exchange", exch),
 				zap.String("received", offerString(ip.sa.Proposals)), zap.String("configured", confString(cands[0].IKEProposals)))
 		}
+		if ce := e.log.Check(zap.DebugLevel, "IKE proposals received"); ce != nil {
+			ce.Write(zap.Stringer("peer", from), spiField, zap.String("received", offerDetail(ip.sa.Proposals)))
+		}
 		e.sendStatelessInit(h, pk, &message.Notify{NotifyType: message.NotifyNoProposalChosen})
 		return
 	}

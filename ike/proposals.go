@@ -2,6 +2,7 @@ package ike
 
 import (
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/xdpsec/xdpsec/ike/crypto"
@@ -125,14 +126,38 @@ func (c chosen) String() string {
 	return strings.Join(parts, "/")
 }
 
-// offerString renders an SA payload's proposals for log lines.
+// offerString renders an SA payload's proposals for log lines and
+// errors, bounded: the peer decides how many proposals and transforms it
+// sends, and a line per flooded request must not carry kilobytes. The
+// first few proposals with their first transforms are shown, the rest
+// counted; offerDetail renders all of them, for debug lines.
 func offerString(ps []message.Proposal) string {
+	return renderOffer(ps, maxShownProposals, maxShownTransforms)
+}
+
+// offerDetail renders every proposal and transform.
+func offerDetail(ps []message.Proposal) string { return renderOffer(ps, len(ps), math.MaxInt) }
+
+const (
+	maxShownProposals  = 4
+	maxShownTransforms = 8
+)
+
+func renderOffer(ps []message.Proposal, maxProps, maxTransforms int) string {
 	var b strings.Builder
 	for i, p := range ps {
+		if i == maxProps {
+			fmt.Fprintf(&b, " (+%d more proposals)", len(ps)-i)
+			break
+		}
 		if i > 0 {
 			b.WriteString(", ")
 		}
 		for j, t := range p.Transforms {
+			if j == maxTransforms {
+				fmt.Fprintf(&b, "/+%d more", len(p.Transforms)-j)
+				break
+			}
 			if j > 0 {
 				b.WriteByte('/')
 			}

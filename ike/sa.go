@@ -551,7 +551,10 @@ func (sa *ikeSA) openRequest(pk packet) ([]message.Payload, bool) {
 	if !ok {
 		n, data = message.NotifyInvalidSyntax, nil
 	}
-	sa.e.log.Warn("undecodable request from peer", sa.fields(zap.Stringer("exchange", pk.h.Exchange), zap.Stringer("notify", n), zap.Error(ie.err))...)
+	// Before IKE_AUTH completes the peer is not authenticated yet.
+	if sa.state != stateConnecting || !sa.e.rateLimited("undecodable "+sa.remote.Addr().String()) {
+		sa.e.log.Warn("undecodable request from peer", sa.fields(zap.Stringer("exchange", pk.h.Exchange), zap.Stringer("notify", n), zap.Error(ie.err))...)
+	}
 	sa.e.stats.exchange(pk.h.Exchange.String(), false, ResultError)
 	if pkt, err := sa.protect(pk.h.Exchange, pk.h.MessageID, true, []message.Payload{&message.Notify{NotifyType: n, Data: data}}); err == nil {
 		sa.respond(pk.h.MessageID, pk, pkt)
