@@ -9,20 +9,30 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"syscall"
 	"time"
 )
 
 // DefaultSocket is where the daemon listens unless the config says otherwise.
 const DefaultSocket = "/run/xdpsec/xdpsec.sock"
 
-// UnreachableError means nothing answered on the socket: the daemon is not
-// running, or runs with another api.socket.
+// UnreachableError means the socket could not be connected to: the daemon
+// is not running or runs with another api.socket, a dead daemon left its
+// socket behind, or the caller may not use it.
 type UnreachableError struct {
 	Socket string
 	Err    error
 }
 
 func (e *UnreachableError) Error() string {
+	switch {
+	case errors.Is(e.Err, os.ErrPermission):
+		// The socket and its directory are root's alone (see Listen).
+		return fmt.Sprintf("cannot reach xdpsecd at %s: permission denied; the API socket is root's only, run xdpsecctl as root", e.Socket)
+	case errors.Is(e.Err, syscall.ECONNREFUSED):
+		return fmt.Sprintf("cannot reach xdpsecd at %s: nothing listens there (xdpsecd is not running; the socket was left by one that died)", e.Socket)
+	}
 	return fmt.Sprintf("cannot reach xdpsecd at %s: is it running?", e.Socket)
 }
 
