@@ -607,10 +607,12 @@ func (sa *ikeSA) respondCreateChild(pk packet, r childPayloads) {
 		} else {
 			// Make-before-break: the new SA decrypts from now on; we
 			// go on sending with the old one until the peer, which
-			// switches once it has this answer, deletes it.
+			// switches once it has this answer, is seen sending with
+			// the new one or deletes the old (rekeyswitch.go).
 			c.rekeys = old.rekeys + 1
 			old.peerRekey, old.peerNi, old.ourNr = c, append([]byte(nil), r.nonce.Data...), nr
 			c.timers.set("inbound", c.afterFunc(inboundTimeout, func(sa *ikeSA) { sa.inboundExpired(old, c) }))
+			sa.watchPeerSwitch(old, c)
 		}
 		sa.addChild(c)
 		pkt, err := sa.protect(pk.h.Exchange, pk.h.MessageID, true, out)
@@ -716,8 +718,9 @@ func (sa *ikeSA) childByOut(spi uint32) *childSA {
 }
 
 // takeOver switches sending from old to n, the SA the peer created by
-// rekeying old, and retires old.
-func (sa *ikeSA) takeOver(old, n *childSA) {
+// rekeying old, and retires old. on says what showed that the peer has n:
+// "traffic" (rekeyswitch.go), "delete" or "timeout".
+func (sa *ikeSA) takeOver(old, n *childSA, on string) {
 	old.peerRekey = nil
 	if err := sa.installOutbound(n); err != nil {
 		sa.e.log.Warn("switching to the rekeyed CHILD SA failed; keeping the old one", sa.fields(zap.String("child", n.sa.Child), zap.Error(err))...)
@@ -727,7 +730,8 @@ func (sa *ikeSA) takeOver(old, n *childSA) {
 	sa.e.stats.add(&sa.e.stats.childRekeys)
 	sa.e.log.Info("CHILD SA rekeyed by peer", sa.fields(zap.String("child", n.sa.Child),
 		zap.String("old_spis", fmt.Sprintf("%08x_i %08x_o", old.sa.SPIIn, old.sa.SPIOut)),
-		zap.String("spis", fmt.Sprintf("%08x_i %08x_o", n.sa.SPIIn, n.sa.SPIOut)), zap.Int("rekeys", n.rekeys))...)
+		zap.String("spis", fmt.Sprintf("%08x_i %08x_o", n.sa.SPIIn, n.sa.SPIOut)), zap.Int("rekeys", n.rekeys),
+		zap.String("switched_on", on))...)
 	old.state = childRekeyed
 	sa.retire(old)
 }
@@ -742,7 +746,7 @@ func (sa *ikeSA) inboundExpired(old, n *childSA) {
 	if old.peerRekey == n && !old.removed {
 		sa.e.log.Warn("peer rekeyed a CHILD SA but never deleted the old one; switching anyway",
 			sa.fields(zap.String("child", n.sa.Child))...)
-		sa.takeOver(old, n)
+		sa.takeOver(old, n, "timeout")
 		sa.enqueue(&deleteChildTask{c: old, reason: "rekeyed"})
 		return
 	}

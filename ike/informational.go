@@ -79,7 +79,7 @@ func (sa *ikeSA) deleteChildren(spis []uint32) []uint32 {
 			sa.dropChild(c)
 		case c.peerRekey != nil && !c.peerRekey.removed && c.peerRekey.state == childInbound:
 			// Also after a collision we lost: the winner's SA.
-			sa.takeOver(c, c.peerRekey)
+			sa.takeOver(c, c.peerRekey, "delete")
 		case c.state == childRekeyed:
 			sa.retire(c)
 		default:

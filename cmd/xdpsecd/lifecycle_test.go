@@ -316,18 +316,26 @@ func TestRekeyStrongSwan(t *testing.T) {
 		// charon's child rekey_time/life_time and IKE rekey_time (0 =
 		// strongSwan's defaults: 1 h and 4 h).
 		swanChildRekey, swanChildLife, swanIKERekey time.Duration
+		// swanConf goes into charon's strongswan.conf.
+		swanConf string
 	}{
 		{name: "xdpsec-initiates", childLifetime: shortLifetime.String(), ikeLifetime: "8s"},
 		// charon's rekey_time 3 s with life_time 4 s: it rekeys 2-3 s
 		// after install (rand_time defaults to life_time - rekey_time).
 		{name: "strongswan-initiates", swanChildRekey: 3 * time.Second, swanChildLife: 4 * time.Second, swanIKERekey: 8 * time.Second},
+		// charon removes the old inbound SA as soon as its Delete is
+		// answered (delete_rekeyed_delay = 0): whatever xdpsec still
+		// sends on it until it processes that Delete is lost, unless
+		// it has switched to the new SA before.
+		{name: "strongswan-initiates-no-delay", swanChildRekey: 3 * time.Second, swanChildLife: 4 * time.Second,
+			swanIKERekey: 8 * time.Second, swanConf: "delete_rekeyed_delay = 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 			defer cancel()
 			lab := netlab.NewTestLab(t, netlab.LabOptions{Prefix: netlab.RandomPrefix("xk"), NoGatewayRoutes: true})
 			gwA, gwB := labGateways(lab)
-			charon := swan.Start(t, lab.GwB, swan.Options{})
+			charon := swan.Start(t, lab.GwB, swan.Options{ExtraConf: tc.swanConf})
 			conn := swanConn(gwB, lcIKE, lcESP)
 			conn.RekeyTime = tc.swanIKERekey
 			if tc.swanIKERekey > 0 {

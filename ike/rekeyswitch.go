@@ -1,0 +1,54 @@
+package ike
+
+import (
+	"context"
+	"time"
+)
+
+// As responder of a CHILD SA rekey we decrypt with the new SA from the
+// moment we answer, but send with it only once the initiator surely
+// decrypts it. Waiting for the initiator's Delete of the old SA, as RFC
+// 7296 2.8 allows, loses what we still send on the old SA once the
+// initiator has removed its inbound half, which a peer may do as soon as
+// its Delete is answered (strongSwan with delete_rekeyed_delay = 0) or
+// before. The first authentic packet on the new inbound SA proves the
+// initiator has the new pair installed (it installs both directions
+// before sending on it), so we switch then; the Delete stays the switch
+// for data planes that cannot count packets per SA and for quiet tunnels.
+const (
+	// switchPoll is how often the responder looks at the new inbound
+	// SA's packet counter; a few packets sent on the old SA in that time
+	// are still decrypted by the initiator.
+	switchPoll = 20 * time.Millisecond
+	// switchWatch bounds the looking: a tunnel without traffic in the
+	// other direction switches on the Delete as before.
+	switchWatch = 5 * time.Second
+)
+
+// watchPeerSwitch switches sending from old to n, the SA the peer created
+// by rekeying old, on the first packet that n decrypts (sa.mu held).
+func (sa *ikeSA) watchPeerSwitch(old, n *childSA) {
+	r, ok := sa.e.opts.Installer.(TrafficReporter)
+	if !ok {
+		return
+	}
+	until := time.Now().Add(switchWatch)
+	var poll func(sa *ikeSA)
+	poll = func(sa *ikeSA) {
+		// A Delete, a collision or an expiry decided meanwhile.
+		if old.peerRekey != n || old.removed || old.state != childInstalled || n.state != childInbound {
+			return
+		}
+		ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
+		pkts, err := r.InboundPackets(ctx, []uint32{n.sa.SPIIn})
+		cancel()
+		if err == nil && pkts > 0 {
+			sa.takeOver(old, n, "traffic")
+			return
+		}
+		if time.Now().Before(until) {
+			n.timers.set("switch", n.afterFunc(switchPoll, poll))
+		}
+	}
+	n.timers.set("switch", n.afterFunc(switchPoll, poll))
+}
