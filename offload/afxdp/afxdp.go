@@ -311,13 +311,7 @@ func (d *Dataplane) startWorkers(want int, wanSocks, lanSocks []*xsk.Socket) err
 		if d.tun != nil {
 			tunMTU = d.tun.MTU()
 		}
-		w := &worker{
-			dp:     d,
-			cpu:    cpus[i%len(cpus)],
-			eng:    esp.NewWorker(),
-			wakeFD: -1,
-			holdQ:  newHoldQueue(holdSlotSize(wanSocks[0], tunMTU)),
-		}
+		w := newWorker(d, cpus[i%len(cpus)], holdSlotSize(wanSocks[0], tunMTU))
 		for q := i; q < len(wanSocks); q += n {
 			w.wan = append(w.wan, d.wanPorts[q])
 		}
@@ -355,6 +349,12 @@ func (d *Dataplane) startWorkers(want int, wanSocks, lanSocks []*xsk.Socket) err
 		}()
 	}
 	return nil
+}
+
+// newWorker returns a worker of d for cpu, without sockets yet, whose
+// neighbour queue holds packets of up to holdSlot bytes.
+func newWorker(d *Dataplane, cpu, holdSlot int) *worker {
+	return &worker{dp: d, cpu: cpu, eng: esp.NewWorker(), wakeFD: -1, holdQ: newHoldQueue(holdSlot)}
 }
 
 // Pins returns the bpffs directory of the data plane's maps and links and

@@ -226,10 +226,7 @@ func (d *Dataplane) AddSA(_ context.Context, sa offload.SA) error {
 		}
 		delete(d.reserved, sa.SPI)
 	} else {
-		e.out = &outSA{
-			sa: engine, spi: sa.SPI, remote: sa.Dst,
-			overhead: engine.Headroom() + engine.Tailroom(),
-		}
+		e.out = newOutSA(engine, sa)
 	}
 	d.sas[k] = e
 	d.armTimers(k, e, ident)
@@ -248,6 +245,15 @@ func (d *Dataplane) AddSA(_ context.Context, sa offload.SA) error {
 		d.syncHostRoutes()
 	}
 	return nil
+}
+
+// newOutSA is the workers' view of the outbound SA sa, whose engine is
+// engine.
+func newOutSA(engine *esp.SA, sa offload.SA) *outSA {
+	return &outSA{
+		sa: engine, spi: sa.SPI, remote: sa.Dst,
+		overhead: engine.Headroom() + engine.Tailroom(),
+	}
 }
 
 // armTimers enforces the time limits, which the engine does not track.
@@ -435,10 +441,16 @@ func (d *Dataplane) syncPolicies() error {
 		if !ok {
 			continue
 		}
-		entries = append(entries, &spdEntry{src: p.Src.Masked(), dst: p.Dst.Masked(), proto: p.Proto, out: e.out})
+		entries = append(entries, newSPDEntry(p, e.out))
 	}
 	d.spd.Store(buildSPD(entries))
 	return nil
+}
+
+// newSPDEntry is the Go SPD's entry for the outbound protect policy p,
+// whose SA is out.
+func newSPDEntry(p offload.Policy, out *outSA) *spdEntry {
+	return &spdEntry{src: p.Src.Masked(), dst: p.Dst.Masked(), proto: p.Proto, out: out}
 }
 
 // DelPolicy implements offload.Dataplane: xdp_lan stops steering before

@@ -77,7 +77,7 @@ var (
 	aes128sha256 = transform{"aes128-sha256", offload.EncrAESCBC, 128, offload.IntegHMACSHA256_128}
 )
 
-func newKeys(t *testing.T, tr transform) keys {
+func newKeys(t testing.TB, tr transform) keys {
 	t.Helper()
 	k := keys{tr: tr, encr: make(offload.Key, tr.keyBits/8)}
 	if tr.integ == offload.IntegNone {

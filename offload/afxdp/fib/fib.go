@@ -189,6 +189,21 @@ func New(ctx context.Context, handle *netlink.Handle, nsHandle netns.NsHandle, l
 	return f, nil
 }
 
+// NewStatic returns a FIB that answers from hops alone: no netlink, no
+// background goroutine, nothing ever resolved or evicted. It is the
+// kernel-free stand-in with which tests and benchmarks drive the data
+// path; a miss stays a miss (and is queued, as by a FIB from New, for a
+// resolver that never comes).
+func NewStatic(hops map[netip.Addr]NextHop) *FIB {
+	f := &FIB{seed: rand.Uint64() | 1, reqs: make(chan netip.Addr, reqQueue), cancel: func() {}}
+	m := make(map[netip.Addr]*entry, len(hops))
+	for dst, nh := range hops {
+		m[dst.Unmap()] = &entry{nh: nh, ok: true, st: &dstState{}}
+	}
+	f.snap.Store(&snapshot{m: m})
+	return f
+}
+
 // Close stops the background goroutine and its subscriptions and waits for
 // them. Lookup keeps answering from the last snapshot.
 func (f *FIB) Close() error {

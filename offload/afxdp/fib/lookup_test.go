@@ -147,3 +147,19 @@ func BenchmarkLookupHit(b *testing.B) {
 		}
 	})
 }
+
+// TestStatic checks the kernel-free FIB: it answers its hops, misses
+// everything else, and closes.
+func TestStatic(t *testing.T) {
+	hop := NextHop{IfIndex: 2, MTU: 1500, DstMAC: [6]byte{2, 0, 0, 0, 0, 9}}
+	f := NewStatic(map[netip.Addr]NextHop{netip.MustParseAddr("::ffff:192.0.2.2"): hop})
+	if got, ok := f.Lookup(netip.MustParseAddr("192.0.2.2")); !ok || got != hop {
+		t.Fatalf("Lookup = %+v, %v; want %+v, true", got, ok, hop)
+	}
+	if _, ok := f.Lookup(netip.MustParseAddr("192.0.2.3")); ok {
+		t.Fatal("a destination without a hop was found")
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

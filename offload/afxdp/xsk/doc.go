@@ -25,6 +25,13 @@
 // to the free stack when the kernel reports them on the completion ring
 // (Complete, also run by Alloc and Transmit).
 //
+// NewMemory makes the same Socket with no kernel behind it: UMEM and rings
+// in this process's memory, and a Wire that does the kernel's copy-mode
+// work (Deliver puts frames on the RX ring from the fill ring, Drain takes
+// the TX ring and completes it). Code written against a Socket, the data
+// plane's workers included, then runs in unit tests and benchmarks without
+// root, a NIC or a syscall on the data path.
+//
 // A Socket is not safe for concurrent use: one worker goroutine owns it, as
 // it owns the producer and consumer sides of the rings. FD, Stats, Mode and
 // Wake may be called from any goroutine while the worker runs.

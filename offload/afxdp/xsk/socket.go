@@ -102,35 +102,6 @@ type Desc struct {
 	Len  uint32
 }
 
-// Stats are the kernel's counters for a socket (XDP_STATISTICS).
-type Stats struct {
-	// RxDropped counts packets dropped for reasons other than invalid
-	// descriptors, e.g. packets too large for a frame.
-	RxDropped uint64
-	// RxInvalidDescs counts invalid descriptors on the fill ring.
-	RxInvalidDescs uint64
-	// TxInvalidDescs counts invalid descriptors on the TX ring (frame
-	// outside the UMEM, length beyond the frame).
-	TxInvalidDescs uint64
-	// RxRingFull counts packets dropped because the RX ring was full.
-	RxRingFull uint64
-	// RxFillRingEmptyDescs counts packets that found the fill ring
-	// empty.
-	RxFillRingEmptyDescs uint64
-	// TxRingEmptyDescs counts kicks that found the TX ring empty.
-	TxRingEmptyDescs uint64
-}
-
-// FrameCounts says where a socket's frames are. Total is always the sum of
-// the other four.
-type FrameCounts struct {
-	Total int
-	Free  int // on the free stack
-	Fill  int // given to the kernel for RX, not received yet
-	TX    int // submitted for TX, not completed yet
-	User  int // returned by Receive or Alloc, not yet released or sent
-}
-
 // Socket is an AF_XDP socket with its own UMEM. See the package
 // documentation for the data path and the concurrency rules.
 type Socket struct {
@@ -158,6 +129,11 @@ type Socket struct {
 	pfd    [2]unix.PollFd
 	ts     unix.Timespec
 	efdBuf [8]byte
+
+	// wire is the kernel's part for a memory socket (NewMemory), which
+	// has no fd; nil for a real one. timer bounds its Polls.
+	wire  *Wire
+	timer *time.Timer
 }
 
 // Open creates a socket bound to queue of the interface with index
@@ -187,14 +163,9 @@ func (s *Socket) open() error {
 	if err != nil {
 		return fmt.Errorf("socket: %w", err)
 	}
-	// MAP_POPULATE faults the UMEM in now rather than on the first
-	// packets; the kernel pins the pages at XDP_UMEM_REG anyway.
-	s.umem, err = unix.Mmap(-1, 0, int(cfg.NumFrames)*int(cfg.FrameSize),
-		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
-	if err != nil {
-		return fmt.Errorf("mmap umem: %w", err)
+	if err := s.mapUMEM(); err != nil {
+		return err
 	}
-	s.frameMask = uint64(cfg.FrameSize) - 1
 	reg := unix.XDPUmemReg{
 		Addr: uint64(uintptr(unsafe.Pointer(unsafe.SliceData(s.umem)))),
 		Len:  uint64(len(s.umem)),
@@ -275,18 +246,37 @@ func (s *Socket) open() error {
 		return fmt.Errorf("eventfd: %w", err)
 	}
 
+	s.start()
+	return nil
+}
+
+// mapUMEM maps the UMEM. MAP_POPULATE faults it in now rather than on
+// the first packets; the kernel pins the pages at XDP_UMEM_REG anyway.
+func (s *Socket) mapUMEM() error {
+	var err error
+	s.umem, err = unix.Mmap(-1, 0, int(s.cfg.NumFrames)*int(s.cfg.FrameSize),
+		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+	if err != nil {
+		return fmt.Errorf("mmap umem: %w", err)
+	}
+	s.frameMask = uint64(s.cfg.FrameSize) - 1
+	return nil
+}
+
+// start takes this side's view of the mapped rings, puts every frame on
+// the free stack and fills the fill ring.
+func (s *Socket) start() {
 	s.fill.initProducer()
 	s.tx.initProducer()
 	s.rx.initConsumer()
 	s.comp.initConsumer()
-	s.free = make([]uint64, cfg.NumFrames)
+	s.free = make([]uint64, s.cfg.NumFrames)
 	for i := range s.free {
 		// Lowest addresses on top of the stack: the first frames used
 		// are the first pages of the UMEM.
-		s.free[i] = uint64(cfg.NumFrames-1-uint32(i)) * uint64(cfg.FrameSize)
+		s.free[i] = uint64(s.cfg.NumFrames-1-uint32(i)) * uint64(s.cfg.FrameSize)
 	}
 	s.refill()
-	return nil
 }
 
 // bindBusyWait bounds how long bind retries on EBUSY. The kernel releases
@@ -315,7 +305,8 @@ func (s *Socket) mapRing(off unix.XDPRingOffset, pgoff int64, descSize uintptr) 
 	return newRing(mem, off.Producer, off.Consumer, off.Desc, off.Flags, s.cfg.RingSize), nil
 }
 
-// FD returns the socket's file descriptor, for an XSKMAP entry.
+// FD returns the socket's file descriptor, for an XSKMAP entry; -1 for a
+// memory socket.
 func (s *Socket) FD() int { return s.fd }
 
 // Ifindex returns the index of the interface the socket is bound to.
@@ -477,17 +468,6 @@ func (s *Socket) Complete() int {
 	return int(n)
 }
 
-// Frames reports where the socket's frames are.
-func (s *Socket) Frames() FrameCounts {
-	return FrameCounts{
-		Total: int(s.cfg.NumFrames),
-		Free:  len(s.free),
-		Fill:  int(s.fillOut),
-		TX:    int(s.txOut),
-		User:  int(s.user),
-	}
-}
-
 // Poll blocks until packets wait on the RX ring, Wake is called, or
 // timeout passes (a negative timeout waits without limit), and reports
 // whether packets wait. It refills the fill ring first, so a worker that
@@ -496,6 +476,9 @@ func (s *Socket) Poll(timeout time.Duration) (bool, error) {
 	s.refill()
 	if s.rx.avail(1) > 0 {
 		return true, nil
+	}
+	if s.wire != nil {
+		return s.wire.poll(s, timeout), nil
 	}
 	s.pfd[0] = unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN}
 	s.pfd[1] = unix.PollFd{Fd: int32(s.efd), Events: unix.POLLIN}
@@ -528,6 +511,10 @@ func (s *Socket) Poll(timeout time.Duration) (bool, error) {
 // one) return. It may be called from any goroutine, but not concurrently
 // with or after Close.
 func (s *Socket) Wake() error {
+	if s.wire != nil {
+		s.wire.wake()
+		return nil
+	}
 	one := [8]byte{1}
 	if _, err := unix.Write(s.efd, one[:]); err != nil && err != unix.EAGAIN {
 		return fmt.Errorf("xsk wake: %w", err)
@@ -535,29 +522,16 @@ func (s *Socket) Wake() error {
 	return nil
 }
 
-// Stats returns the kernel's counters for the socket.
-func (s *Socket) Stats() (Stats, error) {
-	var st unix.XDPStatistics
-	// Older kernels return a shorter struct; the fields they lack stay
-	// zero.
-	if _, err := getsockopt(s.fd, unix.XDP_STATISTICS, unsafe.Pointer(&st), unsafe.Sizeof(st)); err != nil {
-		return Stats{}, fmt.Errorf("xsk statistics: %w", err)
-	}
-	return Stats{
-		RxDropped:            st.Rx_dropped,
-		RxInvalidDescs:       st.Rx_invalid_descs,
-		TxInvalidDescs:       st.Tx_invalid_descs,
-		RxRingFull:           st.Rx_ring_full,
-		RxFillRingEmptyDescs: st.Rx_fill_ring_empty_descs,
-		TxRingEmptyDescs:     st.Tx_ring_empty_descs,
-	}, nil
-}
-
 // Close closes the socket and unmaps its rings and UMEM. Frames the caller
 // still holds become invalid. Close may be called more than once; it must
 // not run concurrently with any other method.
 func (s *Socket) Close() error {
 	var errs []error
+	if s.wire != nil {
+		// The wire keeps its own view of the rings and the UMEM, which
+		// are about to go away.
+		s.wire.closed.Store(true)
+	}
 	// Closing the fd first unbinds the socket (and drops any XSKMAP
 	// entry holding it), so the kernel stops writing to the UMEM before
 	// it goes away; the ring mappings keep their pages alive until they
