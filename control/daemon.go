@@ -190,9 +190,13 @@ func (d *Daemon) closeDataplane() {
 	if err := d.dp.Close(); err != nil {
 		d.log.Error("data plane did not close cleanly", zap.String("dataplane", d.dp.Name()), zap.Error(err))
 	}
-	// A clean stop is the operator's: the fence goes with the daemon.
+	// A clean stop is the operator's: the fence goes with the daemon,
+	// unless the operator asked for it to stay.
 	if d.ks != nil {
-		if err := d.ks.Remove(); err != nil {
+		if d.config().Dataplane.FailClosed == "always" {
+			d.log.Warn("kill switch kept after a clean stop (dataplane.fail_closed: always): protected destinations stay blocked " +
+				"until xdpsecd runs again or `xdpsecd --remove-kill-switch` takes the fence down")
+		} else if err := d.ks.Remove(); err != nil {
 			d.log.Error("kill switch not removed", zap.Error(err))
 		}
 		d.ks.Close()

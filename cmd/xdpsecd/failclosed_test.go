@@ -176,3 +176,65 @@ func fenceEntries(t *testing.T, ns *netlab.NS, all bool) int {
 	}
 	return n
 }
+
+// TestFailClosedAlways: with dataplane.fail_closed: always, a clean stop
+// keeps the kill switch, so protected pings do not leave in clear by the
+// operator's routes; `xdpsecd --remove-kill-switch` refuses while a
+// daemon runs and takes the fence down once none does.
+func TestFailClosedAlways(t *testing.T) {
+	netlab.RequireRoot(t)
+	bins := buildBinaries(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	lab := netlab.NewTestLab(t, netlab.LabOptions{Prefix: netlab.RandomPrefix("fa")})
+	gwA, gwB := labGateways(lab)
+	v4 := lab.V4
+	dB := newLabDir(t)
+	writeGatewayConfig(t, dB, gwB, xdpsecConn{ike: lcIKE, esp: lcESP, startAction: "none", dataplane: "afxdp"})
+	startDaemonIn(t, bins, lab.GwB, dB)
+	dA := newLabDir(t)
+	writeGatewayConfig(t, dA, gwA, xdpsecConn{ike: lcIKE, esp: lcESP, startAction: "start", dataplane: "afxdp",
+		dataplaneExtra: "fail_closed: always"})
+	a := startDaemonIn(t, bins, lab.GwA, dA)
+	waitEstablished(t, bins, dA, "s2s")
+	pingUntil(t, ctx, lab.HostA, v4.HostB, 10*time.Second)
+
+	removeFence := func() (string, error) {
+		var out []byte
+		err := lab.GwA.Do(func() error {
+			var err error
+			out, err = exec.CommandContext(ctx, bins.daemon, "--config", dA.config, "--remove-kill-switch").CombinedOutput()
+			return err
+		})
+		return string(out), err
+	}
+	if out, err := removeFence(); err == nil {
+		t.Errorf("--remove-kill-switch succeeded while the daemon runs: %s", out)
+	}
+	if err := a.proc.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.proc.Err(); err != nil {
+		t.Errorf("xdpsecd did not exit cleanly: %v", err)
+	}
+	if fenceEntries(t, lab.GwA, false) == 0 {
+		t.Fatal("no kill switch left after a clean stop with fail_closed: always")
+	}
+	clear, err := lab.GwA.CaptureOut(netlab.WANIf, v4.LANA, v4.LANB, unix.IPPROTO_ICMP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer clear.Stop()
+	lab.HostA.Ping(ctx, v4.HostB, 10, 200*time.Millisecond)
+	time.Sleep(200 * time.Millisecond)
+	if n := clear.Count(); n != 0 {
+		t.Errorf("%d of 10 protected pings left gwA's WAN in clear after the clean stop", n)
+	}
+
+	if out, err := removeFence(); err != nil {
+		t.Fatalf("--remove-kill-switch: %v\n%s", err, out)
+	}
+	if n := fenceEntries(t, lab.GwA, false); n != 0 {
+		t.Errorf("%d kill switch entries left after --remove-kill-switch", n)
+	}
+}

@@ -64,6 +64,9 @@ type xdpsecConn struct {
 	// offload is the dataplane.offload mapping in flow style
 	// ("{dev: wan0, type: crypto}"); "" leaves it out.
 	offload string
+	// dataplaneExtra is added to the dataplane section as it is
+	// ("fail_closed: always").
+	dataplaneExtra string
 }
 
 // writeGatewayConfig writes an xdpsecd configuration (data plane none) for
@@ -97,6 +100,9 @@ func writeGatewayConfig(t *testing.T, d labDir, gw gateway, c xdpsecConn) {
 		}
 		if c.offload != "" {
 			tun += ", offload: " + c.offload
+		}
+		if c.dataplaneExtra != "" {
+			tun += ", " + c.dataplaneExtra
 		}
 		dataplane = fmt.Sprintf("{mode: %s, wan: %s, lan: %s%s}", c.dataplane, netlab.WANIf, netlab.LANIf, tun)
 	}

@@ -30,11 +30,12 @@ func main() {
 }
 
 type flags struct {
-	configPath string
-	check      bool
-	logLevel   string
-	logFormat  string
-	cpuProfile string
+	configPath  string
+	check       bool
+	logLevel    string
+	logFormat   string
+	cpuProfile  string
+	removeFence bool
 }
 
 func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -58,6 +59,9 @@ Use --check to validate a configuration file and exit, like nginx -t.`,
 			if f.check {
 				return runCheck(stdout, f.configPath)
 			}
+			if f.removeFence {
+				return runRemoveKillSwitch(cmd.Context(), stdout, f.configPath)
+			}
 			return runDaemon(cmd.Context(), stderr, f)
 		},
 	}
@@ -65,6 +69,8 @@ Use --check to validate a configuration file and exit, like nginx -t.`,
 	cmd.Flags().BoolVar(&f.check, "check", false, "validate the configuration file and exit (0 = valid)")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "", "log level (debug, info, warn, error); overrides log.level")
 	cmd.Flags().StringVar(&f.logFormat, "log-format", "", "log format (console, json); overrides log.format")
+	cmd.Flags().BoolVar(&f.removeFence, "remove-kill-switch", false,
+		"take down the kill switch a stopped daemon kept (dataplane.fail_closed: always) and exit; for uninstalling")
 	cmd.Flags().StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile (pprof) of the whole run to this file, for performance work")
 	return cmd
 }

@@ -84,6 +84,11 @@ type Dataplane struct {
 	// over the CPUs from XDP: "sa" sends each SA to one CPU, "packet"
 	// spreads one SA's packets, "off" leaves it to the NIC's RSS.
 	CPUSteering string `yaml:"cpu_steering"`
+	// FailClosed says when the kill switch holds protected traffic
+	// without a daemon: "crash" while no daemon runs after one died,
+	// "always" also after a clean stop, until the next daemon or
+	// `xdpsecd --remove-kill-switch` takes it down (mode afxdp).
+	FailClosed string `yaml:"fail_closed"`
 }
 
 // Offload configures NIC offload for mode xfrm-offload.
@@ -216,6 +221,7 @@ func defaultConfig() Config {
 			XDPMode:     "auto",
 			Offload:     Offload{Type: "crypto"},
 			CPUSteering: "sa",
+			FailClosed:  "crash",
 		},
 	}
 }

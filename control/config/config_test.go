@@ -93,7 +93,7 @@ func TestDesignExample(t *testing.T) {
 		Metrics: Metrics{Listen: "127.0.0.1:9469"},
 		IKE: IKE{CookieThreshold: 1000, NATKeepalive: 20 * time.Second,
 			RetransmitTimeout: 4 * time.Second, RetransmitTries: 5, RetransmitBase: 1.8, RekeyGrace: 2 * time.Second},
-		Dataplane: Dataplane{Mode: "afxdp", WAN: "eth0", LAN: "eth1", XDPMode: "auto", CPUSteering: "sa",
+		Dataplane: Dataplane{Mode: "afxdp", WAN: "eth0", LAN: "eth1", XDPMode: "auto", CPUSteering: "sa", FailClosed: "crash",
 			Offload: Offload{Type: "crypto"}},
 		Connections: []Connection{{
 			Name:               "site-b",
@@ -370,6 +370,8 @@ func TestInvalid(t *testing.T) {
 		{"workers type", doc("dataplane: {mode: none, workers: four}\n"), "dataplane.workers", `must be an integer, got "four"`, 1},
 		{"xdp mode", doc("dataplane: {mode: none, xdp_mode: fast}\n"), "dataplane.xdp_mode", "must be one of auto, native, generic", 1},
 		{"cpu steering", doc("dataplane: {mode: none, cpu_steering: rss}\n"), "dataplane.cpu_steering", "must be one of sa, packet, off", 1},
+		{"fail closed", doc("dataplane: {mode: none, fail_closed: never}\n"), "dataplane.fail_closed", "must be one of crash, always", 1},
+		{"fail closed always without kill switch", doc("dataplane: {mode: xfrm, wan: eth0, fail_closed: always}\n"), "dataplane.fail_closed", "always needs mode afxdp", 1},
 		{"offload required not a bool", doc("dataplane: {mode: none, offload: {required: yes}}\n"), "dataplane.offload.required", "must be true or false", 1},
 		{"offload type", doc("dataplane: {mode: none, offload: {type: full}}\n"), "dataplane.offload.type", "must be one of crypto, packet", 1},
 		{"interface name", doc("dataplane: {wan: a-very-long-interface-name, lan: eth1}\n"), "dataplane.wan", "invalid interface name", 1},

@@ -183,6 +183,7 @@ func (d *decoder) dataplane(n *yaml.Node, path string, dp *Dataplane) {
 		},
 		"xdp_mode":     func(v *yaml.Node, p string) { d.enum(v, p, &dp.XDPMode, "auto", "native", "generic") },
 		"cpu_steering": func(v *yaml.Node, p string) { d.enum(v, p, &dp.CPUSteering, "sa", "packet", "off") },
+		"fail_closed":  func(v *yaml.Node, p string) { d.enum(v, p, &dp.FailClosed, "crash", "always") },
 		"offload": func(v *yaml.Node, p string) {
 			offloadNode = v
 			offloadSeen = d.mapping(v, p, map[string]handler{
@@ -220,6 +221,10 @@ func (d *decoder) checkDataplane(dp *Dataplane, n *yaml.Node, path string, at fu
 	case "xfrm-offload":
 		need("wan", dp.WAN, "the ciphertext interface")
 		need("offload.dev", dp.Offload.Dev, "the NIC that does the crypto")
+	}
+	if dp.FailClosed == "always" && dp.Mode != "afxdp" {
+		d.add(at("fail_closed"), join(path, "fail_closed"),
+			"always needs mode afxdp, whose kill switch outlives the daemon; mode %s holds protected traffic only while xdpsecd runs", dp.Mode)
 	}
 	if dp.WAN != "" && dp.WAN == dp.LAN {
 		d.add(at("lan"), join(path, "lan"), "must differ from wan (%s)", dp.WAN)
