@@ -44,18 +44,10 @@ var instanceRE = regexp.MustCompile(`xdpsec/(ns[0-9]+-[0-9a-f]+)`)
 // them removed, when the kernel-side kill switch alone holds. A clean
 // stop of the next daemon leaves no rule, route or pin of xdpsec behind.
 func TestFailClosedAfterCrash(t *testing.T) {
-	netlab.RequireRoot(t)
-	bins := buildBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	lab := netlab.NewTestLab(t, netlab.LabOptions{Prefix: netlab.RandomPrefix("fc")})
-	gwA, gwB := labGateways(lab)
+	bins, lab, gwA, dA := fenceLab(t, "fc", xdpsecConn{tun: "xdpsec0"})
 	v4 := lab.V4
-	dB := newLabDir(t)
-	writeGatewayConfig(t, dB, gwB, xdpsecConn{ike: lcIKE, esp: lcESP, startAction: "none", dataplane: "afxdp"})
-	startDaemonIn(t, bins, lab.GwB, dB)
-	dA := newLabDir(t)
-	writeGatewayConfig(t, dA, gwA, xdpsecConn{ike: lcIKE, esp: lcESP, startAction: "start", dataplane: "afxdp", tun: "xdpsec0"})
 	a := startDaemonPrivateMount(t, bins, lab.GwA, dA)
 	waitEstablished(t, bins, dA, "s2s")
 	a.waitLog(t, "fail closed", `"hitless_restart": true`)
@@ -148,6 +140,24 @@ func TestFailClosedAfterCrash(t *testing.T) {
 	}
 }
 
+// fenceLab builds a lab with xdpsecd (afxdp) answering on gwB and writes
+// gwA's configuration, an afxdp initiator with the tun and dataplaneExtra
+// of a, for the caller to start.
+func fenceLab(t *testing.T, prefix string, a xdpsecConn) (binaries, *netlab.Lab, gateway, labDir) {
+	t.Helper()
+	netlab.RequireRoot(t)
+	bins := buildBinaries(t)
+	lab := netlab.NewTestLab(t, netlab.LabOptions{Prefix: netlab.RandomPrefix(prefix)})
+	gwA, gwB := labGateways(lab)
+	dB := newLabDir(t)
+	writeGatewayConfig(t, dB, gwB, xdpsecConn{ike: lcIKE, esp: lcESP, startAction: "none", dataplane: "afxdp"})
+	startDaemonIn(t, bins, lab.GwB, dB)
+	dA := newLabDir(t)
+	a.ike, a.esp, a.startAction, a.dataplane = lcIKE, lcESP, "start", "afxdp"
+	writeGatewayConfig(t, dA, gwA, a)
+	return bins, lab, gwA, dA
+}
+
 // fenceEntries counts xdpsec's policy rules and kill switch routes in ns;
 // all counts every route in the kill switch's table (the TUN port's too).
 func fenceEntries(t *testing.T, ns *netlab.NS, all bool) int {
@@ -182,19 +192,10 @@ func fenceEntries(t *testing.T, ns *netlab.NS, all bool) int {
 // operator's routes; `xdpsecd --remove-kill-switch` refuses while a
 // daemon runs and takes the fence down once none does.
 func TestFailClosedAlways(t *testing.T) {
-	netlab.RequireRoot(t)
-	bins := buildBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	lab := netlab.NewTestLab(t, netlab.LabOptions{Prefix: netlab.RandomPrefix("fa")})
-	gwA, gwB := labGateways(lab)
+	bins, lab, _, dA := fenceLab(t, "fa", xdpsecConn{dataplaneExtra: "fail_closed: always"})
 	v4 := lab.V4
-	dB := newLabDir(t)
-	writeGatewayConfig(t, dB, gwB, xdpsecConn{ike: lcIKE, esp: lcESP, startAction: "none", dataplane: "afxdp"})
-	startDaemonIn(t, bins, lab.GwB, dB)
-	dA := newLabDir(t)
-	writeGatewayConfig(t, dA, gwA, xdpsecConn{ike: lcIKE, esp: lcESP, startAction: "start", dataplane: "afxdp",
-		dataplaneExtra: "fail_closed: always"})
 	a := startDaemonIn(t, bins, lab.GwA, dA)
 	waitEstablished(t, bins, dA, "s2s")
 	pingUntil(t, ctx, lab.HostA, v4.HostB, 10*time.Second)
