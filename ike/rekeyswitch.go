@@ -16,10 +16,12 @@ import (
 // before sending on it), so we switch then; the Delete stays the switch
 // for data planes that cannot count packets per SA and for quiet tunnels.
 const (
-	// switchPoll is how often the responder looks at the new inbound
-	// SA's packet counter; a few packets sent on the old SA in that time
-	// are still decrypted by the initiator.
-	switchPoll = 20 * time.Millisecond
+	// The responder first looks at the new inbound SA's packet counter
+	// switchPollFirst after its answer, then at doubling intervals up to
+	// switchPollMax: soon enough for a peer that sends at once, and a few
+	// dozen looks (each a data-plane Stats call) for one that stays quiet.
+	switchPollFirst = 2 * time.Millisecond
+	switchPollMax   = 250 * time.Millisecond
 	// switchWatch bounds the looking: a tunnel without traffic in the
 	// other direction switches on the Delete as before.
 	switchWatch = 5 * time.Second
@@ -33,6 +35,7 @@ func (sa *ikeSA) watchPeerSwitch(old, n *childSA) {
 		return
 	}
 	until := time.Now().Add(switchWatch)
+	wait := switchPollFirst
 	var poll func(sa *ikeSA)
 	poll = func(sa *ikeSA) {
 		// A Delete, a collision or an expiry decided meanwhile.
@@ -47,8 +50,9 @@ func (sa *ikeSA) watchPeerSwitch(old, n *childSA) {
 			return
 		}
 		if time.Now().Before(until) {
-			n.timers.set("switch", n.afterFunc(switchPoll, poll))
+			wait = min(2*wait, switchPollMax)
+			n.timers.set("switch", n.afterFunc(wait, poll))
 		}
 	}
-	n.timers.set("switch", n.afterFunc(switchPoll, poll))
+	n.timers.set("switch", n.afterFunc(wait, poll))
 }
