@@ -388,9 +388,9 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 		// Only a byte-identical retransmission gets the cached answer; a
 		// new request under the same SPI (another KE, a cookie) after we
 		// already answered is a protocol error we ignore.
-		if !dup.gone && dup.resp.answers(packet{h: h}) && string(dup.initReq) == string(b) {
+		if !dup.gone && dup.resp.answers(pk) && string(dup.initReq) == string(b) {
 			// Keyed by source, so from matches; the local port may not.
-			dup.resendCached(packet{b: b, h: h, from: from, local: local, natt: natt}, nil)
+			dup.resendCached(pk, nil)
 		} else {
 			e.stats.drop(DropUnexpected)
 		}

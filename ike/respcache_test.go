@@ -2,7 +2,6 @@ package ike
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"net"
 	"net/netip"
@@ -71,11 +70,7 @@ func TestCachedResponseRefusals(t *testing.T) {
 	})
 	a.e.SetConns([]Conn{ca})
 	b.e.SetConns([]Conn{cb})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.e.Initiate(ctx, "s2s"); err != nil {
-		t.Fatal(err)
-	}
+	initiate(t, a)
 	checkPair(t, a, b)
 	mu.Lock()
 	req := authReq
