@@ -86,6 +86,17 @@ type Engine struct {
 	// before it is processed, so that a test can check what came in on
 	// the wire (the NAT-T keepalive's byte and source).
 	rxHook func(b []byte, from, local netip.AddrPort, natt bool)
+	// resendClock, set only by tests before Run, is the response cache's
+	// clock, so that a test decides when resend tokens refill.
+	resendClock func() time.Time
+}
+
+// resendNow is the response cache's time.
+func (e *Engine) resendNow() time.Time {
+	if e.resendClock != nil {
+		return e.resendClock()
+	}
+	return time.Now()
 }
 
 // initKey finds a responder's half-open SA for a retransmitted IKE_SA_INIT.

@@ -40,13 +40,14 @@ const (
 )
 
 // store caches pkt, the response to request id that pk carried. framed
-// says whether pkt begins with the non-ESP marker.
-func (c *responseCache) store(id uint32, pk packet, pkt []byte, framed bool) {
+// says whether pkt begins with the non-ESP marker; now starts the resend
+// budget.
+func (c *responseCache) store(id uint32, pk packet, pkt []byte, framed bool, now time.Time) {
 	if framed && len(pkt) >= 4 {
 		pkt = pkt[4:]
 	}
 	*c = responseCache{have: true, id: id, msg: pkt, from: pk.from, local: pk.local,
-		tokens: resendBurst, refilled: time.Now()}
+		tokens: resendBurst, refilled: now}
 }
 
 // answers reports whether pk carries a retransmission of the cached
@@ -84,7 +85,7 @@ func (sa *ikeSA) resendCached(pk packet, authentic func([]byte) bool) {
 			return
 		}
 	}
-	if !c.take(time.Now()) {
+	if !c.take(sa.e.resendNow()) {
 		sa.e.stats.drop(DropResendRateLimited)
 		return
 	}

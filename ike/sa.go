@@ -435,7 +435,7 @@ func (sa *ikeSA) retransmit(o *outstanding) {
 // respond sends a response and caches it for retransmitted requests.
 func (sa *ikeSA) respond(id uint32, pk packet, pkt []byte) {
 	// Every response is framed as sa.natt says (protect, IKE_SA_INIT).
-	sa.resp.store(id, pk, pkt, sa.natt)
+	sa.resp.store(id, pk, pkt, sa.natt, sa.e.resendNow())
 	sa.expectReqID = id + 1
 	sa.send(pk.local, pk.from, pkt)
 }

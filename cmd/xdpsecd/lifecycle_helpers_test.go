@@ -343,9 +343,10 @@ func (s *trafficStreams) stop() (ab, ba streams.Result, tcp streams.TCPResult) {
 // duplicated and the TCP stream arrived intact. Reordering is logged, not
 // failed: datagrams of one flow may overtake each other where the old and
 // the new SA are handled by different workers for a moment, which UDP
-// allows and the tests do not rely on.
-func (s *trafficStreams) checkNoLoss(t *testing.T, what string) {
+// allows and the tests do not rely on. It reports whether all was well.
+func (s *trafficStreams) checkNoLoss(t *testing.T, what string) bool {
 	t.Helper()
+	failed := t.Failed()
 	ab, ba, tcp := s.stop()
 	t.Logf("%s: UDP hostA->hostB: %s", what, ab)
 	t.Logf("%s: UDP hostB->hostA: %s", what, ba)
@@ -361,6 +362,7 @@ func (s *trafficStreams) checkNoLoss(t *testing.T, what string) {
 	if err := tcp.Err(); err != nil {
 		t.Errorf("%s: the TCP stream broke: %v (%s)", what, err, tcp)
 	}
+	return failed || !t.Failed()
 }
 
 // TestNormSPI: the data plane's SA list may carry SPIs as numbers or as

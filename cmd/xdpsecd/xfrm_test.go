@@ -115,7 +115,13 @@ func TestXfrmTunnel(t *testing.T) {
 				time.Sleep(100 * time.Millisecond)
 			}
 			time.Sleep(time.Second) // traffic on the new SA
-			traffic.checkNoLoss(t, "xfrm rekey")
+			if !traffic.checkNoLoss(t, "xfrm rekey") {
+				// Where the kernel lost it: its XFRM and XDP counters.
+				for name, d := range map[string]labDir{"gwA": dA, "gwB": dB} {
+					out, _ := ctl(t, bins, d.socket, "stats")
+					t.Logf("xdpsecctl stats on %s:\n%s", name, out)
+				}
+			}
 
 			var st api.Stats
 			ctlJSON(t, bins, dA.socket, &st, "stats")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
@@ -167,6 +168,14 @@ func (d *Dataplane) AddPolicy(_ context.Context, p offload.Policy) error {
 	}
 	k := p.Key()
 	prev, had := d.policies[k]
+	if had && d.inKernel(prev, kps) {
+		// A rekey's inbound policy: its template names the child's
+		// reqid, not the SPI, so the kernel's policy stays as it is.
+		// Replacing it anyway opens a moment in which the kernel may
+		// find no policy for what the SA just decrypted and drop it.
+		d.policies[k] = p
+		return nil
+	}
 	for i := range kps {
 		if err := d.k.updatePolicy(&kps[i]); err != nil {
 			err = fmt.Errorf("add policy %s -> %s %s: %w", p.Src, p.Dst, kps[i].Dir, err)
@@ -187,6 +196,17 @@ func (d *Dataplane) AddPolicy(_ context.Context, p offload.Policy) error {
 		}
 	}
 	return nil
+}
+
+// inKernel says whether kps, the kernel policies of a new policy, are
+// those the installed policy prev already put in the kernel (d.mu held).
+func (d *Dataplane) inKernel(prev offload.Policy, kps []netlink.XfrmPolicy) bool {
+	r, err := d.reqIDs(prev.Conn, prev.Child)
+	if err != nil {
+		return false
+	}
+	cur, err := policiesFor(prev, r, d.xlat())
+	return err == nil && reflect.DeepEqual(cur, kps)
 }
 
 // routed says whether a policy's destination needs a route for the

@@ -112,13 +112,20 @@ func TestPolicyReplaceAndSuperseded(t *testing.T) {
 		t.Fatal("deleting the trap took the sa's policy")
 	}
 
-	// Rekey: the new SA's policies replace the old ones.
+	// Rekey: the new SA's policies replace the old ones. The inbound
+	// ones translate to the same kernel policies (the template names
+	// the reqid), so the kernel's stay untouched: rewriting them could
+	// drop what the new SA decrypts meanwhile.
 	must(t, d.AddSA(bgCtx, inSA(0x2001)))
 	must(t, d.AddSA(bgCtx, outSA(0x1001)))
+	writes := k.updates
 	must(t, d.AddPolicy(bgCtx, outPolicy(0x1001)))
 	must(t, d.AddPolicy(bgCtx, inPolicy(0x2001)))
 	if spi, _, _ := outTemplate(k); spi != 0x1001 {
 		t.Fatalf("after rekey the out policy names %x", spi)
+	}
+	if got := k.updates - writes; got != 1 {
+		t.Fatalf("rekey wrote %d kernel policies, want 1 (out; in and fwd unchanged)", got)
 	}
 	for _, p := range []offload.Policy{outPolicy(0x1000), inPolicy(0x2000)} {
 		if err := d.DelPolicy(bgCtx, p); !errors.Is(err, offload.ErrNotFound) {
@@ -176,7 +183,9 @@ func TestAddPolicyRollsBack(t *testing.T) {
 	k.polErr = nil
 	must(t, d.AddPolicy(bgCtx, inPolicy(0x2000)))
 	k.polErr = failFwd
-	if err := d.AddPolicy(bgCtx, inPolicy(0x2001)); err == nil {
+	block := inPolicy(0x2001)
+	block.Action = offload.Discard
+	if err := d.AddPolicy(bgCtx, block); err == nil {
 		t.Fatal("no error")
 	}
 	k.polErr = nil

@@ -23,6 +23,7 @@ type fakeKernel struct {
 	inForce   *string
 	polErr    func(p *netlink.XfrmPolicy) error
 	addStates []stateSpec // every successful add, in order
+	updates   int         // updatePolicy calls that wrote a policy
 }
 
 func newFakeKernel() *fakeKernel {
@@ -107,6 +108,7 @@ func (k *fakeKernel) updatePolicy(p *netlink.XfrmPolicy) error {
 		}
 	}
 	k.policies[policyID(p)] = *p
+	k.updates++
 	return nil
 }
 
