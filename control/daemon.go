@@ -162,6 +162,10 @@ func (d *Daemon) open(runCtx context.Context) (*listeners, *config.Config, error
 		Logger:            d.log.Named("ike"),
 		Listen:            cfg.IKE.Listen,
 		CookieThreshold:   cfg.IKE.CookieThreshold,
+		HalfOpenLimit:     cfg.IKE.HalfOpenLimit,
+		HalfOpenPerSource: cfg.IKE.HalfOpenPerSource,
+		InitRateLimit:     uint32(cfg.IKE.InitRateLimit),
+		SetInitRateLimit:  initRateLimit(dp, cfg.IKE.InitRateLimit),
 		KeepaliveInterval: keepaliveInterval(cfg.IKE.NATKeepalive),
 		RetransmitTimeout: cfg.IKE.RetransmitTimeout,
 		RetransmitBase:    cfg.IKE.RetransmitBase,
@@ -503,6 +507,23 @@ type xdpReporter interface {
 	SocketCounters() (map[string]uint64, error)
 }
 
+// initRateLimiter is implemented by data planes with an XDP front door,
+// which can rate-limit IKE_SA_INIT per source before the daemon sees it.
+type initRateLimiter interface {
+	SetIKERateLimit(perSecond uint32) error
+}
+
+// initRateLimit returns what the IKE engine calls to switch the front
+// door's IKE_SA_INIT rate limit, or nil where there is none or the
+// configuration says never.
+func initRateLimit(dp offload.Dataplane, perSecond int) func(uint32) error {
+	rl, ok := dp.(initRateLimiter)
+	if !ok || perSecond == 0 {
+		return nil
+	}
+	return rl.SetIKERateLimit
+}
+
 // Stats implements api.Backend.
 func (d *Daemon) Stats(ctx context.Context) (api.Stats, error) {
 	st, err := d.dp.Stats(ctx)
@@ -529,7 +550,7 @@ func (d *Daemon) Stats(ctx context.Context) (api.Stats, error) {
 	}
 	is := d.engine.Stats()
 	out.IKE = api.IKEStats{
-		IKESAs: is.IKESAs, HalfOpen: is.HalfOpen,
+		IKESAs: is.IKESAs, HalfOpen: is.HalfOpen, HalfOpenEvicted: is.HalfOpenEvicted,
 		CookiesSent: is.CookiesSent, Retransmits: is.Retransmits, CachedResponses: is.CachedResponses,
 		KeepalivesSent: is.KeepalivesSent, KeepalivesReceived: is.KeepalivesReceived,
 		ChildRekeys: is.ChildRekeys, IKERekeys: is.IKERekeys, DeadPeers: is.DeadPeers,

@@ -69,6 +69,7 @@ type ikeCollector struct {
 	rekeys    *prometheus.Desc
 	deadPeers *prometheus.Desc
 	childSAs  *prometheus.Desc
+	evicted   *prometheus.Desc
 }
 
 func newIKECollector(engine *ike.Engine) *ikeCollector {
@@ -85,11 +86,12 @@ func newIKECollector(engine *ike.Engine) *ikeCollector {
 		keepalive: prometheus.NewDesc("xdpsec_nat_keepalives_total", "NAT-T keepalives (RFC 3948) by direction: sent by this end behind a NAT, received from a peer behind one.", []string{"direction"}, nil),
 		rekeys:    prometheus.NewDesc("xdpsec_rekeys_total", "Completed rekeys (either side's) by type (child, ike).", []string{"type"}, nil),
 		deadPeers: prometheus.NewDesc("xdpsec_dead_peers_total", "IKE SAs given up because the peer stopped answering (DPD or any other request).", nil, nil),
+		evicted:   prometheus.NewDesc("xdpsec_ike_half_open_evicted_total", "Half-open IKE SAs removed from a full table (ike.half_open_limit) to make room for a request with a valid COOKIE or from a configured peer.", nil, nil),
 	}
 }
 
 func (c *ikeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.sas, c.halfOpen, c.exchanges, c.dropped, c.cookies, c.retrans, c.cached, c.keepalive, c.rekeys, c.deadPeers, c.childSAs} {
+	for _, d := range []*prometheus.Desc{c.sas, c.halfOpen, c.exchanges, c.dropped, c.cookies, c.retrans, c.cached, c.keepalive, c.rekeys, c.deadPeers, c.childSAs, c.evicted} {
 		ch <- d
 	}
 }
@@ -121,6 +123,7 @@ func (c *ikeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.rekeys, prometheus.CounterValue, float64(st.ChildRekeys), "child")
 	ch <- prometheus.MustNewConstMetric(c.rekeys, prometheus.CounterValue, float64(st.IKERekeys), "ike")
 	ch <- prometheus.MustNewConstMetric(c.deadPeers, prometheus.CounterValue, float64(st.DeadPeers))
+	ch <- prometheus.MustNewConstMetric(c.evicted, prometheus.CounterValue, float64(st.HalfOpenEvicted))
 }
 
 // dataplaneCollector exports the data plane's counters: traffic per

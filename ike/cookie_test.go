@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -125,29 +126,55 @@ func (f *flooder) send(t *testing.T, to netip.AddrPort) string {
 	return "other"
 }
 
+// TestCookieFlood: below the threshold requests make half-open SAs, above
+// it they get COOKIEs, the front door's rate limit goes on at once and off
+// after a calm; attackers that answer COOKIEs fill the table, after which
+// each request with a valid COOKIE takes the oldest half-open SA's place,
+// so a legitimate peer gets through on its first try; one source holds at
+// most HalfOpenPerSource half-open SAs.
 func TestCookieFlood(t *testing.T) {
 	netlab.RequireRoot(t)
 	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
 	v4 := lab.V4
-	const threshold, limit, flood = 5, 30, 40
+	const threshold, limit, perSource, flood = 5, 30, 3, 40
 	ca, cb := siteConns(t, v4, "aes256gcm16-prfsha256-x25519", "aes256gcm16")
 	cb.RemoteAddr = netip.Addr{} // %any, so the flood matches a connection
+	var (
+		rateMu sync.Mutex
+		rates  []uint32
+	)
+	lastRate := func() (uint32, int) {
+		rateMu.Lock()
+		defer rateMu.Unlock()
+		if len(rates) == 0 {
+			return 0, 0
+		}
+		return rates[len(rates)-1], len(rates)
+	}
 	opts := fastOpts()
-	opts.CookieThreshold, opts.HalfOpenLimit, opts.HalfOpenTimeout = threshold, limit, 3*time.Second
+	opts.CookieThreshold, opts.HalfOpenLimit, opts.HalfOpenPerSource = threshold, limit, perSource
+	opts.HalfOpenTimeout, opts.InitRateLimit = 3*time.Second, 7
+	opts.SetInitRateLimit = func(r uint32) error {
+		rateMu.Lock()
+		rates = append(rates, r)
+		rateMu.Unlock()
+		return nil
+	}
 	a := startEngine(t, lab.GwA, "gwA", fastOpts(), 0x1000)
-	b := startEngine(t, lab.GwB, "gwB", opts, 0x2000)
-	a.e.SetConns([]Conn{ca})
+	b := startEngine(t, lab.GwB, "gwB", opts, 0x2000, func(e *Engine) { e.initRate.calm = 500 * time.Millisecond })
 	b.e.SetConns([]Conn{cb})
 
 	offer := toWire(ca.IKEProposals, message.ProtocolIKE, nil)
 	var fl []*flooder
-	for i := range flood {
+	for i := range flood + 1 {
 		addr := netip.MustParseAddr(fmt.Sprintf("192.0.2.%d", 100+i))
 		if err := lab.GwA.AddAddr(netlab.WANIf, netip.PrefixFrom(addr, 32)); err != nil {
 			t.Fatal(err)
 		}
 		fl = append(fl, newFlooder(t, lab.GwA, addr, offer))
 	}
+	busy := fl[flood]
+	fl = fl[:flood]
 	to := netip.AddrPortFrom(v4.GwBWAN, 500)
 	got := map[string]int{}
 	for _, f := range fl {
@@ -159,32 +186,56 @@ func TestCookieFlood(t *testing.T) {
 	if st := b.e.Stats(); st.HalfOpen != threshold || st.CookiesSent != flood-threshold {
 		t.Fatalf("after the first wave: half-open %d, cookies %d", st.HalfOpen, st.CookiesSent)
 	}
+	waitFor(t, 2*time.Second, "the front door's rate limit to go on", func() bool { r, _ := lastRate(); return r == 7 })
 
-	// The legitimate initiator must answer a cookie and gets through.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.e.Initiate(ctx, "s2s"); err != nil {
-		t.Fatalf("legitimate Initiate during the flood: %v", err)
-	}
-	if st := b.e.Stats(); st.CookiesSent != flood-threshold+1 {
-		t.Errorf("legitimate initiator was not asked for a cookie (%d cookies)", st.CookiesSent)
-	}
-
-	// Attackers that answer cookies fill up to the hard cap, no further.
+	// Attackers that answer COOKIEs fill the table to the cap, then each
+	// one takes the place of the oldest half-open SA.
 	got = map[string]int{}
 	for _, f := range fl[threshold:] {
 		got[f.send(t, to)]++
 	}
 	st := b.e.Stats()
-	if st.HalfOpen != limit || got["sa"] != limit-threshold || got["none"] != flood-limit {
-		t.Errorf("second wave answers %v, half-open %d; want %d SAs and %d dropped at the cap %d", got, st.HalfOpen, limit-threshold, flood-limit, limit)
+	if got["sa"] != flood-threshold || st.HalfOpen != limit || st.HalfOpenEvicted != flood-limit {
+		t.Errorf("second wave answers %v, half-open %d, evicted %d; want %d SAs, %d half-open, %d evicted",
+			got, st.HalfOpen, st.HalfOpenEvicted, flood-threshold, limit, flood-limit)
 	}
-	if st.Dropped[DropHalfOpenLimit] != flood-limit {
-		t.Errorf("drops at the cap %d, want %d", st.Dropped[DropHalfOpenLimit], flood-limit)
+
+	// The legitimate initiator, into the full table: a COOKIE round trip
+	// and no retransmission.
+	a.e.SetConns([]Conn{ca})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.e.Initiate(ctx, "s2s"); err != nil {
+		t.Fatalf("legitimate Initiate during the flood: %v", err)
 	}
-	// Half-open SAs expire; the established one stays.
+	if st := a.e.Stats(); st.Retransmits != 0 {
+		t.Errorf("legitimate initiator retransmitted %d times into the full table", st.Retransmits)
+	}
+	if st := b.e.Stats(); st.CookiesSent != flood-threshold+1 || st.HalfOpenEvicted != flood-limit+1 {
+		t.Errorf("legitimate initiator: %d cookies, %d evictions; want %d and %d", st.CookiesSent, st.HalfOpenEvicted, flood-threshold+1, flood-limit+1)
+	}
+
+	// One source, new SPIs, each with its COOKIE: perSource half-open
+	// SAs, then drops before the parse.
+	got = map[string]int{}
+	for range perSource + 2 {
+		busy.spi++
+		busy.cookie = nil
+		r := busy.send(t, to)
+		if r == "cookie" {
+			r = busy.send(t, to)
+		}
+		got[r]++
+	}
+	if st := b.e.Stats(); got["sa"] != perSource || got["none"] != 2 || st.Dropped[DropHalfOpenSourceLimit] != 2 {
+		t.Errorf("busy source: answers %v, %d dropped; want %d SAs and 2 drops", got, st.Dropped[DropHalfOpenSourceLimit], perSource)
+	}
+
+	// Half-open SAs expire; the established one stays, and the rate
+	// limit goes off after the calm.
 	waitFor(t, 5*time.Second, "half-open SAs to expire", func() bool { return b.e.Stats().HalfOpen == 0 })
 	if sas := b.e.SAs(); len(sas) != 1 || sas[0].State != "ESTABLISHED" {
 		t.Errorf("responder SAs after expiry: %d", len(sas))
 	}
+	waitFor(t, 3*time.Second, "the front door's rate limit to go off", func() bool { r, n := lastRate(); return r == 0 && n == 2 })
 }

@@ -54,6 +54,8 @@ type Engine struct {
 	probe   *routeProbe
 	cookies *cookieJar
 	stats   *counters
+	// initRate switches the front door's IKE_SA_INIT rate limit.
+	initRate *initRateGuard
 
 	// ctx lives as long as the engine and bounds Installer calls.
 	ctx    context.Context
@@ -69,7 +71,7 @@ type Engine struct {
 	// contact.go).
 	contacts     map[contactKey]int
 	contactAddrs map[contactAddrKey]int
-	halfOpen     int
+	halfOpen     halfOpenTable
 	closed       bool
 	logLimit     *logLimiter
 	// liveChildren counts the sending CHILD SAs per conn/child (see
@@ -153,6 +155,15 @@ func newEngine(opts Options) *Engine {
 	if opts.HalfOpenLimit <= 0 {
 		opts.HalfOpenLimit = 10 * opts.CookieThreshold
 	}
+	// A full table must demand COOKIEs, or its evictions would be open
+	// to spoofed sources.
+	opts.HalfOpenLimit = max(opts.HalfOpenLimit, opts.CookieThreshold)
+	if opts.HalfOpenPerSource <= 0 {
+		opts.HalfOpenPerSource = DefaultHalfOpenPerSource
+	}
+	if opts.InitRateLimit == 0 {
+		opts.InitRateLimit = DefaultInitRateLimit
+	}
 	if opts.RetransmitTimeout <= 0 {
 		opts.RetransmitTimeout = DefaultRetransmitTimeout
 	}
@@ -174,7 +185,7 @@ func newEngine(opts Options) *Engine {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Engine{
 		opts: opts, log: opts.Logger.Named("ike"),
-		cookies: newCookieJar(time.Now), stats: newCounters(),
+		cookies: newCookieJar(time.Now), stats: newCounters(), initRate: newInitRateGuard(),
 		ctx: ctx, cancel: cancel,
 		sas: map[uint64]*ikeSA{}, initIdx: map[initKey]*ikeSA{}, logLimit: newLogLimiter(),
 		contacts: map[contactKey]int{}, contactAddrs: map[contactAddrKey]int{},
@@ -206,7 +217,15 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.keepaliveLoop(ctx)
 		}
 	}()
+	rlDone := make(chan struct{})
+	go func() {
+		defer close(rlDone)
+		if e.opts.SetInitRateLimit != nil {
+			e.initRate.run(ctx, e, e.opts.SetInitRateLimit)
+		}
+	}()
 	<-ctx.Done()
+	<-rlDone
 	// Keepalives end before the Deletes go out, so none races with the
 	// shutdown or with the closing of the sockets.
 	<-kaDone
@@ -392,7 +411,7 @@ func (e *Engine) SAs() []IKESAInfo {
 func (e *Engine) Stats() Stats {
 	s := e.stats.snapshot()
 	e.mu.Lock()
-	s.HalfOpen = e.halfOpen
+	s.HalfOpen = e.halfOpen.len()
 	s.IKESAs = len(e.sas)
 	e.mu.Unlock()
 	return s

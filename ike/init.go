@@ -381,7 +381,7 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 	key := initKey{from, h.SPIi}
 	e.mu.Lock()
 	dup := e.initIdx[key]
-	halfOpen, closed := e.halfOpen, e.closed
+	halfOpen, fromSource, closed := e.halfOpen.len(), e.halfOpen.fromSource(from.Addr()), e.closed
 	e.mu.Unlock()
 	if dup != nil {
 		dup.mu.Lock()
@@ -400,11 +400,12 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 	if closed {
 		return
 	}
-	if halfOpen >= e.opts.HalfOpenLimit {
-		e.stats.drop(DropHalfOpenLimit)
-		if !e.rateLimited("halfopen") {
-			e.log.Warn("half-open IKE SA limit reached, dropping IKE_SA_INIT requests (flood?)",
-				zap.Int("limit", e.opts.HalfOpenLimit), zap.Stringer("peer", from))
+	if fromSource >= e.opts.HalfOpenPerSource {
+		// Before the decode: the cheapest answer to one busy source.
+		e.stats.drop(DropHalfOpenSourceLimit)
+		if !e.rateLimited("halfopen source") {
+			e.log.Warn("half-open IKE SA limit of a source reached, dropping its IKE_SA_INIT requests",
+				zap.Int("limit", e.opts.HalfOpenPerSource), zap.Stringer("peer", from))
 		}
 		return
 	}
@@ -424,7 +425,11 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 		e.stats.drop(DropMalformed)
 		return
 	}
-	if halfOpen >= e.opts.CookieThreshold && !e.cookies.valid(ip.cookie, ip.nonce.Data, from.Addr(), h.SPIi) {
+	underLoad := halfOpen >= e.opts.CookieThreshold
+	if underLoad {
+		e.initRate.underLoad(time.Now())
+	}
+	if underLoad && !e.cookies.valid(ip.cookie, ip.nonce.Data, from.Addr(), h.SPIi) {
 		e.stats.add(&e.stats.cookies)
 		e.stats.exchange(exch, false, ResultCookie)
 		e.sendStatelessInit(h, pk, &message.Notify{NotifyType: message.NotifyCookie, Data: e.cookies.make(ip.nonce.Data, from.Addr(), h.SPIi)})
@@ -464,6 +469,12 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 		e.sendStatelessInit(h, pk, &message.Notify{NotifyType: message.NotifyNoProposalChosen})
 		return
 	}
+	known := knownPeer(cands, from.Addr())
+	// A full table: without a valid COOKIE (checked above whenever the
+	// table is past the COOKIE threshold) or a configured peer, no room.
+	if !e.admitHalfOpen(from, underLoad || known) {
+		return
+	}
 	if prop.ke != uint16(ip.ke.Group) {
 		e.stats.exchange(exch, false, ResultInvalidKE)
 		e.log.Debug("asking peer for another key exchange group", zap.String("conn", conn.Name), zap.Stringer("peer", from),
@@ -486,7 +497,7 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 		local: local, remote: from, initFrom: from, natt: natt,
 		kex: kex, ni: append([]byte(nil), ip.nonce.Data...), nr: randomBytes(nonceLen),
 		initReq: append([]byte(nil), b...), expectReqID: 1, created: time.Now(),
-		pendingCreate: map[string]bool{},
+		pendingCreate: map[string]bool{}, knownPeer: known,
 	}
 	e.mu.Lock()
 	if e.initIdx[key] != nil || e.closed {
@@ -497,8 +508,7 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 	sa.spir = e.newSPILocked()
 	e.sas[sa.spir] = sa
 	e.initIdx[key] = sa
-	e.halfOpen++
-	sa.halfOpen = true
+	e.halfOpen.add(sa)
 	e.mu.Unlock()
 
 	sa.mu.Lock()
@@ -540,4 +550,15 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 		}
 	})
 	e.stats.exchange(exch, false, ResultOK)
+}
+
+// knownPeer reports whether a is the configured remote address of one of
+// the connections that may serve a request from it (not %any).
+func knownPeer(cands []*Conn, a netip.Addr) bool {
+	for _, c := range cands {
+		if c.RemoteAddr.IsValid() && c.RemoteAddr.Unmap() == a.Unmap() {
+			return true
+		}
+	}
+	return false
 }

@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"container/list"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -86,11 +87,15 @@ type ikeSA struct {
 	// (guarded by e.mu, not mu).
 	contact     *contact
 	established time.Time
-	halfOpen    bool
-	expiry      *time.Timer
-	done        chan error // initiator's Initiate waits here
-	finished    bool
-	deleted     chan struct{} // closed when our Delete was answered
+	// halfOpen is the SA's place in e.halfOpen (guarded by e.mu), nil
+	// once IKE_AUTH completed or for an initiator; knownPeer says that
+	// the request came from a configured peer's address.
+	halfOpen  *list.Element
+	knownPeer bool
+	expiry    *time.Timer
+	done      chan error // initiator's Initiate waits here
+	finished  bool
+	deleted   chan struct{} // closed when our Delete was answered
 
 	// lastSent is when we last sent the peer anything; the NAT-T
 	// keepalive waits for it to be KeepaliveInterval ago, since any
@@ -307,10 +312,7 @@ func (sa *ikeSA) remove(err error) {
 			delete(e.initIdx, k)
 		}
 	}
-	if sa.halfOpen {
-		sa.halfOpen = false
-		e.halfOpen--
-	}
+	e.halfOpen.remove(sa)
 	e.mu.Unlock()
 	if sa.deleted != nil {
 		select {
@@ -369,10 +371,7 @@ func (sa *ikeSA) setEstablished() {
 		// The responder, and an initiator whose peer named itself.
 		e.countContactLocked(sa, newContact(sa.localID, sa.peerID, sa.remote.Addr()))
 	}
-	if sa.halfOpen {
-		sa.halfOpen = false
-		e.halfOpen--
-	}
+	e.halfOpen.remove(sa)
 	if !sa.initiator {
 		k := initKey{sa.initRemote(), sa.spii}
 		if e.initIdx[k] == sa {

@@ -10,15 +10,18 @@ type DropReason string
 
 // Reasons for dropped datagrams, the label values of the drop counter.
 const (
-	DropMalformed       DropReason = "malformed"
-	DropUnknownSPI      DropReason = "unknown_spi"
-	DropHalfOpenLimit   DropReason = "half_open_limit"
-	DropUnexpectedMsgID DropReason = "unexpected_message_id"
-	DropIntegrity       DropReason = "integrity"
-	DropNonIKE          DropReason = "non_ike"    // ESP or keepalive on the NAT-T socket
-	DropUnexpected      DropReason = "unexpected" // a message the SA's state has no use for
-	DropInvalidKE       DropReason = "invalid_ke_value"
-	DropTooMany         DropReason = "too_many_retries"
+	DropMalformed     DropReason = "malformed"
+	DropUnknownSPI    DropReason = "unknown_spi"
+	DropHalfOpenLimit DropReason = "half_open_limit"
+	// DropHalfOpenSourceLimit: an IKE_SA_INIT request from a source that
+	// has Options.HalfOpenPerSource half-open SAs already.
+	DropHalfOpenSourceLimit DropReason = "half_open_source_limit"
+	DropUnexpectedMsgID     DropReason = "unexpected_message_id"
+	DropIntegrity           DropReason = "integrity"
+	DropNonIKE              DropReason = "non_ike"    // ESP or keepalive on the NAT-T socket
+	DropUnexpected          DropReason = "unexpected" // a message the SA's state has no use for
+	DropInvalidKE           DropReason = "invalid_ke_value"
+	DropTooMany             DropReason = "too_many_retries"
 	// DropResendRefused: a copy of a request whose response is cached,
 	// from another address than the request's and not authentic.
 	DropResendRefused DropReason = "resend_refused"
@@ -73,6 +76,10 @@ type Stats struct {
 	// DeadPeers the IKE SAs given up because the peer stopped answering
 	// (DPD or any other request).
 	ChildRekeys, IKERekeys, DeadPeers uint64
+	// HalfOpenEvicted counts half-open SAs removed from a full table to
+	// make room for a request with a valid COOKIE or from a configured
+	// peer.
+	HalfOpenEvicted uint64
 }
 
 type counters struct {
@@ -86,6 +93,7 @@ type counters struct {
 	kaSent                            uint64
 	kaRecv                            uint64
 	childRekeys, ikeRekeys, deadPeers uint64
+	halfOpenEvicted                   uint64
 }
 
 func newCounters() *counters {
@@ -139,7 +147,7 @@ func (c *counters) snapshot() Stats {
 	return Stats{
 		Exchanges: maps.Clone(c.exchanges), ChildSAs: maps.Clone(c.childSAs), Dropped: maps.Clone(c.dropped),
 		CookiesSent: c.cookies, Retransmits: c.retrans, CachedResponses: c.cached,
-		KeepalivesSent: c.kaSent, KeepalivesReceived: c.kaRecv,
+		KeepalivesSent: c.kaSent, KeepalivesReceived: c.kaRecv, HalfOpenEvicted: c.halfOpenEvicted,
 		ChildRekeys: c.childRekeys, IKERekeys: c.ikeRekeys, DeadPeers: c.deadPeers,
 	}
 }

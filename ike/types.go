@@ -278,9 +278,19 @@ type Options struct {
 	// CookieThreshold is the number of half-open SAs beyond which
 	// IKE_SA_INIT requests must carry a COOKIE (default 1000).
 	CookieThreshold int
-	// HalfOpenLimit caps half-open SAs; further IKE_SA_INIT requests are
-	// dropped (default 10 x CookieThreshold).
-	HalfOpenLimit int
+	// HalfOpenLimit caps half-open SAs (default 10 x CookieThreshold):
+	// in a full table, a request with a valid COOKIE or from a configured
+	// peer takes the place of the oldest half-open SA that is neither,
+	// others are dropped. HalfOpenPerSource caps those of one source
+	// address (default DefaultHalfOpenPerSource).
+	HalfOpenLimit     int
+	HalfOpenPerSource int
+	// InitRateLimit is the per-source IKE_SA_INIT rate (a second) that
+	// SetInitRateLimit is asked to enforce while COOKIEs are demanded
+	// (default DefaultInitRateLimit); SetInitRateLimit(0) lifts it.
+	// SetInitRateLimit nil: nothing in front to ask (no XDP front door).
+	InitRateLimit    uint32
+	SetInitRateLimit func(perSecond uint32) error
 	// Retransmission: the first timeout, the back-off base and the number
 	// of retransmits before giving up (defaults 4 s, 1.8, 5 as strongSwan).
 	RetransmitTimeout time.Duration

@@ -290,8 +290,8 @@ func printStats(w io.Writer, st api.Stats) error {
 	if st.AFXDP != nil {
 		fmt.Fprintf(tw, "af_xdp sockets:\t%s\n", counterList(st.AFXDP))
 	}
-	fmt.Fprintf(tw, "ike:\t%d IKE SAs, %d half-open, %d cookies sent, %d retransmits, %d cached responses\n",
-		st.IKE.IKESAs, st.IKE.HalfOpen, st.IKE.CookiesSent, st.IKE.Retransmits, st.IKE.CachedResponses)
+	fmt.Fprintf(tw, "ike:\t%d IKE SAs, %d half-open (%d evicted), %d cookies sent, %d retransmits, %d cached responses\n",
+		st.IKE.IKESAs, st.IKE.HalfOpen, st.IKE.HalfOpenEvicted, st.IKE.CookiesSent, st.IKE.Retransmits, st.IKE.CachedResponses)
 	fmt.Fprintf(tw, "nat keepalives:\t%d sent, %d received\n", st.IKE.KeepalivesSent, st.IKE.KeepalivesReceived)
 	fmt.Fprintf(tw, "ike dropped:\t%s\n", counterList(st.IKE.Dropped))
 	fmt.Fprintf(tw, "rekeys:\t%d child, %d ike; %d dead peers\n", st.IKE.ChildRekeys, st.IKE.IKERekeys, st.IKE.DeadPeers)

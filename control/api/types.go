@@ -182,8 +182,11 @@ type DataplaneSA struct {
 
 // IKEStats are the IKE engine's counters.
 type IKEStats struct {
-	IKESAs          int    `json:"ike_sas"`
-	HalfOpen        int    `json:"half_open"`
+	IKESAs   int `json:"ike_sas"`
+	HalfOpen int `json:"half_open"`
+	// HalfOpenEvicted counts half-open SAs that made room in a full
+	// table for a request with a valid COOKIE or from a configured peer.
+	HalfOpenEvicted uint64 `json:"half_open_evicted"`
 	CookiesSent     uint64 `json:"cookies_sent"`
 	Retransmits     uint64 `json:"retransmits"`
 	CachedResponses uint64 `json:"cached_responses"`

@@ -55,6 +55,13 @@ type IKE struct {
 	// CookieThreshold is the number of half-open IKE SAs above which
 	// responders demand COOKIEs (RFC 7296 2.6).
 	CookieThreshold int `yaml:"cookie_threshold"`
+	// HalfOpenLimit caps half-open IKE SAs in all, HalfOpenPerSource
+	// those of one source address; InitRateLimit is the per-source
+	// IKE_SA_INIT rate the XDP front door enforces while COOKIEs are
+	// demanded (0: never).
+	HalfOpenLimit     int `yaml:"half_open_limit"`
+	HalfOpenPerSource int `yaml:"half_open_per_source"`
+	InitRateLimit     int `yaml:"init_rate_limit"`
 	// NATKeepalive is the idle time after which a gateway behind a NAT
 	// sends a NAT-T keepalive (RFC 3948) to keep the mapping open; 0
 	// switches keepalives off.
@@ -189,7 +196,11 @@ const (
 	// maxRetransmitTries and maxRetransmitBase keep the give-up time of
 	// a request within hours: beyond that a dead peer is never noticed.
 	maxRetransmitTries = 20
-	maxRetransmitBase  = 10
+	// maxHalfOpen bounds the half-open limits: each half-open SA keeps
+	// its request and keys, a few KB.
+	maxHalfOpen       = 1_000_000
+	maxInitRate       = 1_000_000
+	maxRetransmitBase = 10
 )
 
 // DefaultIKEProposals returns the IKE proposals used when a connection
@@ -210,6 +221,9 @@ func defaultConfig() Config {
 		Metrics: Metrics{Listen: "127.0.0.1:9469"},
 		IKE: IKE{
 			CookieThreshold:   1000,
+			HalfOpenLimit:     10000,
+			HalfOpenPerSource: 10,
+			InitRateLimit:     10,
 			NATKeepalive:      20 * time.Second,
 			RetransmitTimeout: 4 * time.Second,
 			RetransmitTries:   5,

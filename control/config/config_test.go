@@ -91,7 +91,7 @@ func TestDesignExample(t *testing.T) {
 		Log:     Log{Level: "info", Format: "console"},
 		API:     API{Socket: "/run/xdpsec/xdpsec.sock"},
 		Metrics: Metrics{Listen: "127.0.0.1:9469"},
-		IKE: IKE{CookieThreshold: 1000, NATKeepalive: 20 * time.Second,
+		IKE: IKE{CookieThreshold: 1000, HalfOpenLimit: 10000, HalfOpenPerSource: 10, InitRateLimit: 10, NATKeepalive: 20 * time.Second,
 			RetransmitTimeout: 4 * time.Second, RetransmitTries: 5, RetransmitBase: 1.8, RekeyGrace: 2 * time.Second},
 		Dataplane: Dataplane{Mode: "afxdp", WAN: "eth0", LAN: "eth1", XDPMode: "auto", CPUSteering: "sa", FailClosed: "crash",
 			Offload: Offload{Type: "crypto"}},
@@ -216,6 +216,9 @@ func TestFullAndMinimal(t *testing.T) {
 		{"socket", minimal.API.Socket, "/run/xdpsec/xdpsec.sock"},
 		{"metrics", minimal.Metrics.Listen, "127.0.0.1:9469"},
 		{"cookie", minimal.IKE.CookieThreshold, 1000},
+		{"half-open limit", minimal.IKE.HalfOpenLimit, 10000},
+		{"half-open per source", minimal.IKE.HalfOpenPerSource, 10},
+		{"init rate limit", minimal.IKE.InitRateLimit, 10},
 		{"retransmit timeout", minimal.IKE.RetransmitTimeout, 4 * time.Second},
 		{"retransmit tries", minimal.IKE.RetransmitTries, 5},
 		{"retransmit base", minimal.IKE.RetransmitBase, 1.8},
@@ -352,6 +355,9 @@ func TestInvalid(t *testing.T) {
 		{"metrics port", doc("metrics: {listen: \"127.0.0.1:99999\"}\ndataplane: {mode: none}\n"), "metrics.listen", "port must be 1-65535", 1},
 		{"api socket relative", doc("api: {socket: xdpsec.sock}\ndataplane: {mode: none}\n"), "api.socket", "must be an absolute path", 1},
 		{"cookie threshold", doc("ike: {cookie_threshold: 0}\ndataplane: {mode: none}\n"), "ike.cookie_threshold", "must be at least 1", 1},
+		{"half-open limit below threshold", doc("ike: {cookie_threshold: 500, half_open_limit: 100}\ndataplane: {mode: none}\n"), "ike.half_open_limit", "must be at least cookie_threshold (500), got 100", 1},
+		{"half-open per source zero", doc("ike: {half_open_per_source: 0}\ndataplane: {mode: none}\n"), "ike.half_open_per_source", "must be between 1 and 1000000, got 0", 1},
+		{"init rate negative", doc("ike: {init_rate_limit: -1}\ndataplane: {mode: none}\n"), "ike.init_rate_limit", "must be between 0 and 1000000, got -1", 1},
 		{"nat keepalive negative", doc("ike: {nat_keepalive: -5s}\ndataplane: {mode: none}\n"), "ike.nat_keepalive", "must be positive", 1},
 		{"retransmit timeout zero", doc("ike: {retransmit_timeout: 0s}\ndataplane: {mode: none}\n"), "ike.retransmit_timeout", "must be positive", 1},
 		{"retransmit timeout unit", doc("ike: {retransmit_timeout: 4}\ndataplane: {mode: none}\n"), "ike.retransmit_timeout", "add a unit", 1},
@@ -767,4 +773,25 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("marshal of a valid config: %v", err)
 		}
 	})
+}
+
+// TestHalfOpenLimitFollowsThreshold: left out, the half-open limit is ten
+// times the COOKIE threshold, so raising the threshold alone stays valid.
+func TestHalfOpenLimitFollowsThreshold(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want int
+	}{
+		{"ike: {cookie_threshold: 5000}\n", 50000},
+		{"ike: {cookie_threshold: 500000}\n", maxHalfOpen},
+		{"ike: {cookie_threshold: 5000, half_open_limit: 5000}\n", 5000},
+	} {
+		c, err := Parse("test.yaml", []byte(tc.yaml+"dataplane: {mode: none}\n"))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		if c.IKE.HalfOpenLimit != tc.want {
+			t.Errorf("%q: half_open_limit %d, want %d", tc.yaml, c.IKE.HalfOpenLimit, tc.want)
+		}
+	}
 }

@@ -88,8 +88,21 @@ func checkListen(s string) error {
 	return nil
 }
 
+// intIn returns a handler that stores an integer within [lo, hi] in dst.
+func (d *decoder) intIn(dst *int, lo, hi int) handler {
+	return func(v *yaml.Node, p string) {
+		if x, ok := d.integer(v, p); ok {
+			if x < lo || x > hi {
+				d.add(v, p, "must be between %d and %d, got %d", lo, hi, x)
+				return
+			}
+			*dst = x
+		}
+	}
+}
+
 func (d *decoder) ike(n *yaml.Node, path string, ike *IKE) {
-	d.mapping(n, path, map[string]handler{
+	seen := d.mapping(n, path, map[string]handler{
 		"listen": func(v *yaml.Node, p string) {
 			items, _ := d.seq(v, p)
 			first := make(map[netip.Addr]int)
@@ -121,8 +134,11 @@ func (d *decoder) ike(n *yaml.Node, path string, ike *IKE) {
 				ike.CookieThreshold = x
 			}
 		},
-		"nat_keepalive":      func(v *yaml.Node, p string) { d.duration(v, p, &ike.NATKeepalive, true) },
-		"retransmit_timeout": func(v *yaml.Node, p string) { d.duration(v, p, &ike.RetransmitTimeout, false) },
+		"half_open_limit":      d.intIn(&ike.HalfOpenLimit, 1, maxHalfOpen),
+		"half_open_per_source": d.intIn(&ike.HalfOpenPerSource, 1, maxHalfOpen),
+		"init_rate_limit":      d.intIn(&ike.InitRateLimit, 0, maxInitRate),
+		"nat_keepalive":        func(v *yaml.Node, p string) { d.duration(v, p, &ike.NATKeepalive, true) },
+		"retransmit_timeout":   func(v *yaml.Node, p string) { d.duration(v, p, &ike.RetransmitTimeout, false) },
 		"retransmit_tries": func(v *yaml.Node, p string) {
 			if x, ok := d.integer(v, p); ok {
 				// The engine reads 0 as its default, so 0 cannot mean
@@ -149,6 +165,14 @@ func (d *decoder) ike(n *yaml.Node, path string, ike *IKE) {
 		// also reads it as its default.
 		"rekey_grace": func(v *yaml.Node, p string) { d.duration(v, p, &ike.RekeyGrace, false) },
 	})
+	if at := seen["half_open_limit"]; at == nil {
+		// Unset, the limit follows the threshold as before the key.
+		ike.HalfOpenLimit = max(ike.CookieThreshold, min(10*ike.CookieThreshold, maxHalfOpen))
+	} else if ike.HalfOpenLimit < ike.CookieThreshold {
+		// A full table must demand COOKIEs: it gives room only to
+		// requests that carry one (or come from a configured peer).
+		d.add(at, join(path, "half_open_limit"), "must be at least cookie_threshold (%d), got %d", ike.CookieThreshold, ike.HalfOpenLimit)
+	}
 }
 
 func (d *decoder) dataplane(n *yaml.Node, path string, dp *Dataplane) {

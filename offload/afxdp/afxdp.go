@@ -512,6 +512,20 @@ func (d *Dataplane) WorkerEvents() map[string]uint64 {
 	return map[string]uint64{"csum_completed": done}
 }
 
+// SetIKERateLimit rate-limits IKE_SA_INIT per source at the WAN program
+// (loader.SetIKERateLimit); 0 lifts the limit.
+func (d *Dataplane) SetIKERateLimit(perSecond uint32) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return offload.ErrClosed
+	}
+	if err := d.ld.SetIKERateLimit(perSecond); err != nil {
+		return fmt.Errorf("afxdp: %w", err)
+	}
+	return nil
+}
+
 // XDPCounters returns the verdict counters of the WAN and LAN programs
 // (loader.WANCounters, loader.LANCounters), for metrics.
 func (d *Dataplane) XDPCounters() (wan, lan map[string]uint64, err error) {

@@ -188,6 +188,15 @@ func (d *Dataplane) XDPCounters() (wan, lan map[string]uint64, err error) {
 	return wan, nil, err
 }
 
+// SetIKERateLimit rate-limits IKE_SA_INIT per source at the WAN program
+// (loader.SetIKERateLimit); 0 lifts the limit.
+func (d *Dataplane) SetIKERateLimit(perSecond uint32) error {
+	if err := d.ld.SetIKERateLimit(perSecond); err != nil {
+		return fmt.Errorf("frontdoor: %w", err)
+	}
+	return nil
+}
+
 // WorkerPackets: the kernel's CPUs are not xdpsec's workers.
 func (d *Dataplane) WorkerPackets() []uint64 { return nil }
 
