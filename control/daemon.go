@@ -166,6 +166,7 @@ func (d *Daemon) open(runCtx context.Context) (*listeners, *config.Config, error
 		HalfOpenPerSource: cfg.IKE.HalfOpenPerSource,
 		InitRateLimit:     uint32(cfg.IKE.InitRateLimit),
 		SetInitRateLimit:  initRateLimit(dp, cfg.IKE.InitRateLimit),
+		SocketBuffer:      cfg.IKE.SocketBuffer,
 		KeepaliveInterval: keepaliveInterval(cfg.IKE.NATKeepalive),
 		RetransmitTimeout: cfg.IKE.RetransmitTimeout,
 		RetransmitBase:    cfg.IKE.RetransmitBase,

@@ -26,14 +26,15 @@ const (
 	DefaultRetransmitBase    = 1.8
 	DefaultRetransmitTries   = 5
 	DefaultHalfOpenTimeout   = 30 * time.Second
+	// DefaultSocketBuffer holds about 2,000 IKE messages of 2 KB: a burst
+	// from every peer of a large gateway at once.
+	DefaultSocketBuffer = 4 << 20
 	// DefaultKeepaliveInterval is strongSwan's and RFC 3948's suggested
 	// 20 s, well below the UDP timeouts of common NATs (30 s and more).
 	DefaultKeepaliveInterval = 20 * time.Second
 )
 
 const (
-	// shutdownGrace bounds the Delete exchanges Run sends on its way out.
-	shutdownGrace = time.Second
 	// installTimeout bounds each Installer call.
 	installTimeout = 5 * time.Second
 	// maxDatagram is the largest IKE datagram we read.
@@ -120,7 +121,7 @@ func New(opts Options) (*Engine, error) {
 			port int
 			natt bool
 		}{{e.opts.Port, false}, {e.opts.NATPort, true}} {
-			s, err := listenUDP(a, p.port, p.natt, e.opts.KernelESPInUDP)
+			s, err := listenUDP(a, p.port, p.natt, e.opts.KernelESPInUDP, e.opts.SocketBuffer)
 			if err != nil {
 				// A host without IPv6 still serves IPv4 on the wildcard.
 				if len(e.opts.Listen) == 0 && a.Is6() {
@@ -158,6 +159,9 @@ func newEngine(opts Options) *Engine {
 	// A full table must demand COOKIEs, or its evictions would be open
 	// to spoofed sources.
 	opts.HalfOpenLimit = max(opts.HalfOpenLimit, opts.CookieThreshold)
+	if opts.SocketBuffer == 0 {
+		opts.SocketBuffer = DefaultSocketBuffer
+	}
 	if opts.HalfOpenPerSource <= 0 {
 		opts.HalfOpenPerSource = DefaultHalfOpenPerSource
 	}
@@ -235,44 +239,6 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.probe.close()
 	e.cancel()
 	return nil
-}
-
-func (e *Engine) shutdown() {
-	e.mu.Lock()
-	e.closed = true
-	all := make([]*ikeSA, 0, len(e.sas))
-	for _, sa := range e.sas {
-		all = append(all, sa)
-	}
-	e.mu.Unlock()
-	var waits []chan struct{}
-	for _, sa := range all {
-		sa.mu.Lock()
-		if sa.state == stateEstablished {
-			sa.startDelete("shutting down")
-			if sa.deleted != nil {
-				waits = append(waits, sa.deleted)
-			}
-		} else {
-			sa.remove(ErrClosed)
-		}
-		sa.mu.Unlock()
-	}
-	// A context, not a timer: its Done channel stays closed, so once the
-	// grace is over no further wait blocks.
-	grace, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	for _, w := range waits {
-		select {
-		case <-w:
-		case <-grace.Done():
-		}
-	}
-	for _, sa := range all {
-		sa.mu.Lock()
-		sa.remove(ErrClosed)
-		sa.mu.Unlock()
-	}
 }
 
 func (e *Engine) readLoop(s *udpSocket) {

@@ -296,7 +296,7 @@ func TestKernelESPInUDPSocket(t *testing.T) {
 		{false, true, 0},
 		{true, false, 0},
 	} {
-		s, err := listenUDP(netip.MustParseAddr("127.0.0.1"), 0, tc.natt, tc.kernelESP)
+		s, err := listenUDP(netip.MustParseAddr("127.0.0.1"), 0, tc.natt, tc.kernelESP, 0)
 		if err != nil {
 			t.Fatalf("natt %v kernelESP %v: %v", tc.natt, tc.kernelESP, err)
 		}

@@ -31,7 +31,26 @@ type udpSocket struct {
 // (IKE) still reach the socket.
 const udpEncapESPInUDP = 2
 
-func listenUDP(addr netip.Addr, port int, natt, kernelESP bool) (*udpSocket, error) {
+// setBuffers sizes the socket's receive and send buffers to size bytes:
+// the default (about 208 KB) overflows when hundreds of peers answer at
+// once, at start and at shutdown. Root may exceed net.core.rmem_max and
+// wmem_max (the FORCE options); others get what the sysctls allow.
+func setBuffers(fd int, size int) error {
+	for _, o := range []struct{ force, plain int }{
+		{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF},
+	} {
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, o.force, size) == nil {
+			continue
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, o.plain, size); err != nil {
+			return fmt.Errorf("socket buffer %d bytes: %w", size, err)
+		}
+	}
+	return nil
+}
+
+// listenUDP opens an IKE socket; bufSize > 0 sizes its buffers.
+func listenUDP(addr netip.Addr, port int, natt, kernelESP bool, bufSize int) (*udpSocket, error) {
 	network := "udp4"
 	if addr.Is6() && !addr.Is4In6() {
 		network = "udp6"
@@ -43,6 +62,9 @@ func listenUDP(addr netip.Addr, port int, natt, kernelESP bool) (*udpSocket, err
 				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
 			} else {
 				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+			}
+			if serr == nil && bufSize > 0 {
+				serr = setBuffers(int(fd), bufSize)
 			}
 			if serr == nil && natt && kernelESP {
 				if err := unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_ENCAP, udpEncapESPInUDP); err != nil {

@@ -291,6 +291,10 @@ type Options struct {
 	// SetInitRateLimit nil: nothing in front to ask (no XDP front door).
 	InitRateLimit    uint32
 	SetInitRateLimit func(perSecond uint32) error
+	// SocketBuffer is the receive and send buffer size of each IKE
+	// socket in bytes (default DefaultSocketBuffer; negative keeps the
+	// kernel's default).
+	SocketBuffer int
 	// Retransmission: the first timeout, the back-off base and the number
 	// of retransmits before giving up (defaults 4 s, 1.8, 5 as strongSwan).
 	RetransmitTimeout time.Duration

@@ -62,6 +62,8 @@ type IKE struct {
 	HalfOpenLimit     int `yaml:"half_open_limit"`
 	HalfOpenPerSource int `yaml:"half_open_per_source"`
 	InitRateLimit     int `yaml:"init_rate_limit"`
+	// SocketBuffer is each IKE socket's receive and send buffer, bytes.
+	SocketBuffer int `yaml:"socket_buffer"`
 	// NATKeepalive is the idle time after which a gateway behind a NAT
 	// sends a NAT-T keepalive (RFC 3948) to keep the mapping open; 0
 	// switches keepalives off.
@@ -198,8 +200,12 @@ const (
 	maxRetransmitTries = 20
 	// maxHalfOpen bounds the half-open limits: each half-open SA keeps
 	// its request and keys, a few KB.
-	maxHalfOpen       = 1_000_000
-	maxInitRate       = 1_000_000
+	maxHalfOpen = 1_000_000
+	maxInitRate = 1_000_000
+	// Socket buffers: at least a few large messages, at most what a
+	// kernel gives one socket without complaint.
+	minSocketBuffer   = 64 << 10
+	maxSocketBuffer   = 256 << 20
 	maxRetransmitBase = 10
 )
 
@@ -224,6 +230,7 @@ func defaultConfig() Config {
 			HalfOpenLimit:     10000,
 			HalfOpenPerSource: 10,
 			InitRateLimit:     10,
+			SocketBuffer:      4 << 20,
 			NATKeepalive:      20 * time.Second,
 			RetransmitTimeout: 4 * time.Second,
 			RetransmitTries:   5,
