@@ -28,7 +28,8 @@ type contact struct {
 	addr contactAddrKey
 }
 
-func identityKey(id Identity) string { return string([]byte{byte(id.Type)}) + string(id.Data) }
+// identityKey counts identities that Equal takes for one as one.
+func identityKey(id Identity) string { return string([]byte{byte(id.Type)}) + id.key() }
 
 func newContact(local, peer Identity, addr netip.Addr) *contact {
 	return &contact{

@@ -222,6 +222,42 @@ func TestIdentityString(t *testing.T) {
 	}
 }
 
+// TestIdentityEqual: identities compare as peers compare them.
+func TestIdentityEqual(t *testing.T) {
+	id := func(kind, s string) Identity {
+		t.Helper()
+		i, err := NewIdentity(kind, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return i
+	}
+	ia5E := Identity{Type: message.IDDERASN1DN, Data: []byte("\x30\x21\x31\x1f\x30\x1d\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x09\x01\x16\x10gw-b@example.com")}
+	utf8E := Identity{Type: message.IDDERASN1DN, Data: []byte("\x30\x21\x31\x1f\x30\x1d\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x09\x01\x0c\x10gw-b@example.com")}
+	for _, tc := range []struct {
+		name string
+		a, b Identity
+		want bool
+	}{
+		{"fqdn case", id("fqdn", "GW-B.Example.com"), id("fqdn", "gw-b.example.com"), true},
+		{"fqdn other", id("fqdn", "gw-c.example.com"), id("fqdn", "gw-b.example.com"), false},
+		{"email domain case", id("rfc822", "vpn@Example.COM"), id("rfc822", "vpn@example.com"), true},
+		{"email local part is exact", id("rfc822", "VPN@example.com"), id("rfc822", "vpn@example.com"), false},
+		{"dn case and spaces", id("dn", "C=CH, O=Example, CN=GW-B"), id("dn", "c=ch,o=example,  cn=gw-b"), true},
+		{"dn E= IA5 against UTF8", ia5E, utf8E, true},
+		{"dn order", id("dn", "CN=gw-b, O=Example, C=CH"), id("dn", "C=CH, O=Example, CN=gw-b"), false},
+		{"types differ", id("fqdn", "gw-b"), id("rfc822", "a@gw-b"), false},
+		{"address", id("ipv4", "192.0.2.1"), id("ipv4", "192.0.2.1"), true},
+	} {
+		if got := tc.a.Equal(tc.b); got != tc.want {
+			t.Errorf("%s: %v.Equal(%v) = %v, want %v", tc.name, tc.a, tc.b, got, tc.want)
+		}
+		if tc.want && identityKey(tc.a) != identityKey(tc.b) {
+			t.Errorf("%s: equal identities counted apart for INITIAL_CONTACT", tc.name)
+		}
+	}
+}
+
 func TestSiteToSiteIPv6(t *testing.T) {
 	netlab.RequireRoot(t)
 	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})

@@ -264,14 +264,24 @@ func TestStrongSwanIdentities(t *testing.T) {
 		name      string
 		kind      string
 		xID, swID string // our identity and charon's, in both configs
+		// xRemote, when set, is how we write charon's identity instead
+		// of swID: another spelling peers take for the same.
+		xRemote string
 	}{
-		{"ipv4", "ipv4", "192.0.2.1", "192.0.2.2"},
-		{"rfc822", "rfc822", "gw-a@example.com", "gw-b@example.com"},
-		{"dn", "dn", "C=CH, O=xdpsec, CN=gw-a", "C=CH, O=xdpsec, CN=gw-b"},
+		{"ipv4", "ipv4", "192.0.2.1", "192.0.2.2", ""},
+		{"rfc822", "rfc822", "gw-a@example.com", "gw-b@example.com", ""},
+		{"dn", "dn", "C=CH, O=xdpsec, CN=gw-a", "C=CH, O=xdpsec, CN=gw-b", ""},
 		// strongSwan's own syntax: the "/" form with a ',' in a value,
 		// UID, E (IA5String), a UTF8String ("gw_b"), a trailing separator
 		// (vici takes only ASCII identities, so no ü here).
-		{"dn-syntax", "dn", "/C=CH/O=xdpsec, Inc./UID=gw-a/E=gw-a@example.com/CN=gw-a/", "DC=example, DC=com, serialNumber=42, SN=Smith, CN=gw_b,"},
+		{"dn-syntax", "dn", "/C=CH/O=xdpsec, Inc./UID=gw-a/E=gw-a@example.com/CN=gw-a/", "DC=example, DC=com, serialNumber=42, SN=Smith, CN=gw_b,", ""},
+		// Both orders: a string means its RDNs in the order written, on
+		// either end.
+		{"dn-cn-first", "dn", "CN=gw-a, O=xdpsec, C=CH", "CN=gw-b, O=xdpsec, C=CH", ""},
+		// Another spelling of charon's identity: compared as peers do.
+		{"dn-case", "dn", "C=CH, O=xdpsec, CN=gw-a", "C=CH, O=xdpsec, CN=gw-b", "c=ch,o=XDPSEC,  cn=GW-B"},
+		{"dn-email", "dn", "C=CH, E=gw-a@example.com, CN=gw-a", "C=CH, E=gw-b@example.com, CN=gw-b", "C=CH, E=GW-B@Example.com, CN=gw-b"},
+		{"fqdn-case", "fqdn", "gw-a.example.com", "gw-b.example.com", "GW-B.Example.com"},
 	}
 	for _, tc := range cases {
 		for _, xInit := range []bool{true, false} {
@@ -284,7 +294,11 @@ func TestStrongSwanIdentities(t *testing.T) {
 				defer cancel()
 				const ike, esp = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
 				ca, _ := siteConns(t, v4, ike, esp)
-				ca.LocalID, ca.RemoteID = mustID(t, tc.kind, tc.xID), mustID(t, tc.kind, tc.swID)
+				xRemote := tc.swID
+				if tc.xRemote != "" {
+					xRemote = tc.xRemote
+				}
+				ca.LocalID, ca.RemoteID = mustID(t, tc.kind, tc.xID), mustID(t, tc.kind, xRemote)
 				l.x.inst.reset()
 				l.x.e.SetConns([]Conn{ca})
 				sc := swanConn(v4, ike, esp, testPSK)
@@ -305,8 +319,12 @@ func TestStrongSwanIdentities(t *testing.T) {
 				}
 				waitFor(t, 5*time.Second, "xdpsec CHILD SA", func() bool { return len(l.x.inst.children()) == 1 })
 				x := l.x.e.SAs()[0]
-				if x.RemoteID != ca.RemoteID.String() {
-					t.Errorf("xdpsec sees remote %q", x.RemoteID)
+				// What charon sent, rendered as configured: its own
+				// spelling, or ours where it answered the IDr we sent
+				// with it (charon does when it matches its identity).
+				own, ours := mustID(t, tc.kind, tc.swID).String(), ca.RemoteID.String()
+				if x.RemoteID != own && x.RemoteID != ours {
+					t.Errorf("xdpsec sees remote %q, want %q or %q", x.RemoteID, own, ours)
 				}
 				t.Logf("charon: local %q remote %q", sw.LocalID, sw.RemoteID)
 				if err := l.ch.Terminate(ctx, "s2s"); err != nil {

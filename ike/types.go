@@ -91,9 +91,33 @@ func NewIdentity(kind, value string) (Identity, error) {
 // IsZero reports whether the identity is unset (accept any).
 func (id Identity) IsZero() bool { return id.Type == 0 && len(id.Data) == 0 }
 
-// Equal reports whether two identities are the same type and bytes.
+// Equal reports whether two identities name the same peer, as peers
+// compare them: FQDNs ignoring case, user@fqdn ignoring the domain's case,
+// DNs by attribute type and value (dn.Equal: string types, case and
+// insignificant spaces do not matter), addresses by their bytes.
 func (id Identity) Equal(o Identity) bool {
-	return id.Type == o.Type && string(id.Data) == string(o.Data)
+	return id.Type == o.Type && id.key() == o.key()
+}
+
+// key is the identity's data in the form Equal compares.
+func (id Identity) key() string {
+	switch id.Type {
+	case message.IDFQDN:
+		return strings.ToLower(string(id.Data))
+	case message.IDRFC822Addr:
+		s := string(id.Data)
+		if at := strings.LastIndexByte(s, '@'); at >= 0 {
+			return s[:at] + strings.ToLower(s[at:])
+		}
+		return s
+	case message.IDDERASN1DN:
+		// Tagged, so that undecodable bytes never pass for a DN's form.
+		if c, err := dn.Canonical(id.Data); err == nil {
+			return "dn:" + c
+		}
+		return "raw:" + string(id.Data)
+	}
+	return string(id.Data)
 }
 
 // String renders the identity for logs.

@@ -66,3 +66,23 @@ func FuzzString(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEqual: no DER crashes Canonical; every DN equals itself, and Equal
+// agrees with Canonical wherever both decode.
+func FuzzEqual(f *testing.F) {
+	for _, tc := range cases() {
+		if der, err := Encode(tc.in); err == nil {
+			f.Add(der, der)
+		}
+	}
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		if !Equal(a, a) {
+			t.Fatalf("%x does not equal itself", a)
+		}
+		ca, errA := Canonical(a)
+		cb, errB := Canonical(b)
+		if errA == nil && errB == nil && Equal(a, b) != (ca == cb) {
+			t.Fatalf("Equal(%x, %x) = %v against the canonical forms", a, b, Equal(a, b))
+		}
+	})
+}
