@@ -262,6 +262,19 @@ func (d *decoder) str(n *yaml.Node, path string) (string, bool) {
 	return n.Value, true
 }
 
+// intIn returns a handler that stores an integer within [lo, hi] in dst.
+func (d *decoder) intIn(dst *int, lo, hi int) handler {
+	return func(v *yaml.Node, p string) {
+		if x, ok := d.integer(v, p); ok {
+			if x < lo || x > hi {
+				d.add(v, p, "must be between %d and %d, got %d", lo, hi, x)
+				return
+			}
+			*dst = x
+		}
+	}
+}
+
 func (d *decoder) integer(n *yaml.Node, path string) (int, bool) {
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
 		d.add(n, path, "must be an integer, got %s", kindName(n))

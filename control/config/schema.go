@@ -88,19 +88,6 @@ func checkListen(s string) error {
 	return nil
 }
 
-// intIn returns a handler that stores an integer within [lo, hi] in dst.
-func (d *decoder) intIn(dst *int, lo, hi int) handler {
-	return func(v *yaml.Node, p string) {
-		if x, ok := d.integer(v, p); ok {
-			if x < lo || x > hi {
-				d.add(v, p, "must be between %d and %d, got %d", lo, hi, x)
-				return
-			}
-			*dst = x
-		}
-	}
-}
-
 func (d *decoder) ike(n *yaml.Node, path string, ike *IKE) {
 	seen := d.mapping(n, path, map[string]handler{
 		"listen": func(v *yaml.Node, p string) {
@@ -140,17 +127,9 @@ func (d *decoder) ike(n *yaml.Node, path string, ike *IKE) {
 		"socket_buffer":        d.intIn(&ike.SocketBuffer, minSocketBuffer, maxSocketBuffer),
 		"nat_keepalive":        func(v *yaml.Node, p string) { d.duration(v, p, &ike.NATKeepalive, true) },
 		"retransmit_timeout":   func(v *yaml.Node, p string) { d.duration(v, p, &ike.RetransmitTimeout, false) },
-		"retransmit_tries": func(v *yaml.Node, p string) {
-			if x, ok := d.integer(v, p); ok {
-				// The engine reads 0 as its default, so 0 cannot mean
-				// "never retransmit" here either.
-				if x < 1 || x > maxRetransmitTries {
-					d.add(v, p, "must be between 1 and %d, got %d", maxRetransmitTries, x)
-					return
-				}
-				ike.RetransmitTries = x
-			}
-		},
+		// The engine reads 0 as its default, so 0 cannot mean "never
+		// retransmit" here either.
+		"retransmit_tries": d.intIn(&ike.RetransmitTries, 1, maxRetransmitTries),
 		"retransmit_base": func(v *yaml.Node, p string) {
 			if x, ok := d.float(v, p); ok {
 				// Below 1 the waits would shrink: retransmissions would
