@@ -48,7 +48,7 @@ func (t *halfOpenTable) add(sa *ikeSA) {
 		t.bySource = map[netip.Addr]int{}
 	}
 	sa.halfOpen = t.order.PushBack(sa)
-	t.bySource[sa.remote.Addr()]++
+	t.bySource[sa.initRemote().Addr()]++
 }
 
 // remove takes sa out of the table if it is in it.
@@ -58,7 +58,9 @@ func (t *halfOpenTable) remove(sa *ikeSA) {
 	}
 	t.order.Remove(sa.halfOpen)
 	sa.halfOpen = nil
-	a := sa.remote.Addr()
+	// The request's source, fixed for the SA's life: sa.remote may move
+	// (NAT-T) before IKE_AUTH completes.
+	a := sa.initRemote().Addr()
 	if t.bySource[a]--; t.bySource[a] <= 0 {
 		delete(t.bySource, a)
 	}

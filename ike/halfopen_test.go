@@ -11,7 +11,8 @@ import (
 func TestHalfOpenAdmission(t *testing.T) {
 	e := newEngine(Options{CookieThreshold: 1, HalfOpenLimit: 3})
 	add := func(addr string, known bool) *ikeSA {
-		sa := &ikeSA{e: e, remote: netip.MustParseAddrPort(addr), knownPeer: known}
+		ap := netip.MustParseAddrPort(addr)
+		sa := &ikeSA{e: e, remote: ap, initFrom: ap, knownPeer: known}
 		e.mu.Lock()
 		e.halfOpen.add(sa)
 		e.mu.Unlock()
@@ -47,7 +48,8 @@ func TestHalfOpenAdmission(t *testing.T) {
 
 	// Only configured peers' half-open SAs left: nothing to give up.
 	e2 := newEngine(Options{CookieThreshold: 1, HalfOpenLimit: 1})
-	sa := &ikeSA{e: e2, remote: netip.MustParseAddrPort("192.0.2.2:500"), knownPeer: true}
+	ap := netip.MustParseAddrPort("192.0.2.2:500")
+	sa := &ikeSA{e: e2, remote: ap, initFrom: ap, knownPeer: true}
 	e2.halfOpen.add(sa)
 	if e2.admitHalfOpen(from, true) || sa.halfOpen == nil {
 		t.Error("a configured peer's half-open SA was evicted")
