@@ -36,12 +36,14 @@ func (c WanWanCounter) String() string {
 		return "drop_ext_limit"
 	case WanWanCounterWAN_DROP_BAD_ACTION:
 		return "drop_bad_action"
-	case WanWanCounterWAN_EVENT_NAT:
-		return "event_nat"
-	case WanWanCounterWAN_EVENT_NAT_SUPPRESSED:
-		return "event_nat_suppressed"
-	case WanWanCounterWAN_EVENT_LOST:
-		return "event_lost"
+	case WanWanCounterWAN_DROP_ENCAP:
+		return "drop_encap"
+	case WanWanCounterWAN_DROP_PEER:
+		return "drop_peer"
+	case WanWanCounterWAN_DROP_FRAG:
+		return "drop_frag"
+	case WanWanCounterWAN_DROP_FRAG_ORPHAN:
+		return "drop_frag_orphan"
 	}
 	return fmt.Sprintf("wan_counter_%d", uint32(c))
 }

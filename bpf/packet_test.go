@@ -59,6 +59,7 @@ func pad(frame []byte) []byte {
 type ip4Opts struct {
 	options []byte // multiple of 4 bytes
 	frag    uint16 // flags and offset field as on the wire
+	id      uint16 // identification
 	totLen  int    // override of the total length; 0 = computed
 }
 
@@ -75,6 +76,7 @@ func ipv4x(proto byte, src, dst string, payload []byte, o ip4Opts) []byte {
 	b := make([]byte, 20, hl+len(payload))
 	b[0] = 0x40 | byte(hl/4)
 	binary.BigEndian.PutUint16(b[2:], uint16(tot))
+	binary.BigEndian.PutUint16(b[4:], o.id)
 	binary.BigEndian.PutUint16(b[6:], o.frag)
 	b[8] = 64
 	b[9] = proto

@@ -22,6 +22,20 @@ type WanBpfCpumapVal struct {
 	}
 }
 
+type WanFragKey struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Id    uint32
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type WanFragValue struct {
+	_       structs.HostLayout
+	FirstNs uint64
+}
+
 type WanIkeRlKey struct {
 	_     structs.HostLayout
 	Saddr [16]uint8
@@ -34,16 +48,6 @@ type WanIkeRlValue struct {
 	Pad           uint32
 }
 
-type WanNatEvent struct {
-	_        structs.HostLayout
-	Spi      uint32
-	OldSport uint16
-	NewSport uint16
-	Daddr    [16]uint8
-	OldSaddr [16]uint8
-	NewSaddr [16]uint8
-}
-
 type WanSaAction uint32
 
 const (
@@ -52,56 +56,57 @@ const (
 	WanSaActionSA_ACTION_PASS  WanSaAction = 3
 )
 
+type WanSaEncap uint32
+
+const (
+	WanSaEncapSA_ENCAP_NONE WanSaEncap = 0
+	WanSaEncapSA_ENCAP_UDP  WanSaEncap = 1
+)
+
 type WanSaKey struct {
 	_     structs.HostLayout
 	Spi   uint32
 	Daddr [16]uint8
 }
 
-type WanSaPeer struct {
-	_           structs.HostLayout
-	Saddr       [16]uint8
-	Sport       uint16
-	Pad         uint16
-	Pad2        uint32
-	LastEventNs uint64
-}
-
 type WanSaValue struct {
 	_      structs.HostLayout
 	Action uint32
+	Encap  uint8
+	Pad    [3]uint8
+	Peer   [16]uint8
 }
 
 type WanWanConfig struct {
-	_               structs.HostLayout
-	IkeInitRate     uint32
-	CpuSlots        uint32
-	EventIntervalMs uint32
-	CpuPerSa        uint32
+	_           structs.HostLayout
+	IkeInitRate uint32
+	CpuSlots    uint32
+	CpuPerSa    uint32
 }
 
 type WanWanCounter uint32
 
 const (
-	WanWanCounterWAN_PASS_IKE             WanWanCounter = 0
-	WanWanCounterWAN_PASS_IKE_NATT        WanWanCounter = 1
-	WanWanCounterWAN_PASS_FRAG            WanWanCounter = 2
-	WanWanCounterWAN_PASS_OTHER           WanWanCounter = 3
-	WanWanCounterWAN_PASS_SA              WanWanCounter = 4
-	WanWanCounterWAN_PASS_CPU_MISS        WanWanCounter = 5
-	WanWanCounterWAN_REDIRECT_XSK         WanWanCounter = 6
-	WanWanCounterWAN_REDIRECT_CPU         WanWanCounter = 7
-	WanWanCounterWAN_DROP_KEEPALIVE       WanWanCounter = 8
-	WanWanCounterWAN_DROP_UNKNOWN_SPI     WanWanCounter = 9
-	WanWanCounterWAN_DROP_XSK_MISS        WanWanCounter = 10
-	WanWanCounterWAN_DROP_MALFORMED       WanWanCounter = 11
-	WanWanCounterWAN_DROP_IKE_RATELIMIT   WanWanCounter = 12
-	WanWanCounterWAN_DROP_EXT_LIMIT       WanWanCounter = 13
-	WanWanCounterWAN_DROP_BAD_ACTION      WanWanCounter = 14
-	WanWanCounterWAN_EVENT_NAT            WanWanCounter = 15
-	WanWanCounterWAN_EVENT_NAT_SUPPRESSED WanWanCounter = 16
-	WanWanCounterWAN_EVENT_LOST           WanWanCounter = 17
-	WanWanCounterWAN_COUNTER_MAX          WanWanCounter = 18
+	WanWanCounterWAN_PASS_IKE           WanWanCounter = 0
+	WanWanCounterWAN_PASS_IKE_NATT      WanWanCounter = 1
+	WanWanCounterWAN_PASS_FRAG          WanWanCounter = 2
+	WanWanCounterWAN_PASS_OTHER         WanWanCounter = 3
+	WanWanCounterWAN_PASS_SA            WanWanCounter = 4
+	WanWanCounterWAN_PASS_CPU_MISS      WanWanCounter = 5
+	WanWanCounterWAN_REDIRECT_XSK       WanWanCounter = 6
+	WanWanCounterWAN_REDIRECT_CPU       WanWanCounter = 7
+	WanWanCounterWAN_DROP_KEEPALIVE     WanWanCounter = 8
+	WanWanCounterWAN_DROP_UNKNOWN_SPI   WanWanCounter = 9
+	WanWanCounterWAN_DROP_XSK_MISS      WanWanCounter = 10
+	WanWanCounterWAN_DROP_MALFORMED     WanWanCounter = 11
+	WanWanCounterWAN_DROP_IKE_RATELIMIT WanWanCounter = 12
+	WanWanCounterWAN_DROP_EXT_LIMIT     WanWanCounter = 13
+	WanWanCounterWAN_DROP_BAD_ACTION    WanWanCounter = 14
+	WanWanCounterWAN_DROP_ENCAP         WanWanCounter = 15
+	WanWanCounterWAN_DROP_PEER          WanWanCounter = 16
+	WanWanCounterWAN_DROP_FRAG          WanWanCounter = 17
+	WanWanCounterWAN_DROP_FRAG_ORPHAN   WanWanCounter = 18
+	WanWanCounterWAN_COUNTER_MAX        WanWanCounter = 19
 )
 
 // Names of all BPF objects in the ELF.
@@ -112,10 +117,9 @@ const (
 	WanMapCpus        = "cpus"
 	WanMapIkeRl       = "ike_rl"
 	WanMapSaIn        = "sa_in"
-	WanMapSaPeers     = "sa_peers"
 	WanMapWanCfg      = "wan_cfg"
 	WanMapWanCounters = "wan_counters"
-	WanMapWanEvents   = "wan_events"
+	WanMapWanFrags    = "wan_frags"
 	WanMapWanXsks     = "wan_xsks"
 	WanProgXdpWan     = "xdp_wan"
 )
@@ -173,10 +177,9 @@ type WanMapSpecs struct {
 	Cpus        *ebpf.MapSpec `ebpf:"cpus"`
 	IkeRl       *ebpf.MapSpec `ebpf:"ike_rl"`
 	SaIn        *ebpf.MapSpec `ebpf:"sa_in"`
-	SaPeers     *ebpf.MapSpec `ebpf:"sa_peers"`
 	WanCfg      *ebpf.MapSpec `ebpf:"wan_cfg"`
 	WanCounters *ebpf.MapSpec `ebpf:"wan_counters"`
-	WanEvents   *ebpf.MapSpec `ebpf:"wan_events"`
+	WanFrags    *ebpf.MapSpec `ebpf:"wan_frags"`
 	WanXsks     *ebpf.MapSpec `ebpf:"wan_xsks"`
 }
 
@@ -210,10 +213,9 @@ type WanMaps struct {
 	Cpus        *ebpf.Map `ebpf:"cpus"`
 	IkeRl       *ebpf.Map `ebpf:"ike_rl"`
 	SaIn        *ebpf.Map `ebpf:"sa_in"`
-	SaPeers     *ebpf.Map `ebpf:"sa_peers"`
 	WanCfg      *ebpf.Map `ebpf:"wan_cfg"`
 	WanCounters *ebpf.Map `ebpf:"wan_counters"`
-	WanEvents   *ebpf.Map `ebpf:"wan_events"`
+	WanFrags    *ebpf.Map `ebpf:"wan_frags"`
 	WanXsks     *ebpf.Map `ebpf:"wan_xsks"`
 }
 
@@ -223,10 +225,9 @@ func (m *WanMaps) Close() error {
 		m.Cpus,
 		m.IkeRl,
 		m.SaIn,
-		m.SaPeers,
 		m.WanCfg,
 		m.WanCounters,
-		m.WanEvents,
+		m.WanFrags,
 		m.WanXsks,
 	)
 }

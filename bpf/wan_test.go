@@ -33,10 +33,22 @@ func addr16(s string) [16]uint8 {
 	return netip.MustParseAddr(s).As16()
 }
 
+// putSA installs a raw-ESP SA whose peer is wanPeer4 or wanPeer6, as
+// dst's family says.
 func putSA(t testing.TB, o *WanObjects, spi uint32, dst string, action WanSaAction) {
 	t.Helper()
+	putSAEncap(t, o, spi, dst, action, WanSaEncapSA_ENCAP_NONE)
+}
+
+func putSAEncap(t testing.TB, o *WanObjects, spi uint32, dst string, action WanSaAction, encap WanSaEncap) {
+	t.Helper()
+	peer := wanPeer4
+	if netip.MustParseAddr(dst).Is6() {
+		peer = wanPeer6
+	}
 	k := WanSaKey{Spi: spi, Daddr: addr16(dst)}
-	if err := o.SaIn.Put(&k, &WanSaValue{Action: uint32(action)}); err != nil {
+	v := WanSaValue{Action: uint32(action), Encap: uint8(encap), Peer: addr16(peer)}
+	if err := o.SaIn.Put(&k, &v); err != nil {
 		t.Fatalf("put SA: %v", err)
 	}
 }
@@ -48,10 +60,19 @@ func putWanConfig(t testing.TB, o *WanObjects, c WanWanConfig) {
 	}
 }
 
-// afxdpSA installs a known SA steered to AF_XDP with a socket on queue 0.
+// afxdpSA installs a known raw-ESP SA steered to AF_XDP with a socket on
+// queue 0; afxdpUDPSA the same for an SA negotiated with NAT-T.
 func afxdpSA(dst string) func(testing.TB, *WanObjects) {
+	return afxdpSAEncap(dst, WanSaEncapSA_ENCAP_NONE)
+}
+
+func afxdpUDPSA(dst string) func(testing.TB, *WanObjects) {
+	return afxdpSAEncap(dst, WanSaEncapSA_ENCAP_UDP)
+}
+
+func afxdpSAEncap(dst string, encap WanSaEncap) func(testing.TB, *WanObjects) {
 	return func(t testing.TB, o *WanObjects) {
-		putSA(t, o, spiKnown, dst, WanSaActionSA_ACTION_AFXDP)
+		putSAEncap(t, o, spiKnown, dst, WanSaActionSA_ACTION_AFXDP, encap)
 		if err := o.WanXsks.Put(uint32(0), uint32(xskSocket(t))); err != nil {
 			t.Fatalf("put xsk: %v", err)
 		}
@@ -76,10 +97,12 @@ func espIn6(spi uint32) []byte {
 
 func wanCases() []wanCase {
 	var (
-		afxdp4 = afxdpSA(wanLocal4)
-		afxdp6 = afxdpSA(wanLocal6)
+		afxdp4    = afxdpSA(wanLocal4)
+		afxdp6    = afxdpSA(wanLocal6)
+		afxdpUDP4 = afxdpUDPSA(wanLocal4)
+		afxdpUDP6 = afxdpUDPSA(wanLocal6)
 	)
-	return []wanCase{
+	cases := []wanCase{
 		// IKE and NAT-T.
 		{name: "ike-500", pkt: ike500(wanPeer4, ikeSAInit, ikeInitiator),
 			want: xdpPass, count: []WanWanCounter{WanWanCounterWAN_PASS_IKE}},
@@ -132,7 +155,7 @@ func wanCases() []wanCase {
 			want:  xdpDrop, count: []WanWanCounter{WanWanCounterWAN_DROP_BAD_ACTION}},
 
 		// ESP in UDP (RFC 3948).
-		{name: "esp-in-udp-known", pkt: espUDP4(wanPeer4, 4500, spiKnown), setup: afxdp4,
+		{name: "esp-in-udp-known", pkt: espUDP4(wanPeer4, 4500, spiKnown), setup: afxdpUDP4,
 			want: xdpRedirect, count: []WanWanCounter{WanWanCounterWAN_REDIRECT_XSK}},
 		{name: "esp-in-udp-unknown-spi", pkt: espUDP4(wanPeer4, 4500, spiUnknown), setup: afxdp4,
 			want: xdpDrop, count: []WanWanCounter{WanWanCounterWAN_DROP_UNKNOWN_SPI}},
@@ -152,7 +175,7 @@ func wanCases() []wanCase {
 			setup: afxdp6, want: xdpDrop, count: []WanWanCounter{WanWanCounterWAN_DROP_EXT_LIMIT}},
 		{name: "ipv6-udp-esp-known",
 			pkt:   ether(etherIPv6, ipv6(protoUDP, wanPeer6, wanLocal6, udp(4500, 4500, esp(spiKnown, 7, 64)))),
-			setup: afxdp6, want: xdpRedirect, count: []WanWanCounter{WanWanCounterWAN_REDIRECT_XSK}},
+			setup: afxdpUDP6, want: xdpRedirect, count: []WanWanCounter{WanWanCounterWAN_REDIRECT_XSK}},
 
 		// VLAN tags and IPv4 options.
 		{name: "vlan-ike", pkt: ether(etherIPv4, ipv4(protoUDP, wanPeer4, wanLocal4, udp(500, 500, ikeMsg(ikeAuth, ikeInitiator))), 100),
@@ -171,20 +194,6 @@ func wanCases() []wanCase {
 			pkt: ether(etherIPv4, ipv4x(protoUDP, wanPeer4, wanLocal4, udp(500, 500, ikeMsg(ikeAuth, 0)),
 				ip4Opts{options: []byte{1, 1, 1, 0}})),
 			want: xdpPass, count: []WanWanCounter{WanWanCounterWAN_PASS_IKE}},
-
-		// Fragments go to the stack, even ESP of unknown SAs.
-		{name: "fragment-v4-first",
-			pkt:  ether(etherIPv4, ipv4x(protoESP, wanPeer4, wanLocal4, esp(spiUnknown, 7, 64), ip4Opts{frag: 0x2000})),
-			want: xdpPass, count: []WanWanCounter{WanWanCounterWAN_PASS_FRAG}},
-		{name: "fragment-v4-later",
-			pkt:  ether(etherIPv4, ipv4x(protoESP, wanPeer4, wanLocal4, make([]byte, 64), ip4Opts{frag: 0x0010})),
-			want: xdpPass, count: []WanWanCounter{WanWanCounterWAN_PASS_FRAG}},
-		{name: "fragment-v6-first",
-			pkt:  ether(etherIPv6, ipv6(protoFrag, wanPeer6, wanLocal6, frag6(protoESP, 0, true, esp(spiUnknown, 7, 64)))),
-			want: xdpPass, count: []WanWanCounter{WanWanCounterWAN_PASS_FRAG}},
-		{name: "fragment-v6-later",
-			pkt:  ether(etherIPv6, ipv6(protoFrag, wanPeer6, wanLocal6, frag6(protoESP, 8, false, make([]byte, 64)))),
-			want: xdpPass, count: []WanWanCounter{WanWanCounterWAN_PASS_FRAG}},
 
 		// Other traffic.
 		{name: "arp", pkt: pad(ether(etherARP, make([]byte, 28))),
@@ -274,66 +283,9 @@ func wanCases() []wanCase {
 			want:  xdpPass, count: []WanWanCounter{WanWanCounterWAN_PASS_IKE}},
 		{name: "ike-ratelimit-off", pkt: ike500(wanPeer4, ikeSAInit, ikeInitiator), prior: 5,
 			want: xdpPass, count: []WanWanCounter{WanWanCounterWAN_PASS_IKE}},
-
-		// NAT rebinding.
-		{name: "nat-first-packet-records-peer", pkt: espUDP4(wanPeer4, 4500, spiKnown), setup: afxdp4,
-			want: xdpRedirect, count: []WanWanCounter{WanWanCounterWAN_REDIRECT_XSK},
-			check: func(t testing.TB, o *WanObjects) {
-				checkPeer(t, o, wanLocal4, wanPeer4, 4500)
-				noEvent(t, o.WanEvents)
-			}},
-		{name: "nat-rebinding-event", pkt: espUDP4(wanNAT4, 61000, spiKnown),
-			setup: func(t testing.TB, o *WanObjects) {
-				afxdp4(t, o)
-				putPeer(t, o, wanLocal4, wanPeer4, 4500, 0)
-			},
-			want: xdpRedirect, count: []WanWanCounter{WanWanCounterWAN_REDIRECT_XSK, WanWanCounterWAN_EVENT_NAT},
-			check: func(t testing.TB, o *WanObjects) {
-				checkPeer(t, o, wanLocal4, wanNAT4, 61000)
-				var ev WanNatEvent
-				readEvent(t, o.WanEvents, &ev)
-				want := WanNatEvent{Spi: spiKnown, OldSport: 4500, NewSport: 61000,
-					Daddr: addr16(wanLocal4), OldSaddr: addr16(wanPeer4), NewSaddr: addr16(wanNAT4)}
-				if ev != want {
-					t.Errorf("event %+v, want %+v", ev, want)
-				}
-			}},
-		{name: "nat-rebinding-rate-limited", pkt: espUDP4(wanNAT4, 61000, spiKnown),
-			setup: func(t testing.TB, o *WanObjects) {
-				afxdp4(t, o)
-				putPeer(t, o, wanLocal4, wanPeer4, 4500, monotonicNow(t))
-				putWanConfig(t, o, WanWanConfig{EventIntervalMs: 60000})
-			},
-			want: xdpRedirect, count: []WanWanCounter{WanWanCounterWAN_REDIRECT_XSK, WanWanCounterWAN_EVENT_NAT_SUPPRESSED},
-			check: func(t testing.TB, o *WanObjects) {
-				// The record follows the peer even when the event is held back.
-				checkPeer(t, o, wanLocal4, wanNAT4, 61000)
-				noEvent(t, o.WanEvents)
-			}},
-		{name: "nat-event-ring-buffer-full", pkt: espUDP4(wanNAT4, 61000, spiKnown),
-			setup: func(t testing.TB, o *WanObjects) {
-				afxdp4(t, o)
-				// Rebind until the daemon-less ring buffer overflows, then
-				// arm one more rebinding for the checked run.
-				pkt := espUDP4(wanNAT4, 61000, spiKnown)
-				for i := 0; counters(t, o.WanCounters)[WanWanCounterWAN_EVENT_LOST] == 0; i++ {
-					if i > 10000 {
-						t.Fatal("ring buffer never filled")
-					}
-					putPeer(t, o, wanLocal4, wanPeer4, 4500, 0)
-					run(t, o.XdpWan, pkt)
-				}
-				putPeer(t, o, wanLocal4, wanPeer4, 4500, 0)
-			},
-			want: xdpRedirect, count: []WanWanCounter{WanWanCounterWAN_REDIRECT_XSK, WanWanCounterWAN_EVENT_LOST}},
-		{name: "nat-unchanged-peer", pkt: espUDP4(wanPeer4, 4500, spiKnown),
-			setup: func(t testing.TB, o *WanObjects) {
-				afxdp4(t, o)
-				putPeer(t, o, wanLocal4, wanPeer4, 4500, 0)
-			},
-			want: xdpRedirect, count: []WanWanCounter{WanWanCounterWAN_REDIRECT_XSK},
-			check: func(t testing.TB, o *WanObjects) { noEvent(t, o.WanEvents) }},
 	}
+	cases = append(cases, formCases()...)
+	return append(cases, fragCases()...)
 }
 
 // extChain is n destination options headers followed by ESP of the known
@@ -346,26 +298,6 @@ func extChain(n int) []byte {
 		next = protoDstOpts
 	}
 	return b
-}
-
-func putPeer(t testing.TB, o *WanObjects, dst, src string, sport uint16, lastEvent uint64) {
-	t.Helper()
-	k := WanSaKey{Spi: spiKnown, Daddr: addr16(dst)}
-	v := WanSaPeer{Saddr: addr16(src), Sport: sport, LastEventNs: lastEvent}
-	if err := o.SaPeers.Put(&k, &v); err != nil {
-		t.Fatalf("put peer: %v", err)
-	}
-}
-
-func checkPeer(t testing.TB, o *WanObjects, dst, src string, sport uint16) {
-	t.Helper()
-	var v WanSaPeer
-	if err := o.SaPeers.Lookup(&WanSaKey{Spi: spiKnown, Daddr: addr16(dst)}, &v); err != nil {
-		t.Fatalf("peer: %v", err)
-	}
-	if v.Saddr != addr16(src) || v.Sport != sport {
-		t.Errorf("peer %v:%d, want %s:%d", netip.AddrFrom16(v.Saddr).Unmap(), v.Sport, src, sport)
-	}
 }
 
 func TestXDPWAN(t *testing.T) {

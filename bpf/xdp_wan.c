@@ -25,7 +25,8 @@
 #define IKE_FLAG_RESPONSE 0x20
 #define ESP_HDR_LEN 8
 #define NSEC_PER_SEC 1000000000ULL
-#define NSEC_PER_MSEC 1000000ULL
+/* The kernel's default reassembly timeout (net.ipv4.ipfrag_time). */
+#define FRAG_TIMEOUT_NS (30 * NSEC_PER_SEC)
 
 static __always_inline int verdict(__u32 counter, int action)
 {
@@ -72,51 +73,44 @@ static __always_inline int ike_over_limit(const struct pkt_info *p, __u8 *ike,
 }
 
 /*
- * Remembers the outer source of a known SA and reports a change (NAT
- * rebinding) on the ring buffer, at most once per interval per SA. The
- * record is updated even when the event is suppressed, so the daemon can
- * always read the latest source from the map.
+ * Fragments. Only a datagram's first fragment carries the SPI or the UDP
+ * ports, so it is judged like an unfragmented packet; when it may go to the
+ * stack (which reassembles), its datagram is remembered and the later
+ * fragments follow it. ESP and UDP fragments of datagrams not remembered
+ * are dropped: without this, fragments of any SPI would reach the stack.
  */
-static __always_inline void track_peer(const struct sa_key *key,
-				       const struct pkt_info *p, __u16 sport,
-				       const struct wan_config *cfg)
+static __always_inline void frag_key_of(struct frag_key *k, const struct pkt_info *p)
 {
-	struct sa_peer *peer = bpf_map_lookup_elem(&sa_peers, key);
-	struct nat_event ev = {};
-	__u64 now, gap;
+	__builtin_memcpy(k->saddr, p->saddr, 16);
+	__builtin_memcpy(k->daddr, p->daddr, 16);
+	k->id = p->frag_id;
+	k->proto = p->l4proto;
+}
 
-	if (!peer) {
-		struct sa_peer first = { .sport = sport };
+/* Lets a first fragment through and opens the way for the rest. */
+static __always_inline int frag_first_pass(const struct pkt_info *p)
+{
+	struct frag_value v = { .first_ns = bpf_ktime_get_ns() };
+	struct frag_key k = {};
 
-		/* The first packet sets the baseline; nothing changed yet. */
-		__builtin_memcpy(first.saddr, p->saddr, 16);
-		bpf_map_update_elem(&sa_peers, key, &first, BPF_NOEXIST);
-		return;
-	}
-	if (peer->sport == sport && addr_eq(peer->saddr, p->saddr))
-		return;
+	frag_key_of(&k, p);
+	bpf_map_update_elem(&wan_frags, &k, &v, BPF_ANY);
+	return verdict(WAN_PASS_FRAG, XDP_PASS);
+}
 
-	ev.spi = key->spi;
-	ev.old_sport = peer->sport;
-	ev.new_sport = sport;
-	__builtin_memcpy(ev.daddr, key->daddr, 16);
-	__builtin_memcpy(ev.old_saddr, peer->saddr, 16);
-	__builtin_memcpy(ev.new_saddr, p->saddr, 16);
-	__builtin_memcpy(peer->saddr, p->saddr, 16);
-	peer->sport = sport;
+static __always_inline int frag_later(const struct pkt_info *p)
+{
+	struct frag_value *v;
+	struct frag_key k = {};
 
-	now = bpf_ktime_get_ns();
-	gap = cfg && cfg->event_interval_ms ? cfg->event_interval_ms * NSEC_PER_MSEC
-					      : 1000 * NSEC_PER_MSEC;
-	if (peer->last_event_ns && now - peer->last_event_ns < gap) {
-		wan_count(WAN_EVENT_NAT_SUPPRESSED);
-		return;
-	}
-	peer->last_event_ns = now;
-	if (bpf_ringbuf_output(&wan_events, &ev, sizeof(ev), 0))
-		wan_count(WAN_EVENT_LOST);
-	else
-		wan_count(WAN_EVENT_NAT);
+	/* Other protocols are not the front door's to judge. */
+	if (p->l4proto != IPPROTO_ESP && p->l4proto != IPPROTO_UDP)
+		return verdict(WAN_PASS_FRAG, XDP_PASS);
+	frag_key_of(&k, p);
+	v = bpf_map_lookup_elem(&wan_frags, &k);
+	if (!v || bpf_ktime_get_ns() - v->first_ns > FRAG_TIMEOUT_NS)
+		return verdict(WAN_DROP_FRAG_ORPHAN, XDP_DROP);
+	return verdict(WAN_PASS_FRAG, XDP_PASS);
 }
 
 /* Picks a CPU for an xfrm SA: by the SPI alone (one CPU per SA, inner
@@ -144,9 +138,29 @@ static __always_inline int to_cpu(__u32 spi, __u32 seq, const struct wan_config 
 	return verdict(WAN_PASS_CPU_MISS, XDP_PASS);
 }
 
-/* ESP header at esp, len bytes of ESP according to the headers. */
+/* A first fragment of a known SA's ESP: the kernel reassembles for XFRM;
+ * the afxdp engine takes whole packets only. */
+static __always_inline int esp_frag(const struct pkt_info *p, const struct sa_value *sa)
+{
+	switch (sa->action) {
+	case SA_ACTION_AFXDP:
+		return verdict(WAN_DROP_FRAG, XDP_DROP);
+	case SA_ACTION_XFRM:
+	case SA_ACTION_PASS:
+		return frag_first_pass(p);
+	}
+	return verdict(WAN_DROP_BAD_ACTION, XDP_DROP);
+}
+
+/*
+ * ESP header at esp, len bytes of ESP according to the headers; in_udp
+ * when it came in UDP 4500. The SA must have been negotiated for that form,
+ * and raw ESP must come from the SA's peer, as the kernel's XFRM requires
+ * of its states. ESP-in-UDP may come from any source: a NAT may have moved
+ * the peer, which the data plane learns from packets whose ICV verified.
+ */
 static __always_inline int wan_esp(struct xdp_md *ctx, const struct pkt_info *p,
-				   __u8 *esp, __u32 len, __u16 sport)
+				   __u8 *esp, __u32 len, int in_udp)
 {
 	void *end = (void *)(long)ctx->data_end;
 	struct wan_config *cfg;
@@ -165,10 +179,14 @@ static __always_inline int wan_esp(struct xdp_md *ctx, const struct pkt_info *p,
 	sa = bpf_map_lookup_elem(&sa_in, &key);
 	if (!sa)
 		return verdict(WAN_DROP_UNKNOWN_SPI, XDP_DROP);
+	if (sa->encap != (in_udp ? SA_ENCAP_UDP : SA_ENCAP_NONE))
+		return verdict(WAN_DROP_ENCAP, XDP_DROP);
+	if (!in_udp && !addr_eq(sa->peer, p->saddr))
+		return verdict(WAN_DROP_PEER, XDP_DROP);
+	if (p->frag == FRAG_FIRST)
+		return esp_frag(p, sa);
 
 	cfg = bpf_map_lookup_elem(&wan_cfg, &zero);
-	track_peer(&key, p, sport, cfg);
-
 	switch (sa->action) {
 	case SA_ACTION_AFXDP:
 		/* Fail closed: no socket on this queue means drop. */
@@ -183,6 +201,7 @@ static __always_inline int wan_esp(struct xdp_md *ctx, const struct pkt_info *p,
 	return verdict(WAN_DROP_BAD_ACTION, XDP_DROP);
 }
 
+/* An IKE message (or a datagram's first fragment of one) for the daemon. */
 static __always_inline int wan_ike(const struct pkt_info *p, __u8 *ike, __u32 len,
 				   void *end, __u32 pass_counter)
 {
@@ -193,6 +212,8 @@ static __always_inline int wan_ike(const struct pkt_info *p, __u8 *ike, __u32 le
 		return verdict(WAN_DROP_MALFORMED, XDP_DROP);
 	if (ike_over_limit(p, ike, end, bpf_map_lookup_elem(&wan_cfg, &zero)))
 		return verdict(WAN_DROP_IKE_RATELIMIT, XDP_DROP);
+	if (p->frag == FRAG_FIRST)
+		return frag_first_pass(p);
 	return verdict(pass_counter, XDP_PASS);
 }
 
@@ -207,9 +228,14 @@ static __always_inline int wan_udp(struct xdp_md *ctx, const struct pkt_info *p)
 	if ((void *)(udp + 1) > end || p->l4len < sizeof(*udp))
 		return verdict(WAN_DROP_MALFORMED, XDP_DROP);
 	ulen = bpf_ntohs(udp->len);
+	if (ulen < sizeof(*udp))
+		return verdict(WAN_DROP_MALFORMED, XDP_DROP);
 	/* The UDP length, not the frame, bounds the payload: short frames
-	 * carry Ethernet padding. */
-	if (ulen < sizeof(*udp) || ulen > p->l4len)
+	 * carry Ethernet padding. A first fragment holds only the start of
+	 * the datagram its UDP length describes. */
+	if (p->frag == FRAG_FIRST)
+		ulen = p->l4len;
+	else if (ulen > p->l4len)
 		return verdict(WAN_DROP_MALFORMED, XDP_DROP);
 	plen = ulen - sizeof(*udp);
 	payload = (__u8 *)(udp + 1);
@@ -217,8 +243,11 @@ static __always_inline int wan_udp(struct xdp_md *ctx, const struct pkt_info *p)
 
 	if (dport == IKE_PORT)
 		return wan_ike(p, payload, plen, end, WAN_PASS_IKE);
-	if (dport != NATT_PORT)
+	if (dport != NATT_PORT) {
+		if (p->frag == FRAG_FIRST)
+			return frag_first_pass(p);
 		return verdict(WAN_PASS_OTHER, XDP_PASS);
+	}
 
 	/* RFC 3948: a single 0xFF is a keepalive, four zero bytes mark IKE,
 	 * anything else is an ESP header. */
@@ -233,7 +262,7 @@ static __always_inline int wan_udp(struct xdp_md *ctx, const struct pkt_info *p)
 		return verdict(WAN_DROP_MALFORMED, XDP_DROP);
 	if (payload[0] == 0 && payload[1] == 0 && payload[2] == 0 && payload[3] == 0)
 		return wan_ike(p, payload + 4, plen - 4, end, WAN_PASS_IKE_NATT);
-	return wan_esp(ctx, p, payload, plen, bpf_ntohs(udp->source));
+	return wan_esp(ctx, p, payload, plen, 1);
 }
 
 /*
@@ -248,13 +277,13 @@ __attribute__((noinline)) int wan_classify(struct xdp_md *ctx, struct pkt_info *
 
 	if (!p || p->l4off > L4OFF_MAX)
 		return verdict(WAN_DROP_MALFORMED, XDP_DROP);
-	if (p->frag != FRAG_NONE)
-		return verdict(WAN_PASS_FRAG, XDP_PASS);
+	if (p->frag == FRAG_LATER)
+		return frag_later(p);
 	if (p->l4proto == IPPROTO_ESP)
 		return wan_esp(ctx, p, data + p->l4off, p->l4len, 0);
 	if (p->l4proto == IPPROTO_UDP)
 		return wan_udp(ctx, p);
-	return verdict(WAN_PASS_OTHER, XDP_PASS);
+	return verdict(p->frag == FRAG_FIRST ? WAN_PASS_FRAG : WAN_PASS_OTHER, XDP_PASS);
 }
 
 SEC("xdp")
@@ -278,8 +307,8 @@ int xdp_wan(struct xdp_md *ctx)
 }
 
 /* Types bpf2go exports although no map names them. */
-XDPSEC_EXPORT_TYPE(struct, nat_event);
 XDPSEC_EXPORT_TYPE(enum, wan_counter);
 XDPSEC_EXPORT_TYPE(enum, sa_action);
+XDPSEC_EXPORT_TYPE(enum, sa_encap);
 
 char _license[] SEC("license") = "Dual BSD/GPL";

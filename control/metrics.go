@@ -262,6 +262,9 @@ func xdpDropReason(verdict string) string {
 		return "malformed"
 	case "drop_xsk_miss":
 		return "no_socket"
+	case "drop_peer":
+		// The engine's word for ESP from or to the wrong outer address.
+		return "address"
 	case "drop_ike_ratelimit":
 		return "ike_ratelimit"
 	case "drop_discard":

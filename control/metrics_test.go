@@ -54,8 +54,9 @@ func gather(t *testing.T, c prometheus.Collector) map[string]float64 {
 func TestDropsOneVocabulary(t *testing.T) {
 	dp := xdpDP{Dataplane: none.New(),
 		drops: map[string]uint64{"unknown_spi": 2, "replay": 1},
-		wan:   map[string]uint64{"drop_unknown_spi": 5, "drop_keepalive": 9, "drop_malformed": 1, "redirect_xsk": 100, "event_nat": 1},
-		lan:   map[string]uint64{"drop_xsk_miss": 3, "drop_ext_limit": 1, "mss_clamped": 4, "redirect_xsk": 50},
+		wan: map[string]uint64{"drop_unknown_spi": 5, "drop_keepalive": 9, "drop_malformed": 1, "redirect_xsk": 100,
+			"drop_peer": 2, "drop_encap": 1},
+		lan: map[string]uint64{"drop_xsk_miss": 3, "drop_ext_limit": 1, "mss_clamped": 4, "redirect_xsk": 50, "event_trap": 1},
 	}
 	got := gather(t, newDataplaneCollector(dp))
 	want := map[string]float64{
@@ -66,7 +67,9 @@ func TestDropsOneVocabulary(t *testing.T) {
 		"xdpsec_xdp_verdicts_total,interface=wan,verdict=drop_keepalive": 9,
 		"xdpsec_xdp_verdicts_total,interface=lan,verdict=redirect_xsk":   50,
 		"xdpsec_xdp_events_total,event=mss_clamped,interface=lan":        4,
-		"xdpsec_xdp_events_total,event=event_nat,interface=wan":          1,
+		"xdpsec_xdp_events_total,event=event_trap,interface=lan":         1,
+		"xdpsec_dataplane_drops_total,dataplane=none,reason=address":     2,
+		"xdpsec_dataplane_drops_total,dataplane=none,reason=encap":       1,
 		"xdpsec_afxdp_worker_events_total,event=csum_completed":          6,
 	}
 	for key, w := range want {

@@ -12,16 +12,6 @@ import (
 	"github.com/xdpsec/xdpsec/bpf"
 )
 
-// NATEvent says that the outer source of an inbound SA changed (NAT
-// rebinding, RFC 3948): replies must go to New.
-type NATEvent struct {
-	SPI uint32
-	// Dst is the SA's local outer address.
-	Dst netip.Addr
-	// Old and New are the outer sources; port 0 for raw ESP.
-	Old, New netip.AddrPort
-}
-
 // TrapEvent says that traffic matched a Protect policy without an SA: the
 // daemon should negotiate one.
 type TrapEvent struct {
@@ -64,31 +54,12 @@ func (r *EventReader[T]) SetDeadline(t time.Time) { r.rd.SetDeadline(t) }
 // Close interrupts a blocked Read and releases the reader.
 func (r *EventReader[T]) Close() error { return r.rd.Close() }
 
-// NATEvents opens a reader of xdp_wan's NAT rebinding events. Use one
-// reader per instance: the ring buffer hands each event to one reader.
-func (l *Loader) NATEvents() (*EventReader[NATEvent], error) {
-	return newEventReader(l.wan.WanEvents, decodeNAT)
-}
-
 // TrapEvents opens a reader of xdp_lan's trap events.
 func (l *Loader) TrapEvents() (*EventReader[TrapEvent], error) {
 	return newEventReader(l.lan.LanEvents, decodeTrap)
 }
 
 // The records are in host byte order, laid out as the bpf2go types.
-
-func decodeNAT(b []byte) (NATEvent, error) {
-	var e bpf.WanNatEvent
-	if _, err := binary.Decode(b, binary.NativeEndian, &e); err != nil {
-		return NATEvent{}, fmt.Errorf("loader: decode nat event: %w", err)
-	}
-	return NATEvent{
-		SPI: e.Spi,
-		Dst: netip.AddrFrom16(e.Daddr).Unmap(),
-		Old: netip.AddrPortFrom(netip.AddrFrom16(e.OldSaddr).Unmap(), e.OldSport),
-		New: netip.AddrPortFrom(netip.AddrFrom16(e.NewSaddr).Unmap(), e.NewSport),
-	}, nil
-}
 
 func decodeTrap(b []byte) (TrapEvent, error) {
 	var e bpf.LanTrapEvent

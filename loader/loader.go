@@ -206,7 +206,8 @@ func loadPinned(spec func() (*ebpf.CollectionSpec, error), objs any, dir string)
 	}
 	err = cs.LoadAndAssign(objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		return fmt.Errorf("maps pinned in %s are from an incompatible version; remove the instance (loader.Remove) first: %w", dir, err)
+		return fmt.Errorf("maps pinned in %s are from an incompatible xdpsec version, left by a daemon that did not stop cleanly; "+
+			"detach its XDP programs and delete that directory (loader.Remove does both), then start again: %w", dir, err)
 	}
 	var ve *ebpf.VerifierError
 	if errors.As(err, &ve) {
@@ -383,8 +384,8 @@ func removeInstance(dir string) error {
 
 func (l *Loader) maps() []*ebpf.Map {
 	return []*ebpf.Map{
-		l.wan.SaIn, l.wan.SaPeers, l.wan.WanXsks, l.wan.Cpus, l.wan.CpuSlots,
-		l.wan.WanCfg, l.wan.IkeRl, l.wan.WanCounters, l.wan.WanEvents,
+		l.wan.SaIn, l.wan.WanFrags, l.wan.WanXsks, l.wan.Cpus, l.wan.CpuSlots,
+		l.wan.WanCfg, l.wan.IkeRl, l.wan.WanCounters,
 		l.lan.Spd4, l.lan.Spd6, l.lan.LanXsks, l.lan.LanCfg, l.lan.TrapRl,
 		l.lan.LanCounters, l.lan.LanEvents,
 	}

@@ -42,18 +42,41 @@ func saKey(spi uint32, dst netip.Addr) (bpf.WanSaKey, error) {
 	return bpf.WanSaKey{Spi: spi, Daddr: dst.Unmap().As16()}, nil
 }
 
-// PutSA installs or replaces the inbound SA (spi, dst), dst being the
-// local outer address the peer sends to.
-func (l *Loader) PutSA(spi uint32, dst netip.Addr, action SAAction) error {
-	if !action.valid() {
-		return fmt.Errorf("loader: put sa: invalid action %d", action)
+// InboundSA is what xdp_wan knows of an inbound SA: enough to steer its
+// ESP and to refuse ESP in a form the SA was not negotiated in.
+type InboundSA struct {
+	SPI uint32
+	// Dst is the local outer address the peer sends to.
+	Dst netip.Addr
+	// Peer is the peer's outer address: raw ESP must come from it.
+	// ESP-in-UDP may come from anywhere (a NAT may rebind it); the data
+	// plane learns the new source from packets whose ICV verified.
+	Peer netip.Addr
+	// UDP says the SA was negotiated with UDP encapsulation (RFC 3948):
+	// its ESP arrives in UDP 4500, never raw.
+	UDP    bool
+	Action SAAction
+}
+
+// PutSA installs or replaces the inbound SA (sa.SPI, sa.Dst).
+func (l *Loader) PutSA(sa InboundSA) error {
+	if !sa.Action.valid() {
+		return fmt.Errorf("loader: put sa: invalid action %d", sa.Action)
 	}
-	k, err := saKey(spi, dst)
+	k, err := saKey(sa.SPI, sa.Dst)
 	if err != nil {
 		return fmt.Errorf("loader: put sa: %w", err)
 	}
-	if err := l.wan.SaIn.Put(&k, &bpf.WanSaValue{Action: uint32(action)}); err != nil {
-		return fmt.Errorf("loader: put sa %#08x: %w", spi, err)
+	if !sa.Peer.IsValid() || sa.Peer.Unmap().Is4() != sa.Dst.Unmap().Is4() {
+		return fmt.Errorf("loader: put sa %#08x: peer %v is not an address of the destination's family", sa.SPI, sa.Peer)
+	}
+	// As16 maps IPv4 into IPv6, which is how the programs see it.
+	v := bpf.WanSaValue{Action: uint32(sa.Action), Peer: sa.Peer.Unmap().As16()}
+	if sa.UDP {
+		v.Encap = uint8(bpf.WanSaEncapSA_ENCAP_UDP)
+	}
+	if err := l.wan.SaIn.Put(&k, &v); err != nil {
+		return fmt.Errorf("loader: put sa %#08x: %w", sa.SPI, err)
 	}
 	return nil
 }
@@ -71,8 +94,7 @@ func (l *Loader) SA(spi uint32, dst netip.Addr) (SAAction, error) {
 	return SAAction(v.Action), nil
 }
 
-// DeleteSA removes the inbound SA and its peer record; deleting an absent
-// SA is not an error, so make-before-break rekeys can retry freely.
+// DeleteSA removes the inbound SA; deleting an absent SA is not an error, so make-before-break rekeys can retry freely.
 func (l *Loader) DeleteSA(spi uint32, dst netip.Addr) error {
 	k, err := saKey(spi, dst)
 	if err != nil {
@@ -80,9 +102,6 @@ func (l *Loader) DeleteSA(spi uint32, dst netip.Addr) error {
 	}
 	if err := l.wan.SaIn.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("loader: delete sa %#08x: %w", spi, err)
-	}
-	if err := l.wan.SaPeers.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("loader: delete sa peer %#08x: %w", spi, err)
 	}
 	return nil
 }
@@ -106,21 +125,6 @@ func (l *Loader) ClearSAs() (int, error) {
 		}
 	}
 	return len(keys), nil
-}
-
-// SAPeer returns the outer source (address and UDP port; port 0 for raw
-// ESP) of the last packet of the inbound SA, or ErrNotFound before the
-// first one.
-func (l *Loader) SAPeer(spi uint32, dst netip.Addr) (netip.AddrPort, error) {
-	k, err := saKey(spi, dst)
-	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("loader: sa peer: %w", err)
-	}
-	var v bpf.WanSaPeer
-	if err := l.wan.SaPeers.Lookup(&k, &v); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("loader: sa peer %#08x: %w", spi, notFound(err))
-	}
-	return netip.AddrPortFrom(netip.AddrFrom16(v.Saddr).Unmap(), v.Sport), nil
 }
 
 func notFound(err error) error {
@@ -400,22 +404,11 @@ func (l *Loader) SetIKERateLimit(perSecond uint32) error {
 	return l.putWanConfig(c)
 }
 
-// SetEventIntervals sets the minimum gap between two NAT events of one SA
-// and between two trap events of one policy; 0 keeps the programs'
-// default of one second.
-func (l *Loader) SetEventIntervals(nat, trap time.Duration) error {
-	if nat < 0 || trap < 0 || nat.Milliseconds() > 1<<31 || trap.Milliseconds() > 1<<31 {
-		return fmt.Errorf("loader: event intervals %v, %v out of range", nat, trap)
-	}
-	l.cfgMu.Lock()
-	defer l.cfgMu.Unlock()
-	c, err := l.wanConfig()
-	if err != nil {
-		return err
-	}
-	c.EventIntervalMs = uint32(nat.Milliseconds())
-	if err := l.putWanConfig(c); err != nil {
-		return err
+// SetTrapInterval sets the minimum gap between two trap events of one
+// policy; 0 keeps the program's default of one second.
+func (l *Loader) SetTrapInterval(trap time.Duration) error {
+	if trap < 0 || trap.Milliseconds() > 1<<31 {
+		return fmt.Errorf("loader: trap interval %v out of range", trap)
 	}
 	lc := bpf.LanLanConfig{TrapIntervalMs: uint32(trap.Milliseconds())}
 	if err := l.lan.LanCfg.Put(uint32(0), &lc); err != nil {

@@ -31,7 +31,8 @@ func openDetached(t *testing.T) *Loader {
 func TestSAMethods(t *testing.T) {
 	ld := openDetached(t)
 	dst6 := netip.MustParseAddr("2001:db8::1")
-	if err := ld.PutSA(spiKnown, dst6, SAPass); err != nil {
+	peer6 := netip.MustParseAddr("2001:db8::2")
+	if err := ld.PutSA(InboundSA{SPI: spiKnown, Dst: dst6, Peer: peer6, UDP: true, Action: SAPass}); err != nil {
 		t.Fatal(err)
 	}
 	if a, err := ld.SA(spiKnown, dst6); err != nil || a != SAPass {
@@ -41,10 +42,7 @@ func TestSAMethods(t *testing.T) {
 	if _, err := ld.SA(spiKnown, gwWAN); !errors.Is(err, ErrNotFound) {
 		t.Errorf("SA at other address: %v, want ErrNotFound", err)
 	}
-	if _, err := ld.SAPeer(spiKnown, dst6); !errors.Is(err, ErrNotFound) {
-		t.Errorf("peer before traffic: %v, want ErrNotFound", err)
-	}
-	if err := ld.PutSA(spiKnown+1, gwWAN, SAXfrm); err != nil {
+	if err := ld.PutSA(InboundSA{SPI: spiKnown + 1, Dst: gwWAN, Peer: peerWAN, Action: SAXfrm}); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := ld.ClearSAs(); err != nil || n != 2 {
@@ -53,7 +51,7 @@ func TestSAMethods(t *testing.T) {
 	if _, err := ld.SA(spiKnown+1, gwWAN); !errors.Is(err, ErrNotFound) {
 		t.Errorf("SA after ClearSAs: %v", err)
 	}
-	if err := ld.PutSA(spiKnown, dst6, SAPass); err != nil {
+	if err := ld.PutSA(InboundSA{SPI: spiKnown, Dst: dst6, Peer: peer6, Action: SAPass}); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 2; i++ { // deleting twice is fine
@@ -65,10 +63,12 @@ func TestSAMethods(t *testing.T) {
 		t.Errorf("SA after delete: %v", err)
 	}
 	for _, bad := range []error{
-		ld.PutSA(0, gwWAN, SAAfXDP),
-		ld.PutSA(255, gwWAN, SAAfXDP),
-		ld.PutSA(spiKnown, netip.Addr{}, SAAfXDP),
-		ld.PutSA(spiKnown, gwWAN, 0),
+		ld.PutSA(InboundSA{SPI: 0, Dst: gwWAN, Peer: peerWAN, Action: SAAfXDP}),
+		ld.PutSA(InboundSA{SPI: 255, Dst: gwWAN, Peer: peerWAN, Action: SAAfXDP}),
+		ld.PutSA(InboundSA{SPI: spiKnown, Peer: peerWAN, Action: SAAfXDP}),
+		ld.PutSA(InboundSA{SPI: spiKnown, Dst: gwWAN, Peer: peerWAN}),
+		ld.PutSA(InboundSA{SPI: spiKnown, Dst: gwWAN, Action: SAAfXDP}),              // no peer
+		ld.PutSA(InboundSA{SPI: spiKnown, Dst: gwWAN, Peer: peer6, Action: SAAfXDP}), // families differ
 	} {
 		if bad == nil {
 			t.Error("invalid SA accepted")

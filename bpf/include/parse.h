@@ -58,6 +58,7 @@ struct pkt_info {
 	__u8 frag;     /* enum frag_kind */
 	__u8 is_v6;
 	__u8 pad;
+	__u32 frag_id; /* identification of a fragment's datagram */
 	__u8 saddr[16];
 	__u8 daddr[16];
 };
@@ -157,6 +158,7 @@ static __always_inline int parse_ipv4(void *data, void *pos, void *end,
 		p->frag = FRAG_LATER;
 	else if (frag & 0x2000)
 		p->frag = FRAG_FIRST;
+	p->frag_id = bpf_ntohs(ip->id);
 	p->l4off = pos + hlen - data;
 	p->l4len = tot - hlen;
 	p->l4proto = ip->protocol;
@@ -220,6 +222,7 @@ static __always_inline int parse_ipv6(void *data, void *pos, void *end,
 			if ((void *)(fh + 1) > end || len < sizeof(*fh))
 				return PARSE_MALFORMED;
 			off = bpf_ntohs(fh->frag_off);
+			p->frag_id = bpf_ntohl(fh->id);
 			next = fh->nexthdr;
 			pos = fh + 1;
 			len -= sizeof(*fh);

@@ -21,6 +21,7 @@
 #define XSK_MAX 256
 #define CPU_SLOTS_MAX 128
 #define IKE_RL_MAX 65536
+#define FRAG_MAX 8192
 #define EVENTS_SIZE (256 * 1024)
 
 /* What the WAN program does with ESP of a known inbound SA. */
@@ -36,31 +37,38 @@ struct sa_key {
 	__u8 daddr[16]; /* outer destination */
 };
 
+/* How the SA's ESP was negotiated to arrive: the kernel's XFRM checks the
+ * same (a state's encap type against the socket the packet came through). */
+enum sa_encap {
+	SA_ENCAP_NONE = 0, /* raw ESP, IP protocol 50 */
+	SA_ENCAP_UDP = 1,  /* ESP-in-UDP on port 4500 (RFC 3948) */
+};
+
 struct sa_value {
 	__u32 action; /* enum sa_action */
+	__u8 encap;   /* enum sa_encap */
+	__u8 pad[3];
+	/* The peer's outer address. Raw ESP must come from it; ESP-in-UDP may
+	 * come from anywhere before its ICV is checked, since a NAT may have
+	 * rebound it (the data plane learns that from authentic packets). */
+	__u8 peer[16];
 };
 
 /*
- * Outer source of the last packet seen for an inbound SA, written by the
- * WAN program. A change is a NAT rebinding (RFC 3948): the daemon must send
- * to the new address and port.
+ * Key of the fragment map: one IP datagram (RFC 791 / RFC 8200 say the
+ * addresses, the protocol and the identification name it).
  */
-struct sa_peer {
+struct frag_key {
 	__u8 saddr[16];
-	__u16 sport; /* host byte order; 0 for raw ESP */
-	__u16 pad;
-	__u32 pad2;
-	__u64 last_event_ns; /* rate limit of nat_event */
+	__u8 daddr[16];
+	__u32 id;    /* IPv4 identification or IPv6 fragment header id */
+	__u8 proto;  /* IPPROTO_* of the fragmented payload */
+	__u8 pad[3];
 };
 
-/* Ring-buffer record: the outer source of an SA changed. */
-struct nat_event {
-	__u32 spi;
-	__u16 old_sport;
-	__u16 new_sport;
-	__u8 daddr[16];
-	__u8 old_saddr[16];
-	__u8 new_saddr[16];
+/* A datagram whose first fragment the WAN program let through. */
+struct frag_value {
+	__u64 first_ns; /* when; older than FRAG_TIMEOUT_NS it is forgotten */
 };
 
 /* Runtime knobs of the WAN program: a single entry at index 0. */
@@ -69,8 +77,6 @@ struct wan_config {
 	__u32 ike_init_rate;
 	/* Number of valid entries of cpu_slots for SA_ACTION_XFRM. */
 	__u32 cpu_slots;
-	/* Minimum gap between two nat_events of one SA; 0 = 1000 ms. */
-	__u32 event_interval_ms;
 	/* 1: all of an SA's packets go to one CPU (hash of the SPI alone),
 	 * which keeps each SA's inner flows in order; 0: the sequence
 	 * number is hashed too, spreading one busy SA over every slot. */
@@ -96,7 +102,7 @@ struct ike_rl_value {
 enum wan_counter {
 	WAN_PASS_IKE = 0,          /* UDP 500 */
 	WAN_PASS_IKE_NATT,         /* UDP 4500 with the non-ESP marker */
-	WAN_PASS_FRAG,             /* IP fragments, for the stack to reassemble */
+	WAN_PASS_FRAG,             /* fragments the stack reassembles: of xfrm SAs, IKE, other traffic */
 	WAN_PASS_OTHER,            /* not IP, not ESP, not IKE */
 	WAN_PASS_SA,               /* known SA whose action is pass */
 	WAN_PASS_CPU_MISS,         /* xfrm SA but no CPU slot: the stack does it */
@@ -109,9 +115,10 @@ enum wan_counter {
 	WAN_DROP_IKE_RATELIMIT,    /* IKE_SA_INIT beyond the per-source rate */
 	WAN_DROP_EXT_LIMIT,        /* more IPv6 extension headers than parsed */
 	WAN_DROP_BAD_ACTION,       /* SA entry with an unknown action */
-	WAN_EVENT_NAT,             /* nat_event emitted */
-	WAN_EVENT_NAT_SUPPRESSED,  /* rebinding seen within the rate limit */
-	WAN_EVENT_LOST,            /* ring buffer full */
+	WAN_DROP_ENCAP,            /* ESP in a form its SA was not negotiated in */
+	WAN_DROP_PEER,             /* raw ESP from a source other than its SA's peer */
+	WAN_DROP_FRAG,             /* fragmented ESP of an afxdp SA: the engine does not reassemble */
+	WAN_DROP_FRAG_ORPHAN,      /* later ESP/UDP fragment whose first fragment was not let through */
 	WAN_COUNTER_MAX,
 };
 

@@ -19,13 +19,18 @@ struct {
 	__type(value, struct sa_value);
 } sa_in SEC(".maps");
 
-/* Last outer source per inbound SA; LRU so stale SAs cannot fill it. */
+/*
+ * Datagrams whose first fragment was let through, so that their later
+ * fragments (which carry no SPI or port) may follow it to the stack. LRU:
+ * a flood of first fragments evicts the oldest, whose later fragments are
+ * then dropped and counted, never passed unchecked.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, SA_MAX);
-	__type(key, struct sa_key);
-	__type(value, struct sa_peer);
-} sa_peers SEC(".maps");
+	__uint(max_entries, FRAG_MAX);
+	__type(key, struct frag_key);
+	__type(value, struct frag_value);
+} wan_frags SEC(".maps");
 
 /* AF_XDP sockets of the afxdp workers, by rx queue. */
 struct {
@@ -71,12 +76,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } wan_counters SEC(".maps");
-
-/* nat_event records for the daemon. */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, EVENTS_SIZE);
-} wan_events SEC(".maps");
 
 static __always_inline void wan_count(__u32 idx)
 {

@@ -220,7 +220,9 @@ func (d *Dataplane) AddSA(_ context.Context, sa offload.SA) error {
 		if err := d.sadb.Add(engine); err != nil {
 			return fmt.Errorf("add sa %08x: %w", sa.SPI, err)
 		}
-		if err := d.ld.PutSA(sa.SPI, sa.Dst, loader.SAAfXDP); err != nil {
+		if err := d.ld.PutSA(loader.InboundSA{
+			SPI: sa.SPI, Dst: sa.Dst, Peer: sa.Src, UDP: sa.Encap != nil, Action: loader.SAAfXDP,
+		}); err != nil {
 			d.sadb.Remove(sa.SPI)
 			return fmt.Errorf("add sa %08x: %w", sa.SPI, err)
 		}

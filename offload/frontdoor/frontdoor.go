@@ -148,7 +148,9 @@ func (d *Dataplane) AddSA(ctx context.Context, sa offload.SA) error {
 	if sa.Dir != offload.In {
 		return nil
 	}
-	if err := d.ld.PutSA(sa.SPI, sa.Dst, loader.SAXfrm); err != nil {
+	if err := d.ld.PutSA(loader.InboundSA{
+		SPI: sa.SPI, Dst: sa.Dst, Peer: sa.Src, UDP: sa.Encap != nil, Action: loader.SAXfrm,
+	}); err != nil {
 		return errors.Join(fmt.Errorf("frontdoor: %w", err), d.Dataplane.DelSA(ctx, sa.SPI, sa.Dir))
 	}
 	d.mu.Lock()
