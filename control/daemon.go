@@ -99,6 +99,9 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	}
 	d.metrics = newDaemonMetrics()
 	d.metrics.connections.Set(float64(len(cfg.Connections)))
+	for _, w := range config.Warnings(cfg) {
+		d.log.Warn(w)
+	}
 	return d, nil
 }
 

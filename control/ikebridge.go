@@ -404,6 +404,7 @@ func apiSAs(sas []ike.IKESAInfo, counters map[saCounterKey]offload.SACounters) [
 				BytesIn: in.Bytes, PacketsIn: in.Packets, BytesOut: outC.Bytes, PacketsOut: outC.Packets,
 				Offload:     offloadOf(in, outC),
 				Established: c.Established.UTC(), RekeyAt: c.RekeyAt.UTC(), Rekeys: c.Rekeys,
+				Reason: c.Reason, DownSince: c.DownSince.UTC(), RetryAt: c.RetryAt.UTC(), Attempts: c.Attempts,
 			})
 		}
 		out = append(out, a)

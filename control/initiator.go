@@ -18,21 +18,14 @@ import (
 const (
 	retryFirst = time.Second
 	retryMax   = 2 * time.Minute
-	// retryJitter is the largest part of a wait cut off at random, so
-	// that the connections of a gateway whose peer came back do not all
-	// retry in step.
-	retryJitter = 0.25
 )
 
 // retryDelay is the wait after the failures-th failure in a row: 1 s
-// doubling to retryMax, shortened by up to retryJitter; rnd returns a
-// number in [0, 1).
+// doubling to retryMax, shortened at random by up to a quarter so that the
+// connections of a gateway whose peer came back do not all retry in step;
+// rnd returns a number in [0, 1).
 func retryDelay(failures int, rnd func() float64) time.Duration {
-	d := retryMax
-	if failures <= 8 {
-		d = min(retryFirst<<max(failures-1, 0), retryMax)
-	}
-	return d - time.Duration(rnd()*retryJitter*float64(d))
+	return ike.Backoff(failures, retryFirst, retryMax, rnd)
 }
 
 // Initiation states as the API reports them.

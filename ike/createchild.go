@@ -298,6 +298,9 @@ func (t *createChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 	exch := message.ExchangeCreateChildSA.String()
 	if err != nil {
 		t.req.release(sa, t.cfg)
+		if !sa.gone {
+			sa.lostAttemptFailed(t.cfg.Name, err.Error())
+		}
 		return
 	}
 	a := collectChild(ps)
@@ -314,6 +317,7 @@ func (t *createChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 		e.stats.exchange(exch, true, resultOf(a.errN.NotifyType))
 		e.log.Warn("CHILD SA not created: peer refused it", sa.fields(zap.String("exchange", exch),
 			zap.String("child", t.cfg.Name), zap.Stringer("notify", a.errN.NotifyType))...)
+		sa.lostAttemptFailed(t.cfg.Name, fmt.Sprintf("peer sent %s to CREATE_CHILD_SA", a.errN.NotifyType))
 		return
 	}
 	c, err := t.req.accept(sa, t.cfg, a, t.cfg.Mode)
@@ -328,6 +332,7 @@ func (t *createChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 		t.req.release(sa, t.cfg)
 		e.stats.exchange(exch, true, ResultError)
 		e.log.Warn("CHILD SA not created", sa.fields(zap.String("exchange", exch), zap.String("child", t.cfg.Name), zap.Error(err))...)
+		sa.lostAttemptFailed(t.cfg.Name, err.Error())
 		// The peer installed its side: tell it to remove it again.
 		sa.enqueue(&deleteChildTask{c: &childSA{sa: ChildSA{Conn: sa.connName(), Child: t.cfg.Name, SPIIn: t.req.spi}, cfg: t.cfg}, reason: "not installed"})
 		return
@@ -429,12 +434,14 @@ func (t *rekeyChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 			e.log.Warn("peer does not know the CHILD SA we rekey (CHILD_SA_NOT_FOUND); removing it",
 				sa.fields(zap.String("child", old.sa.Child), zap.String("spi", fmt.Sprintf("%08x", old.sa.SPIIn)))...)
 			sa.dropChild(old)
+			sa.childLost(old, "the peer no longer knows it (CHILD_SA_NOT_FOUND)")
 		case n == message.NotifyTemporaryFailure:
 			e.log.Debug("peer is busy (TEMPORARY_FAILURE), rekeying later", sa.fields(zap.String("child", old.sa.Child))...)
 			if !old.removed && old.state == childInstalled {
 				sa.retryChildRekey(old)
 			}
 		default:
+			old.lastRefusal = fmt.Sprintf("last rekey refused: peer sent %s", n)
 			e.log.Warn("CHILD SA rekey refused by peer; trying again later", sa.fields(zap.String("child", old.sa.Child), zap.Stringer("notify", n))...)
 			if !old.removed && old.state == childInstalled {
 				sa.retryChildRekey(old)

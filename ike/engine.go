@@ -81,6 +81,9 @@ type Engine struct {
 	liveChildren map[string]int
 	restarting   map[string]*restart
 	acquiring    map[string]bool
+	// lost holds the children that went without a successor, by
+	// conn/child (see childloss.go).
+	lost map[string]*lostChild
 
 	// dropHook, set only by tests before Run, discards received datagrams
 	// to simulate loss.
@@ -194,6 +197,7 @@ func newEngine(opts Options) *Engine {
 		sas: map[uint64]*ikeSA{}, initIdx: map[initKey]*ikeSA{}, logLimit: newLogLimiter(),
 		contacts: map[contactKey]int{}, contactAddrs: map[contactAddrKey]int{},
 		liveChildren: map[string]int{}, restarting: map[string]*restart{}, acquiring: map[string]bool{},
+		lost:  map[string]*lostChild{},
 		probe: &routeProbe{fd4: -1, fd6: -1},
 	}
 }
@@ -361,6 +365,7 @@ func (e *Engine) SAs() []IKESAInfo {
 		}
 		sa.mu.Unlock()
 	}
+
 	slices.SortFunc(out, func(a, b IKESAInfo) int {
 		if a.Conn != b.Conn {
 			if a.Conn < b.Conn {
@@ -370,6 +375,17 @@ func (e *Engine) SAs() []IKESAInfo {
 		}
 		return a.Established.Compare(b.Established)
 	})
+	// A lost child shows under its connection's newest established IKE
+	// SA, the one that is to bring it back.
+	e.mu.Lock()
+	shown := map[string]bool{}
+	for i := len(out) - 1; i >= 0; i-- {
+		if out[i].State == stateEstablished.String() && !shown[out[i].Conn] {
+			shown[out[i].Conn] = true
+			out[i].Children = append(out[i].Children, e.lostInfoLocked(out[i].Conn)...)
+		}
+	}
+	e.mu.Unlock()
 	return out
 }
 

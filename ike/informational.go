@@ -86,6 +86,7 @@ func (sa *ikeSA) deleteChildren(spis []uint32) []uint32 {
 			sa.e.log.Info("peer deleted a CHILD SA", sa.fields(zap.String("child", c.sa.Child),
 				zap.String("spi", fmt.Sprintf("%08x", c.sa.SPIIn)))...)
 			sa.dropChild(c)
+			sa.childLost(c, "deleted by the peer")
 		}
 	}
 	return ours
@@ -97,6 +98,9 @@ func (sa *ikeSA) deleteChildren(spis []uint32) []uint32 {
 type deleteChildTask struct {
 	c      *childSA
 	reason string
+	// lost, when set, says why the child goes without a successor, for
+	// its connection to bring it back (childLost).
+	lost string
 }
 
 func (t *deleteChildTask) request(sa *ikeSA) (message.ExchangeType, []message.Payload, bool) {
@@ -120,6 +124,9 @@ func (t *deleteChildTask) response(sa *ikeSA, _ []message.Payload, err error) {
 		sa.retire(c)
 	case slicesContains(sa.children, c):
 		sa.dropChild(c)
+		if t.lost != "" {
+			sa.childLost(c, t.lost)
+		}
 	default:
 		// Never installed here: only its SPI reservation goes.
 		sa.deleteFromDataplane(c)

@@ -153,13 +153,23 @@ func (sa *ikeSA) queueChildRekey(c *childSA, why string) {
 }
 
 // hardExpire deletes a CHILD SA whose lifetime ran out unrekeyed.
+// The IKE timer and the data plane's limits on either SA all report the
+// same end: only the first counts.
 func (sa *ikeSA) hardExpire(c *childSA) {
-	if c.state == childRekeyed || c.retired {
+	if c.state == childRekeyed || c.retired || c.expiring {
 		return
 	}
+	c.expiring = true
 	sa.e.log.Warn("CHILD SA lifetime expired before it could be rekeyed; deleting it", sa.fields(zap.String("child", c.sa.Child),
-		zap.String("spi", fmt.Sprintf("%08x", c.sa.SPIIn)))...)
-	sa.enqueue(&deleteChildTask{c: c, reason: "expired"})
+		zap.String("spi", fmt.Sprintf("%08x", c.sa.SPIIn)), zap.String("last_rekey", orNone(c.lastRefusal)))...)
+	sa.enqueue(&deleteChildTask{c: c, reason: "expired", lost: "lifetime expired before a rekey succeeded"})
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none refused"
+	}
+	return s
 }
 
 // armIKETimers schedules the IKE SA's rekey and DPD.
@@ -277,6 +287,7 @@ func (sa *ikeSA) peerDead(exch message.ExchangeType, tries int, waited time.Dura
 func (e *Engine) childUp(conn, child string) {
 	e.mu.Lock()
 	e.liveChildren[conn+"\x00"+child]++
+	e.childBackLocked(conn, child)
 	e.mu.Unlock()
 }
 
@@ -436,6 +447,7 @@ func (e *Engine) Terminate(ctx context.Context, conn string) error {
 		return fmt.Errorf("terminate %q: no such connection", conn)
 	}
 	e.stopRestart(conn)
+	e.forgetLost(conn, "")
 	var waits []chan struct{}
 	found := false
 	for _, sa := range e.ofConn(conn) {
@@ -531,6 +543,9 @@ func (e *Engine) Acquire(conn, child string) {
 	}
 	if cfg == nil {
 		return
+	}
+	if retry := e.lostRetryAt(conn, child); time.Now().Before(retry) {
+		return // a lost child waits out its back-off, traffic or not
 	}
 	if sa := e.established(conn); sa != nil {
 		sa.mu.Lock()

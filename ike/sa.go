@@ -178,6 +178,11 @@ type childSA struct {
 	// retired: its removal after the grace period is scheduled;
 	// removed: it is out of the data plane.
 	retired, removed bool
+	// expiring: its hard lifetime ran out and its Delete is queued; the
+	// IKE timer and the data plane's limits on either SA all report it.
+	expiring bool
+	// lastRefusal is the peer's answer to its last refused rekey.
+	lastRefusal string
 }
 
 // timers are an SA's pending timers by purpose. Setting one stops the one
@@ -267,6 +272,7 @@ func (sa *ikeSA) info() IKESAInfo {
 			Name: c.sa.Child, State: c.state.String(), SPIIn: c.sa.SPIIn, SPIOut: c.sa.SPIOut,
 			Mode: c.sa.Mode.String(), Encap: c.sa.Encap, LocalTS: c.sa.LocalTS, RemoteTS: c.sa.RemoteTS,
 			Proposal: c.proposal, Established: c.sa.Established, RekeyAt: c.rekeyAt, Rekeys: c.rekeys,
+			Reason: c.lastRefusal,
 		})
 	}
 	return in

@@ -368,8 +368,9 @@ type IKESAInfo struct {
 // ChildInfo describes a CHILD SA for the operator.
 type ChildInfo struct {
 	// State is INSTALLED (in use), REKEYING (a rekey is under way),
-	// REKEYED (replaced, kept for late packets until deleted) or
-	// INBOUND (new, decrypting, not yet used for sending).
+	// REKEYED (replaced, kept for late packets until deleted), INBOUND
+	// (new, decrypting, not yet used for sending) or DOWN (lost; its
+	// connection brings it back, see childloss.go).
 	Name, State       string
 	SPIIn, SPIOut     uint32
 	Mode              string
@@ -382,4 +383,13 @@ type ChildInfo struct {
 	Established time.Time
 	RekeyAt     time.Time
 	Rekeys      int
+	// Reason says what is wrong with the child: why a DOWN one went (and
+	// why the last attempt to bring it back failed), or the peer's
+	// refusal of an installed one's last rekey. DownSince, RetryAt (zero
+	// while a fresh IKE SA is to bring it) and Attempts describe a DOWN
+	// child's return.
+	Reason    string
+	DownSince time.Time
+	RetryAt   time.Time
+	Attempts  int
 }

@@ -216,6 +216,11 @@ func printSAsAt(w io.Writer, sas []api.IKESA, now time.Time) error {
 		fmt.Fprintf(w, "  IKE SPIs %s_i %s_r, %s, established %s, rekey %s, %d rekeys\n", sa.SPIi, sa.SPIr, orDash(sa.Proposal),
 			ageText(now, sa.Established), untilText(now, sa.RekeyAt), sa.Rekeys)
 		for _, c := range sa.Children {
+			if c.State == "DOWN" {
+				fmt.Fprintf(w, "  %s: DOWN for %s: %s; next attempt %s, %d failed so far\n", c.Name, durationSince(now, c.DownSince),
+					c.Reason, nextAttemptText(now, c.RetryAt), c.Attempts)
+				continue
+			}
 			encap := "ESP"
 			if c.Encap {
 				encap = "ESP-in-UDP"
@@ -228,9 +233,21 @@ func printSAsAt(w io.Writer, sas []api.IKESA, now time.Time) error {
 			}
 			fmt.Fprintf(w, "    in %d bytes, %d packets; out %d bytes, %d packets%s\n", c.BytesIn, c.PacketsIn, c.BytesOut, c.PacketsOut, offloaded)
 			fmt.Fprintf(w, "    age %s, rekey %s, %d rekeys\n", durationSince(now, c.Established), untilText(now, c.RekeyAt), c.Rekeys)
+			if c.Reason != "" {
+				fmt.Fprintf(w, "    %s\n", c.Reason)
+			}
 		}
 	}
 	return nil
+}
+
+// nextAttemptText says when a lost child is tried again: "in 4s", or
+// "with the next IKE SA" while the connection is established afresh.
+func nextAttemptText(now, t time.Time) string {
+	if t.IsZero() {
+		return "with the next IKE SA"
+	}
+	return untilText(now, t)
 }
 
 // durationSince is how long ago t was, "-" when unknown.

@@ -133,7 +133,11 @@ func TestSAsLifecycle(t *testing.T) {
 			{Name: "net", State: "INSTALLED", Mode: "TUNNEL", Established: now.Add(-90 * time.Second),
 				RekeyAt: now.Add(50 * time.Minute), Rekeys: 3},
 			{Name: "net", State: "REKEYED", Mode: "TUNNEL", Established: now.Add(-time.Hour)},
-			{Name: "net", State: "REKEYING", Mode: "TUNNEL", Established: now.Add(-time.Hour), RekeyAt: now.Add(-time.Second)},
+			{Name: "net", State: "REKEYING", Mode: "TUNNEL", Established: now.Add(-time.Hour), RekeyAt: now.Add(-time.Second),
+				Reason: "last rekey refused: peer sent NO_PROPOSAL_CHOSEN"},
+			{Name: "dmz", State: "DOWN", Reason: "peer sent NO_PROPOSAL_CHOSEN to CREATE_CHILD_SA",
+				DownSince: now.Add(-30 * time.Second), RetryAt: now.Add(4 * time.Second), Attempts: 2},
+			{Name: "voice", State: "DOWN", Reason: "deleted by the peer", DownSince: now.Add(-time.Second)},
 		},
 	}}
 	var out bytes.Buffer
@@ -144,7 +148,9 @@ func TestSAsLifecycle(t *testing.T) {
 		"established 10m0s ago, rekey in 3h0m0s, 1 rekeys",
 		"    age 1m30s, rekey in 50m0s, 3 rekeys\n",
 		"    age 1h0m0s, rekey -, 0 rekeys\n",
-		"    age 1h0m0s, rekey due, 0 rekeys\n",
+		"    age 1h0m0s, rekey due, 0 rekeys\n    last rekey refused: peer sent NO_PROPOSAL_CHOSEN\n",
+		"  dmz: DOWN for 30s: peer sent NO_PROPOSAL_CHOSEN to CREATE_CHILD_SA; next attempt in 4s, 2 failed so far\n",
+		"  voice: DOWN for 1s: deleted by the peer; next attempt with the next IKE SA, 0 failed so far\n",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("sas output lacks %q:\n%s", want, out.String())
@@ -167,6 +173,11 @@ func TestSAsLifecycle(t *testing.T) {
 	}
 	if _, ok := raw[0]["children"].([]any)[1].(map[string]any)["rekey_at"]; ok {
 		t.Errorf("zero rekey_at printed: %s", js)
+	}
+	down := raw[0]["children"].([]any)[3].(map[string]any)
+	if down["state"] != "DOWN" || down["reason"] != "peer sent NO_PROPOSAL_CHOSEN to CREATE_CHILD_SA" ||
+		down["retry_at"] != "2026-11-27T06:00:04Z" || down["attempts"] != 2.0 || down["down_since"] != "2026-11-27T05:59:30Z" {
+		t.Errorf("sas --json DOWN child = %v", down)
 	}
 }
 

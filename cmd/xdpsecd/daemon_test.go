@@ -377,6 +377,10 @@ func TestDaemonRefusesToStart(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "is valid (1 connections") {
 			t.Errorf("exit %d: %s", code, out)
 		}
+		// esp_proposals [aes256gcm16] has no PFS group.
+		if !strings.Contains(out, "warning: connection site-b: esp_proposals [aes256gcm16] name no key exchange group") {
+			t.Errorf("--check does not warn of esp_proposals without PFS:\n%s", out)
+		}
 	})
 	t.Run("check-lists-every-problem", func(t *testing.T) {
 		d := newLabDir(t)

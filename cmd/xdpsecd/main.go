@@ -87,6 +87,9 @@ func runCheck(out io.Writer, path string) error {
 	}
 	fmt.Fprintf(out, "configuration %s is valid (%d connections, data plane %s)\n",
 		path, len(cfg.Connections), cfg.Dataplane.Mode)
+	for _, w := range config.Warnings(cfg) {
+		fmt.Fprintf(out, "warning: %s\n", w)
+	}
 	return nil
 }
 

@@ -150,6 +150,15 @@ type ChildSA struct {
 	Established time.Time `json:"established,omitzero"`
 	RekeyAt     time.Time `json:"rekey_at,omitzero"`
 	Rekeys      int       `json:"rekeys"`
+	// Reason says what is wrong: why a DOWN child went (and why the last
+	// attempt to bring it back failed), or the peer's refusal of an
+	// installed child's last rekey. DownSince, RetryAt (omitted while a
+	// fresh IKE SA is to bring it) and Attempts describe a DOWN child's
+	// return.
+	Reason    string    `json:"reason,omitempty"`
+	DownSince time.Time `json:"down_since,omitzero"`
+	RetryAt   time.Time `json:"retry_at,omitzero"`
+	Attempts  int       `json:"attempts,omitempty"`
 }
 
 // Stats is what `xdpsecctl stats` shows: the data plane's drops by reason,

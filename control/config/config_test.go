@@ -797,3 +797,31 @@ func TestHalfOpenLimitFollowsThreshold(t *testing.T) {
 		}
 	}
 }
+
+// TestWarningsNoPFS: esp_proposals without a key exchange group are valid
+// but fail against peers that require PFS, so --check says so, naming the
+// connection; one group anywhere in the list is enough.
+func TestWarningsNoPFS(t *testing.T) {
+	for _, tc := range []struct {
+		esp  string
+		warn bool
+	}{
+		{"[aes256gcm16]", true},
+		{"[aes256gcm16, aes128gcm16]", true},
+		{"[aes256gcm16-x25519]", false},
+		{"[aes256gcm16, aes256gcm16-ecp256]", false},
+	} {
+		data := strings.Replace(base, "    children:", "    esp_proposals: "+tc.esp+"\n    children:", 1)
+		cfg, err := Parse("w.yaml", []byte(data))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.esp, err)
+		}
+		w := Warnings(cfg)
+		if got := len(w) > 0; got != tc.warn {
+			t.Errorf("%s: warnings %q, want a warning: %v", tc.esp, w, tc.warn)
+		}
+		if tc.warn && (!strings.Contains(w[0], "connection "+cfg.Connections[0].Name) || !strings.Contains(w[0], "PFS")) {
+			t.Errorf("%s: warning %q names neither the connection nor PFS", tc.esp, w[0])
+		}
+	}
+}
