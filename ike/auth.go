@@ -170,8 +170,7 @@ func (sa *ikeSA) processAuthRequest(pk packet) {
 	conn := sa.pickConn(a)
 	if conn == nil {
 		if !e.rateLimited("auth identity " + sa.remote.Addr().String()) {
-			e.log.Warn(fmt.Sprintf("authentication failed for peer %s: no connection accepts identity %s", sa.remote, sa.peerID),
-				sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
+			e.log.Warn(sa.whyNoConn(a), sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
 		}
 		sa.respondError(pk, message.NotifyAuthenticationFailed, ResultAuthFailed)
 		sa.remove(errors.New("no matching connection"))
@@ -250,6 +249,40 @@ func (sa *ikeSA) pickConn(a authPayloads) *Conn {
 	return wild
 }
 
+// whyNoConn says what kept every connection from accepting the IKE_AUTH
+// request, in the terms of the configuration: when one accepts the peer's
+// identity but not the one it asks us to be (its IDr), that is the cause,
+// not the peer's identity.
+func (sa *ikeSA) whyNoConn(a authPayloads) string {
+	if a.idr != nil {
+		want := idOf(a.idr)
+		for _, c := range sa.candidates {
+			if !sa.e.connLive(c) || !sa.acceptsIKE(c) || c.LocalID.IsZero() || c.LocalID.Equal(want) {
+				continue
+			}
+			if c.RemoteID.IsZero() || c.RemoteID.Equal(sa.peerID) {
+				return fmt.Sprintf("authentication failed for peer %s: it asks for us as %s (its IDr), "+
+					"but connection %s has local_id %s", sa.remote, want, c.Name, c.LocalID)
+			}
+		}
+	}
+	return fmt.Sprintf("authentication failed for peer %s: no connection accepts identity %s", sa.remote, sa.peerID)
+}
+
+// refusedHint is what to check when the peer answers AUTHENTICATION_FAILED,
+// which never says why: our key, the identity we present, the one we ask
+// for, and with some peers (Libreswan, Windows) a connection that matches
+// no CHILD SA proposal or traffic selector of ours.
+func (sa *ikeSA) refusedHint() string {
+	asked := ""
+	if sa.conn != nil && !sa.conn.RemoteID.IsZero() {
+		asked = fmt.Sprintf(", that its local_id is %s (our remote_id, sent as IDr)", sa.conn.RemoteID)
+	}
+	return fmt.Sprintf("peer %s refused our authentication (AUTHENTICATION_FAILED) without saying why: "+
+		"check that the pre-shared keys match, that its remote_id accepts %s (our local_id)%s, "+
+		"and that its connection accepts our esp_proposals and traffic selectors", sa.remote, sa.localID, asked)
+}
+
 // acceptsIKE reports whether connection c would have accepted the proposal
 // negotiated in IKE_SA_INIT under another connection.
 func (sa *ikeSA) acceptsIKE(c *Conn) bool {
@@ -276,7 +309,7 @@ func (sa *ikeSA) processAuthResponse(pk packet) {
 	exch := message.ExchangeIKEAuth.String()
 	ps, err := sa.unprotect(pk.b)
 	if err != nil && !isInner(err) {
-		e.stats.drop(DropIntegrity)
+		sa.dropUnopened(err, pk.h.Exchange)
 		return
 	}
 	sa.completeRequest()
@@ -294,8 +327,7 @@ func (sa *ikeSA) processAuthResponse(pk packet) {
 			n = a.errN.NotifyType
 		}
 		if n == message.NotifyAuthenticationFailed {
-			e.log.Warn(fmt.Sprintf(authFailedMsg, sa.remote)+" (peer sent AUTHENTICATION_FAILED)",
-				sa.fields(zap.String("exchange", exch), zap.Stringer("notify", n))...)
+			e.log.Warn(sa.refusedHint(), sa.fields(zap.String("exchange", exch), zap.Stringer("notify", n))...)
 			e.stats.exchange(exch, true, ResultAuthFailed)
 		} else {
 			e.log.Warn("IKE_AUTH failed: peer sent an error", sa.fields(zap.String("exchange", exch), zap.Stringer("notify", n))...)
@@ -308,9 +340,9 @@ func (sa *ikeSA) processAuthResponse(pk packet) {
 	var authErr error
 	switch {
 	case !sa.conn.RemoteID.IsZero() && !sa.conn.RemoteID.Equal(sa.peerID):
-		authErr = fmt.Errorf("peer identified as %s, expected %s", sa.peerID, sa.conn.RemoteID)
+		authErr = fmt.Errorf("it identified as %s, but our remote_id is %s", sa.peerID, sa.conn.RemoteID)
 	case a.auth.Method != message.AuthSharedKeyMIC:
-		authErr = fmt.Errorf("peer authenticates with %s, we only accept pre-shared keys", a.auth.Method)
+		authErr = fmt.Errorf("it authenticates with %s, we only accept pre-shared keys", a.auth.Method)
 	default:
 		want, err := pskAuth(sa.prf, sa.conn.PSK, sa.initResp, sa.ni, sa.keys.SKpr, a.idr)
 		if err != nil || !hmac.Equal(want, a.auth.Data) {
@@ -318,8 +350,8 @@ func (sa *ikeSA) processAuthResponse(pk packet) {
 		}
 	}
 	if authErr != nil {
-		msg := fmt.Sprintf(authFailedMsg, sa.remote)
-		e.log.Warn(msg, sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID), zap.Error(authErr))...)
+		msg := fmt.Sprintf("authentication failed for peer %s: %v", sa.remote, authErr)
+		e.log.Warn(msg, sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
 		e.stats.exchange(exch, true, ResultAuthFailed)
 		// RFC 7296 2.21.2: tell the responder in an INFORMATIONAL.
 		if pkt, err := sa.protect(message.ExchangeInformational, sa.nextReqID, false,

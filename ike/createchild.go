@@ -88,6 +88,17 @@ func toWireChild(ps []proposal.Proposal, spi []byte) []message.Proposal {
 	return out
 }
 
+// offeredChild says what a CREATE_CHILD_SA of ours offered, for the
+// operator reading the peer's NO_PROPOSAL_CHOSEN: the proposals as sent,
+// and whether a key exchange (PFS) came with them.
+func offeredChild(cfg *Child, group uint16) string {
+	s := "we offered " + offerString(toWireChild(cfg.ESPProposals, nil))
+	if group == 0 {
+		return s + " without a key exchange: a peer that requires PFS refuses that"
+	}
+	return s + " with a " + message.KEGroup(group).String() + " key exchange"
+}
+
 // childKE picks the key exchange of an ESP proposal: none when we
 // configure none (and the peer allows NONE or offers nothing), else the
 // first of the peer's groups we configure.
@@ -316,7 +327,7 @@ func (t *createChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 		}
 		e.stats.exchange(exch, true, resultOf(a.errN.NotifyType))
 		e.log.Warn("CHILD SA not created: peer refused it", sa.fields(zap.String("exchange", exch),
-			zap.String("child", t.cfg.Name), zap.Stringer("notify", a.errN.NotifyType))...)
+			zap.String("child", t.cfg.Name), zap.Stringer("notify", a.errN.NotifyType), zap.String("offer", offeredChild(t.cfg, t.group)))...)
 		sa.lostAttemptFailed(t.cfg.Name, fmt.Sprintf("peer sent %s to CREATE_CHILD_SA", a.errN.NotifyType))
 		return
 	}
@@ -442,12 +453,17 @@ func (t *rekeyChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 			}
 		default:
 			old.lastRefusal = fmt.Sprintf("last rekey refused: peer sent %s", n)
-			e.log.Warn("CHILD SA rekey refused by peer; trying again later", sa.fields(zap.String("child", old.sa.Child), zap.Stringer("notify", n))...)
+			e.log.Warn("CHILD SA rekey refused by peer; trying again later", sa.fields(zap.String("child", old.sa.Child), zap.Stringer("notify", n),
+				zap.String("offer", offeredChild(old.cfg, t.group)))...)
 			if !old.removed && old.state == childInstalled {
 				sa.retryChildRekey(old)
 			}
 		}
-		t.finish(fmt.Errorf("peer sent %s", n))
+		if n == message.NotifyNoProposalChosen {
+			t.finish(fmt.Errorf("peer sent %s: %s", n, offeredChild(old.cfg, t.group)))
+		} else {
+			t.finish(fmt.Errorf("peer sent %s", n))
+		}
 		return
 	}
 	c, err := t.req.accept(sa, old.cfg, a, old.sa.Mode)
@@ -867,7 +883,12 @@ func (t *rekeyIKETask) response(sa *ikeSA, ps []message.Payload, err error) {
 			e.log.Warn("IKE SA rekey refused by peer; trying again later", sa.fields(zap.Stringer("notify", n))...)
 		}
 		retry()
-		t.finish(fmt.Errorf("peer sent %s", n))
+		if n == message.NotifyNoProposalChosen && sa.conn != nil {
+			t.finish(fmt.Errorf("peer sent %s: we offered %s with a %s key exchange", n,
+				offerString(toWire(sa.conn.IKEProposals, message.ProtocolIKE, nil)), message.KEGroup(t.group)))
+		} else {
+			t.finish(fmt.Errorf("peer sent %s", n))
+		}
 		return
 	}
 	ns, err := t.accept(sa, a)

@@ -51,7 +51,8 @@ func (sa *ikeSA) processInformationalRequest(pk packet) {
 	e.stats.exchange(message.ExchangeInformational.String(), false, ResultOK)
 	switch {
 	case authFail:
-		e.log.Warn("peer rejected our authentication (AUTHENTICATION_FAILED): pre-shared key mismatch?",
+		e.log.Warn(fmt.Sprintf("peer %s rejected our authentication (AUTHENTICATION_FAILED) without saying why: "+
+			"check that the pre-shared keys match and that its remote_id accepts %s (our local_id)", sa.remote, sa.localID),
 			sa.fields(zap.String("exchange", message.ExchangeInformational.String()))...)
 		sa.remove(errors.New("peer sent AUTHENTICATION_FAILED"))
 	case deleteIKE:

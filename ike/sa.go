@@ -126,6 +126,8 @@ type ikeSA struct {
 	// hold: the peer was found dead and the connection's dpd_action is
 	// hold, so its children get trap policies once they are gone.
 	hold bool
+	// fragmentsSeen: the peer's use of RFC 7383 fragments was logged.
+	fragmentsSeen bool
 }
 
 // childState is where a CHILD SA is in its life.
@@ -496,6 +498,9 @@ func (sa *ikeSA) protect(exch message.ExchangeType, id uint32, response bool, in
 var (
 	errNotProtected = errors.New("message is not protected")
 	errMalformed    = errors.New("malformed message")
+	// errFragmented: the message came in encrypted fragments (RFC 7383),
+	// which we neither announce nor reassemble.
+	errFragmented = errors.New("message in encrypted fragments")
 )
 
 // innerError is a failure to decode the payloads of an authentic message.
@@ -517,6 +522,9 @@ func (sa *ikeSA) unprotect(b []byte) ([]message.Payload, error) {
 	}
 	sk, ok := m.Encrypted().(*message.SK)
 	if !ok {
+		if _, frag := m.Encrypted().(*message.SKF); frag {
+			return nil, errFragmented
+		}
 		return nil, errNotProtected
 	}
 	aad := b[:len(b)-len(sk.Body)]
@@ -529,6 +537,25 @@ func (sa *ikeSA) unprotect(b []byte) ([]message.Payload, error) {
 		return nil, &innerError{err}
 	}
 	return ps, nil
+}
+
+// dropUnopened counts a message that did not open: a forgery or a
+// corrupted one (integrity), or one in encrypted fragments, which the
+// peer should not send since we never announced IKEV2_FRAGMENTATION_SUPPORTED.
+// Some peers send them anyway (strongSwan's fragmentation=force); that is
+// said once per IKE SA, for the exchange then never completes.
+func (sa *ikeSA) dropUnopened(err error, exch message.ExchangeType) {
+	if !errors.Is(err, errFragmented) {
+		sa.e.stats.drop(DropIntegrity)
+		return
+	}
+	sa.e.stats.drop(DropFragmented)
+	if !sa.fragmentsSeen {
+		sa.fragmentsSeen = true
+		sa.e.log.Info("peer sent an IKE message in encrypted fragments (RFC 7383), which we did not negotiate "+
+			"and do not reassemble: dropped; have the peer send whole messages (strongSwan: fragmentation = yes or no, not force)",
+			sa.fields(zap.Stringer("exchange", exch))...)
+	}
 }
 
 // openRequest authenticates and decodes a request. An unauthentic one is
@@ -548,7 +575,7 @@ func (sa *ikeSA) openRequest(pk packet) ([]message.Payload, bool) {
 		sa.e.stats.drop(DropMalformed)
 		return nil, false
 	default:
-		sa.e.stats.drop(DropIntegrity)
+		sa.dropUnopened(err, pk.h.Exchange)
 		return nil, false
 	}
 	sa.e.stats.drop(DropMalformed)
@@ -610,7 +637,7 @@ func (sa *ikeSA) handleResponse(pk packet) {
 	case message.ExchangeInformational, message.ExchangeCreateChildSA:
 		ps, err := sa.unprotect(pk.b)
 		if err != nil && !isInner(err) {
-			sa.e.stats.drop(DropIntegrity)
+			sa.dropUnopened(err, pk.h.Exchange)
 			return
 		}
 		sa.lastRecv = time.Now()

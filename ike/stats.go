@@ -18,10 +18,13 @@ const (
 	DropHalfOpenSourceLimit DropReason = "half_open_source_limit"
 	DropUnexpectedMsgID     DropReason = "unexpected_message_id"
 	DropIntegrity           DropReason = "integrity"
-	DropNonIKE              DropReason = "non_ike"    // ESP or keepalive on the NAT-T socket
-	DropUnexpected          DropReason = "unexpected" // a message the SA's state has no use for
-	DropInvalidKE           DropReason = "invalid_ke_value"
-	DropTooMany             DropReason = "too_many_retries"
+	// DropFragmented: an IKE message in encrypted fragments (RFC 7383),
+	// which we do not negotiate.
+	DropFragmented DropReason = "fragmented"
+	DropNonIKE     DropReason = "non_ike"    // ESP or keepalive on the NAT-T socket
+	DropUnexpected DropReason = "unexpected" // a message the SA's state has no use for
+	DropInvalidKE  DropReason = "invalid_ke_value"
+	DropTooMany    DropReason = "too_many_retries"
 	// DropResendRefused: a copy of a request whose response is cached,
 	// from another address than the request's and not authentic.
 	DropResendRefused DropReason = "resend_refused"

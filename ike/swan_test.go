@@ -180,7 +180,7 @@ func TestStrongSwanFailures(t *testing.T) {
 		xLog       []string
 	}{
 		{name: "psk/xdpsec-initiates", xInit: true, swPSK: "wrong-psk-0123456789", notify: "AUTHENTICATION_FAILED",
-			xLog: []string{"authentication failed for peer", "pre-shared key mismatch?"}},
+			xLog: []string{"refused our authentication (AUTHENTICATION_FAILED) without saying why", "pre-shared keys match"}},
 		{name: "psk/charon-initiates", swPSK: "wrong-psk-0123456789",
 			xLog: []string{"authentication failed for peer", "pre-shared key mismatch?"}},
 		{name: "ike-proposal/xdpsec-initiates", xInit: true, swIKE: "aes128-sha256-modp3072", notify: "NO_PROPOSAL_CHOSEN",

@@ -369,7 +369,7 @@ func TestWrongPSK(t *testing.T) {
 	if code == 0 || !strings.Contains(out, "AUTHENTICATION_FAILED") {
 		t.Fatalf("xdpsecctl up with a wrong PSK: exit %d: %s", code, out)
 	}
-	a.waitLog(t, "authentication failed")
+	a.waitLog(t, "refused our authentication (AUTHENTICATION_FAILED) without saying why", "pre-shared keys match")
 	b.waitLog(t, "authentication failed", "pre-shared key mismatch?")
 	for _, d := range []labDir{dA, dB} {
 		deadline := time.Now().Add(5 * time.Second)

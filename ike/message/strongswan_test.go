@@ -168,8 +168,21 @@ func TestSummaries(t *testing.T) {
 	if got := m.String(); got != "IKE_AUTH response 1 [ SKF(2/3) ]" {
 		t.Errorf("summary %q", got)
 	}
-	if got := (Transform{Type: 9, ID: 4}).String(); got != "TransformType(9)/4" {
-		t.Errorf("unknown transform %q", got)
+	// Types we do not implement still print by their registry names:
+	// RFC 9370's additional key exchanges name their method.
+	for _, tc := range []struct {
+		tr   Transform
+		want string
+	}{
+		{Transform{Type: 6, ID: 36}, "ADDKE1/ML_KEM_768"},
+		{Transform{Type: 12, ID: 37}, "ADDKE7/ML_KEM_1024"},
+		{Transform{Type: 9, ID: 35}, "ADDKE4/ML_KEM_512"},
+		{Transform{Type: TransformKE, ID: 36}, "ML_KEM_768"},
+		{Transform{Type: 13, ID: 4}, "TransformType(13)/4"},
+	} {
+		if got := tc.tr.String(); got != tc.want {
+			t.Errorf("transform %d/%d prints %q, want %q", tc.tr.Type, tc.tr.ID, got, tc.want)
+		}
 	}
 }
 

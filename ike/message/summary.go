@@ -20,6 +20,10 @@ func (t Transform) String() string {
 		s = KEGroup(t.ID).String()
 	case TransformESN:
 		s = ESNID(t.ID).String()
+	case TransformADDKE1, TransformADDKE1 + 1, TransformADDKE1 + 2, TransformADDKE1 + 3, TransformADDKE1 + 4,
+		TransformADDKE1 + 5, TransformADDKE7:
+		// "ADDKE1/ML_KEM_768": which exchange, and its method.
+		s = t.Type.String() + "/" + KEGroup(t.ID).String()
 	default:
 		s = t.Type.String() + "/" + strconv.Itoa(int(t.ID))
 	}

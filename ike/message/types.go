@@ -134,6 +134,10 @@ const (
 	TransformINTEG TransformType = 3
 	TransformKE    TransformType = 4 // Key exchange method, called D-H in RFC 7296.
 	TransformESN   TransformType = 5
+	// TransformADDKE1 to TransformADDKE7 are the additional key exchanges
+	// of RFC 9370 (types 6 to 12); their IDs are key exchange methods.
+	TransformADDKE1 TransformType = 6
+	TransformADDKE7 TransformType = 12
 )
 
 // String returns the registry name, or TransformType(n) for unassigned values.
@@ -149,6 +153,9 @@ func (t TransformType) String() string {
 		return "KE"
 	case TransformESN:
 		return "ESN"
+	}
+	if t >= TransformADDKE1 && t <= TransformADDKE7 {
+		return "ADDKE" + strconv.Itoa(int(t-TransformADDKE1)+1)
 	}
 	return "TransformType(" + strconv.Itoa(int(t)) + ")"
 }
@@ -297,6 +304,12 @@ const (
 	GroupMODP2048S256 KEGroup = 24
 	GroupCurve25519   KEGroup = 31
 	GroupCurve448     KEGroup = 32
+	GroupGOST256      KEGroup = 33
+	GroupGOST512      KEGroup = 34
+	// ML-KEM (FIPS 203), for IKE_INTERMEDIATE's additional key exchanges.
+	GroupMLKEM512  KEGroup = 35
+	GroupMLKEM768  KEGroup = 36
+	GroupMLKEM1024 KEGroup = 37
 )
 
 // String returns the registry name, or KEGroup(n) for unassigned values.
@@ -336,6 +349,16 @@ func (t KEGroup) String() string {
 		return "CURVE25519"
 	case GroupCurve448:
 		return "CURVE448"
+	case GroupGOST256:
+		return "GOST3410_2012_256"
+	case GroupGOST512:
+		return "GOST3410_2012_512"
+	case GroupMLKEM512:
+		return "ML_KEM_512"
+	case GroupMLKEM768:
+		return "ML_KEM_768"
+	case GroupMLKEM1024:
+		return "ML_KEM_1024"
 	}
 	return "KEGroup(" + strconv.Itoa(int(t)) + ")"
 }
