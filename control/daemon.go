@@ -470,8 +470,9 @@ func (d *Daemon) Rekey(ctx context.Context, conn, child string) error {
 
 // dataplaneEvents hands the data plane's events to the engine until ctx
 // ends or the data plane closes its channel: soft expiries rekey, hard
-// ones delete the child, acquires negotiate a trapped child. Events are
-// rare (per SA lifetime or trapped flow), so each is logged at debug.
+// ones delete the child, acquires negotiate a trapped child, a moved peer
+// is reported. Events are rare (per SA lifetime, trapped flow or NAT
+// rebinding), so each is logged at debug, a moved peer at info.
 func (d *Daemon) dataplaneEvents(ctx context.Context) {
 	events := d.dp.Events()
 	for {
@@ -498,6 +499,13 @@ func (d *Daemon) handleEvent(ev offload.Event) {
 	case offload.Acquire:
 		log.Debug("acquire", zap.Stringer("src", ev.Src), zap.Stringer("dst", ev.Dst))
 		d.engine.Acquire(ev.Conn, ev.Child)
+	case offload.PeerMoved:
+		// Worth an operator's eye: traffic from the peer now arrives from
+		// elsewhere while ours still goes where it was negotiated. Updating
+		// the IKE SA (RFC 7296 2.23) is not done yet.
+		log.Info("peer's outer address changed (NAT rebinding), learnt from authenticated ESP; "+
+			"the child's outbound SA keeps sending to the negotiated address until the IKE SA is updated",
+			zap.String("spi", fmt.Sprintf("%08x", ev.SPI)), zap.Stringer("peer", ev.Peer))
 	default:
 		log.Debug("unknown data plane event", zap.Uint8("kind", uint8(ev.Kind)))
 	}

@@ -193,7 +193,7 @@ type Stats struct {
 	// direction; data planes that count nothing leave it empty.
 	Children []ChildCounters
 	// Drops counts packets dropped by reason: unknown_spi, replay, auth,
-	// selector, malformed, no_route, mtu.
+	// selector, malformed, encap, address, no_route, mtu.
 	Drops map[string]uint64
 }
 
@@ -209,6 +209,9 @@ const (
 	// Acquire: traffic hit a trap policy; the control plane should
 	// negotiate the child.
 	Acquire
+	// PeerMoved: the peer's outer address or port of an SA changed (NAT
+	// rebinding), learnt from authenticated ESP; Event.Peer is the new one.
+	PeerMoved
 )
 
 // Event is something a data plane asks the control plane to act on.
@@ -219,6 +222,8 @@ type Event struct {
 	Dir         Direction
 	// Src, Dst describe the packet that triggered an Acquire.
 	Src, Dst netip.Addr
+	// Peer is the peer's new outer address and port (PeerMoved only).
+	Peer netip.AddrPort
 }
 
 // CheckSuperseded applies DelPolicy's rule to a request p and the

@@ -203,9 +203,16 @@ func (d *Dataplane) AddSA(_ context.Context, sa offload.SA) error {
 	ident := offload.Event{Conn: sa.Conn, Child: sa.Child, SPI: sa.SPI, Dir: sa.Dir}
 	c.Notify = func(ev esp.Event) {
 		e := ident
-		e.Kind = offload.HardExpire
-		if ev.Kind == esp.EventSoft {
+		switch ev.Kind {
+		case esp.EventSoft:
 			e.Kind = offload.SoftExpire
+		case esp.EventHard, esp.EventSeqOverflow:
+			e.Kind = offload.HardExpire
+		case esp.EventPeerMoved:
+			e.Kind, e.Peer = offload.PeerMoved, ev.Peer
+		default:
+			// A kind added to the engine but not here is not guessed at.
+			return
 		}
 		d.emit(e)
 	}

@@ -3,6 +3,7 @@ package esp
 import (
 	"crypto/hmac"
 	"encoding/binary"
+	"net/netip"
 )
 
 // locate finds the ESP header in the outer packet pkt, raw or in UDP. It
@@ -116,8 +117,17 @@ func (w *Worker) decrypt(sa *SA, p *Packet, espOff, ipLen, n int) Verdict {
 	if sa.dead.Load() {
 		return sa.drop(DropExpired)
 	}
-	t := sa.t
 	pkt := p.Buf[p.Off : p.Off+n]
+	// Before the replay check and the ICV, which cost more.
+	if v := sa.checkArrival(pkt, espOff != ipLen); v != Accept {
+		return sa.drop(v)
+	}
+	var src netip.AddrPort
+	if sa.learns {
+		// Read now: transport mode rebuilds the IP header over the UDP one.
+		src = outerSource(pkt, ipLen)
+	}
+	t := sa.t
 	esp := pkt[espOff:]
 	ctLen := len(esp) - espHeaderLen - t.ivLen - t.icvLen
 	if ctLen < 2 || ctLen%t.align != 0 {
@@ -129,33 +139,16 @@ func (w *Worker) decrypt(sa *SA, p *Packet, espOff, ipLen, n int) Verdict {
 	}
 	ctOff := espHeaderLen + t.ivLen
 	pt := esp[ctOff : ctOff+ctLen]
-	if t.aead != nil {
-		copy(w.nonce[:saltLen], t.salt[:])
-		copy(w.nonce[saltLen:], esp[8:16])
-		ct := esp[ctOff:]
-		if _, err := t.aead.Open(ct[:0], w.nonce[:], ct, w.aadFor(sa, esp, seq)); err != nil {
-			return sa.drop(DropAuth)
-		}
-	} else {
-		s := sa.cbcPool.Get().(*cbcState)
-		s.mac.Reset()
-		s.mac.Write(esp[:len(esp)-t.icvLen])
-		if sa.esn {
-			binary.BigEndian.PutUint32(s.hi[:], uint32(seq>>32))
-			s.mac.Write(s.hi[:])
-		}
-		if !hmac.Equal(s.mac.Sum(s.sum[:0])[:t.icvLen], esp[len(esp)-t.icvLen:]) {
-			sa.cbcPool.Put(s)
-			return sa.drop(DropAuth)
-		}
-		s.dvSet.SetIV(esp[8:ctOff])
-		s.dec.CryptBlocks(pt, pt)
-		sa.cbcPool.Put(s)
+	if !w.open(sa, esp, pt, seq) {
+		return sa.drop(DropAuth)
 	}
 	// The window moves only for authentic packets (RFC 4303 3.4.3).
 	if !sa.replay.update(seq) {
 		return sa.drop(DropReplay)
 	}
+	// Only the newest packet may move the peer, so that one delayed from
+	// before a rebinding does not move it back.
+	newest := sa.learns && sa.replay.top.Load() == seq
 
 	padLen := int(pt[ctLen-2])
 	nh := pt[ctLen-1]
@@ -172,48 +165,152 @@ func (w *Worker) decrypt(sa *SA, p *Packet, espOff, ipLen, n int) Verdict {
 		return sa.drop(DropDummy)
 	}
 	dataOff := p.Off + espOff + ctOff // of data in p.Buf
-
 	var out []byte
 	if sa.mode == Tunnel {
-		var ok bool
-		if data, ok = innerPacket(data, nh); !ok {
-			return sa.drop(DropMalformed)
+		var v Verdict
+		if out, v = tunnelInner(pkt, data, nh); v != Accept {
+			return sa.drop(v)
 		}
-		// A not-ECT outer header, the common case, never changes the inner.
-		if outer := trafficClass(pkt) & 3; outer != ecnNotECT {
-			inner := trafficClass(data) & 3
-			ecn, ok := decapECN(inner, outer)
-			if !ok {
-				return sa.drop(DropECN)
-			}
-			if ecn != inner && nh == protoIPv4 {
-				setECNv4(data, ecn)
-			} else if ecn != inner {
-				setTrafficClassV6(data, trafficClass(data)&^3|ecn)
-			}
-		}
-		out = data
-		p.Off, p.Len = dataOff, len(data)
+		p.Off, p.Len = dataOff, len(out)
 	} else {
-		// Put the outer IP header back in front of the payload.
-		start := dataOff - ipLen
-		out = p.Buf[start : dataOff+len(data)]
-		copy(out, pkt[:ipLen])
-		if ipLen == ipv6HeaderLen && out[0]>>4 == 6 {
-			out[6] = nh
-			binary.BigEndian.PutUint16(out[4:6], uint16(len(out)-ipv6HeaderLen))
-		} else {
-			out[9] = nh
-			binary.BigEndian.PutUint16(out[2:4], uint16(len(out)))
-			setIPv4Checksum(out[:ipLen])
-		}
-		p.Off, p.Len = start, len(out)
+		out = transportPacket(p, pkt[:ipLen], dataOff, len(data), nh)
 	}
 	if !sa.selected(out) {
 		return sa.drop(DropSelector)
 	}
 	sa.account(&sa.packetsIn, &sa.bytesIn, len(out))
+	// A NAT rebinding is learnt from accepted packets only: the outer
+	// header is not covered by the ICV, anyone can send a forged one.
+	if newest && *sa.peer.Load() != src {
+		sa.learnPeer(src)
+	}
 	return Accept
+}
+
+// open verifies the ICV of the ESP packet esp with the full sequence number
+// seq and decrypts its ciphertext pt in place.
+func (w *Worker) open(sa *SA, esp, pt []byte, seq uint64) bool {
+	t := sa.t
+	ctOff := espHeaderLen + t.ivLen
+	if t.aead != nil {
+		copy(w.nonce[:saltLen], t.salt[:])
+		copy(w.nonce[saltLen:], esp[8:16])
+		ct := esp[ctOff:]
+		_, err := t.aead.Open(ct[:0], w.nonce[:], ct, w.aadFor(sa, esp, seq))
+		return err == nil
+	}
+	s := sa.cbcPool.Get().(*cbcState)
+	s.mac.Reset()
+	s.mac.Write(esp[:len(esp)-t.icvLen])
+	if sa.esn {
+		binary.BigEndian.PutUint32(s.hi[:], uint32(seq>>32))
+		s.mac.Write(s.hi[:])
+	}
+	ok := hmac.Equal(s.mac.Sum(s.sum[:0])[:t.icvLen], esp[len(esp)-t.icvLen:])
+	if ok {
+		s.dvSet.SetIV(esp[8:ctOff])
+		s.dec.CryptBlocks(pt, pt)
+	}
+	sa.cbcPool.Put(s)
+	return ok
+}
+
+// tunnelInner returns the inner packet of a tunnel-mode payload data with
+// the ECN field the outer packet pkt gives it (RFC 6040).
+func tunnelInner(pkt, data []byte, nh uint8) ([]byte, Verdict) {
+	data, ok := innerPacket(data, nh)
+	if !ok {
+		return nil, DropMalformed
+	}
+	// A not-ECT outer header, the common case, never changes the inner.
+	if outer := trafficClass(pkt) & 3; outer != ecnNotECT {
+		inner := trafficClass(data) & 3
+		ecn, ok := decapECN(inner, outer)
+		if !ok {
+			return nil, DropECN
+		}
+		if ecn != inner && nh == protoIPv4 {
+			setECNv4(data, ecn)
+		} else if ecn != inner {
+			setTrafficClassV6(data, trafficClass(data)&^3|ecn)
+		}
+	}
+	return data, Accept
+}
+
+// transportPacket puts the outer IP header hdr back in front of the n
+// payload bytes at dataOff in p.Buf, with next header nh, and moves p to
+// the result.
+func transportPacket(p *Packet, hdr []byte, dataOff, n int, nh uint8) []byte {
+	ipLen := len(hdr)
+	start := dataOff - ipLen
+	out := p.Buf[start : dataOff+n]
+	copy(out, hdr)
+	if ipLen == ipv6HeaderLen && out[0]>>4 == 6 {
+		out[6] = nh
+		binary.BigEndian.PutUint16(out[4:6], uint16(len(out)-ipv6HeaderLen))
+	} else {
+		out[9] = nh
+		binary.BigEndian.PutUint16(out[2:4], uint16(len(out)))
+		setIPv4Checksum(out[:ipLen])
+	}
+	p.Off, p.Len = start, len(out)
+	return out
+}
+
+// checkArrival refuses a packet that came in another form than the SA was
+// negotiated in: raw ESP for a UDP-encapsulated SA or ESP-in-UDP for a raw
+// one, a destination other than our address, or raw ESP from another
+// source than the peer's. The ICV covers none of these, so a valid packet
+// copied into another form would otherwise be accepted. A UDP SA takes any
+// source: NAT rebinding moves it (learnPeer).
+func (sa *SA) checkArrival(pkt []byte, udp bool) Verdict {
+	if udp != sa.encap {
+		return DropEncap
+	}
+	if !sa.addrs {
+		return Accept
+	}
+	// Fixed-size compares: a word or two each, no call.
+	if sa.v6 {
+		if pkt[0]>>4 != 6 || [16]byte(pkt[24:40]) != sa.local ||
+			(!udp && [16]byte(pkt[8:24]) != sa.remote) {
+			return DropAddress
+		}
+	} else if pkt[0]>>4 != 4 || [4]byte(pkt[16:20]) != [4]byte(sa.local[:4]) ||
+		(!udp && [4]byte(pkt[12:16]) != [4]byte(sa.remote[:4])) {
+		return DropAddress
+	}
+	return Accept
+}
+
+// outerSource returns the outer source address and UDP source port of an
+// ESP-in-UDP packet pkt whose IP header is ipLen bytes.
+func outerSource(pkt []byte, ipLen int) netip.AddrPort {
+	port := binary.BigEndian.Uint16(pkt[ipLen : ipLen+2])
+	if pkt[0]>>4 == 6 {
+		return netip.AddrPortFrom(netip.AddrFrom16([16]byte(pkt[8:24])), port)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte(pkt[12:16])), port)
+}
+
+// learnPeer makes src, where an accepted packet came from, the peer and
+// reports the change once, however many workers see it at once. Only a
+// change allocates; the caller skips the unchanged case.
+func (sa *SA) learnPeer(src netip.AddrPort) {
+	for {
+		cur := sa.peer.Load()
+		if *cur == src {
+			return
+		}
+		next := src
+		if sa.peer.CompareAndSwap(cur, &next) {
+			if sa.notify != nil {
+				sa.notify(Event{SPI: sa.spi, Kind: EventPeerMoved, Peer: src})
+			}
+			return
+		}
+	}
 }
 
 // innerPacket validates the IP packet that a tunnel carried and cuts off

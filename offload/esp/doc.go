@@ -14,6 +14,11 @@
 // outer IP packet and moves the Packet to cover the inner packet (tunnel
 // mode) or the reconstructed transport-mode packet. Neither allocates.
 //
+// Decrypt takes an SA's packets only in the form it was negotiated in, raw
+// or in UDP, and only to its local address and, raw, from its peer's: the
+// ICV does not cover the outer headers. The peer of a UDP-encapsulated SA
+// follows NAT rebinding, learnt from accepted packets only (EventPeerMoved).
+//
 // In tunnel mode the outer header gets the SA's TTL (64 by default) and
 // copies DSCP, ECN (RFC 6040 normal mode) and, from IPv4, DF from the inner
 // header; decapsulation leaves the inner TTL and DSCP alone (forwarding

@@ -23,10 +23,12 @@ func fuzzConfig(encap bool) Config {
 	return c
 }
 
-// FuzzDecrypt feeds arbitrary bytes to Decrypt with a valid SA. Besides not
-// panicking, the verdict must agree with an independent ICV check done with
-// the bare AEAD: only authentic packets may be accepted, and authentic
-// packets are never refused as forgeries.
+// FuzzDecrypt feeds arbitrary bytes to Decrypt with a valid inbound SA, raw
+// or UDP-encapsulated. Besides not panicking, the verdict must agree with
+// independent checks: a packet in the other form, to another address or,
+// raw, from another peer is refused as such; otherwise only authentic
+// packets may be accepted, authentic packets are never refused as
+// forgeries, and an accepted ESP-in-UDP packet makes its source the peer.
 func FuzzDecrypt(f *testing.F) {
 	w := NewWorker()
 	for _, encap := range []bool{false, true} {
@@ -38,20 +40,24 @@ func FuzzDecrypt(f *testing.F) {
 				if w.Encrypt(out, p) != Accept {
 					f.Fatal("seed encrypt failed")
 				}
-				f.Add(append([]byte(nil), p.Bytes()...))
+				f.Add(append([]byte(nil), p.Bytes()...), encap)
+				f.Add(append([]byte(nil), p.Bytes()...), !encap)
 			}
 		}
 	}
-	f.Add([]byte{0x45})
-	f.Add(make([]byte, 60))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		in := mustSA(t, fuzzConfig(false))
+	f.Add([]byte{0x45}, false)
+	f.Add(make([]byte, 60), true)
+	f.Fuzz(func(t *testing.T, data []byte, encap bool) {
+		c := inbound(fuzzConfig(encap))
+		var events []Event
+		c.Notify = func(e Event) { events = append(events, e) }
+		in := mustSA(t, c)
 		p := newPacket(data)
 		r := w.Decrypt(in, p)
 		if p.Off < 0 || p.Len < 0 || p.Off+p.Len > len(p.Buf) {
 			t.Fatalf("packet out of its buffer: off %d len %d", p.Off, p.Len)
 		}
-		espOff, _, n, ok := locate(data)
+		espOff, ipLen, n, ok := locate(data)
 		switch {
 		case !ok:
 			if r != DropMalformed {
@@ -64,20 +70,55 @@ func FuzzDecrypt(f *testing.F) {
 			}
 			return
 		}
-		authentic := oracleOpen(in, data[espOff:n])
+		udp := espOff != ipLen
+		src, dst := fuzzOuter(data)
 		switch {
-		case r == Accept && !authentic:
-			t.Fatal("forgery accepted")
-		case r == Accept:
-			if _, ok := innerPacket(p.Bytes(), map[uint8]uint8{4: protoIPv4, 6: protoIPv6}[p.Bytes()[0]>>4]); !ok {
-				t.Fatalf("accepted packet is not IP: %x", p.Bytes())
+		case udp != encap:
+			if r != DropEncap {
+				t.Fatalf("udp=%v for encap=%v: %v", udp, encap, r)
 			}
-		case authentic && (r == DropAuth || r == DropUnknownSPI):
-			t.Fatalf("authentic packet refused: %v", r)
-		case !authentic && r != DropAuth && r != DropMalformed && r != DropReplay:
-			t.Fatalf("forgery refused for the wrong reason: %v", r)
+			return
+		case dst != c.Local || (!udp && src != c.Remote):
+			if r != DropAddress {
+				t.Fatalf("%v -> %v: %v", src, dst, r)
+			}
+			return
+		}
+		checkFuzzVerdict(t, r, p, oracleOpen(in, data[espOff:n]))
+		if r == Accept && udp {
+			from := netip.AddrPortFrom(src, binary.BigEndian.Uint16(data[ipLen:]))
+			moved := from != netip.AddrPortFrom(c.Remote, c.EncapDstPort)
+			if in.Peer() != from || moved != (len(events) == 1) || len(events) > 1 {
+				t.Fatalf("from %v: peer %v, events %+v", from, in.Peer(), events)
+			}
 		}
 	})
+}
+
+// fuzzOuter returns the outer addresses of a packet that locate accepted.
+func fuzzOuter(b []byte) (src, dst netip.Addr) {
+	if b[0]>>4 == 6 {
+		return netip.AddrFrom16([16]byte(b[8:24])), netip.AddrFrom16([16]byte(b[24:40]))
+	}
+	return netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[16:20]))
+}
+
+// checkFuzzVerdict compares the verdict on a packet in the SA's form and
+// addresses with what the independent ICV check says of it.
+func checkFuzzVerdict(t *testing.T, r Verdict, p *Packet, authentic bool) {
+	t.Helper()
+	switch {
+	case r == Accept && !authentic:
+		t.Fatal("forgery accepted")
+	case r == Accept:
+		if _, ok := innerPacket(p.Bytes(), map[uint8]uint8{4: protoIPv4, 6: protoIPv6}[p.Bytes()[0]>>4]); !ok {
+			t.Fatalf("accepted packet is not IP: %x", p.Bytes())
+		}
+	case authentic && (r == DropAuth || r == DropUnknownSPI || r == DropEncap || r == DropAddress):
+		t.Fatalf("authentic packet refused: %v", r)
+	case !authentic && r != DropAuth && r != DropMalformed && r != DropReplay:
+		t.Fatalf("forgery refused for the wrong reason: %v", r)
+	}
 }
 
 // oracleOpen checks the ICV of an ESP packet with the SA's AEAD, built

@@ -107,6 +107,15 @@ func udpPayload(sp, dp uint16, n int) []byte {
 	return b
 }
 
+// inbound turns the config of an outbound SA into that of the peer's
+// inbound SA for the same packets, as offload/afxdp does for Dir In: its
+// local address is their destination and the peer's port their source.
+func inbound(c Config) Config {
+	c.Local, c.Remote = c.Remote, c.Local
+	c.EncapSrcPort, c.EncapDstPort = c.EncapDstPort, c.EncapSrcPort
+	return c
+}
+
 func mustSA(t testing.TB, c Config) *SA {
 	t.Helper()
 	sa, err := NewSA(c)

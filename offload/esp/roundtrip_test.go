@@ -55,8 +55,15 @@ func (s setup) String() string {
 	return fmt.Sprintf("%s/%v/in%d/out%d/%s/esn=%v", s.algo.name, s.mode, s.inner, s.outer, e, s.esn)
 }
 
-// pair returns an outbound and an inbound SA with the same keys.
+// pair returns an outbound and an inbound SA with the same keys, each with
+// the addresses and ports seen from its own end.
 func (s setup) pair(t testing.TB) (out, in *SA) {
+	c := s.config()
+	return mustSA(t, c), mustSA(t, inbound(c))
+}
+
+// config returns the config of the outbound SA, with fresh keys.
+func (s setup) config() Config {
 	enc, auth := s.algo.keys()
 	c := Config{
 		SPI: 0x1000, Cipher: s.algo.cipher, Integrity: s.algo.integ, EncKey: enc, AuthKey: auth,
@@ -72,7 +79,7 @@ func (s setup) pair(t testing.TB) (out, in *SA) {
 	if s.encap {
 		c.EncapSrcPort, c.EncapDstPort = 4500, 4500
 	}
-	return mustSA(t, c), mustSA(t, c)
+	return c
 }
 
 // innerPkt builds a UDP packet of total length n (at least a header).

@@ -50,6 +50,10 @@ const (
 	// EventSeqOverflow: the outbound sequence numbers are exhausted
 	// (RFC 4303 3.3.3); the SA drops every packet and must be rekeyed.
 	EventSeqOverflow
+	// EventPeerMoved: an accepted packet of a UDP-encapsulated SA, the
+	// newest so far, came from another outer address or port than the
+	// current peer (NAT rebinding); Event.Peer is the new one.
+	EventPeerMoved
 )
 
 func (k EventKind) String() string {
@@ -60,14 +64,19 @@ func (k EventKind) String() string {
 		return "hard"
 	case EventSeqOverflow:
 		return "seq_overflow"
+	case EventPeerMoved:
+		return "peer_moved"
 	}
 	return fmt.Sprintf("event(%d)", uint8(k))
 }
 
-// Event is raised at most once per kind and SA.
+// Event is raised at most once per kind and SA, except EventPeerMoved,
+// which is raised once per change of the peer.
 type Event struct {
 	SPI  uint32
 	Kind EventKind
+	// Peer is the new outer address and UDP port (EventPeerMoved only).
+	Peer netip.AddrPort
 }
 
 // Config describes an SA. Keys are the raw KEYMAT slices: for the AEAD
@@ -84,11 +93,18 @@ type Config struct {
 	// ReplayWindow is the anti-replay window of an inbound SA in packets,
 	// up to MaxReplayWindow; 0 means DefaultReplayWindow.
 	ReplayWindow int
-	// Local and Remote are the outer addresses of a tunnel-mode SA: the
-	// source and destination of what Encrypt sends. Both of one family.
+	// Local and Remote are the SA's outer addresses, both of one family:
+	// ours and the peer's. Encrypt sends from Local to Remote in tunnel
+	// mode (transport mode keeps the packet's own header). Decrypt drops
+	// ESP whose outer destination is not Local, and raw ESP whose outer
+	// source is not Remote (DropAddress). Tunnel mode needs them; in
+	// transport mode both are set or neither, and without them Decrypt
+	// checks no address.
 	Local, Remote netip.Addr
 	// EncapSrcPort and EncapDstPort select ESP-in-UDP (RFC 3948) when
-	// non-zero; both are set or neither.
+	// non-zero; both are set or neither. EncapDstPort is the peer's port.
+	// Decrypt drops raw ESP for such an SA and ESP-in-UDP for one without
+	// them (DropEncap).
 	EncapSrcPort, EncapDstPort uint16
 	// TTL is the outer TTL or hop limit in tunnel mode; 0 means 64.
 	TTL uint8
@@ -97,22 +113,27 @@ type Config struct {
 	// list matches nothing.
 	LocalTS, RemoteTS []Selector
 	Lifetime          Lifetime
-	// Notify receives lifetime and overflow events. It is called on the
-	// data path and must not block; nil discards events.
+	// Notify receives lifetime, overflow and peer events. It is called on
+	// the data path and must not block; nil discards events.
 	Notify func(Event)
 }
 
 // SA is one unidirectional ESP security association. Its methods are safe
 // for concurrent use.
 type SA struct {
-	spi        uint32
-	mode       Mode
-	esn        bool
-	t          *transform
-	v6         bool // outer family in tunnel mode
-	local      [16]byte
-	remote     [16]byte
-	encap      bool
+	spi    uint32
+	mode   Mode
+	esn    bool
+	t      *transform
+	addrs  bool // local and remote are set
+	v6     bool // their family
+	local  [16]byte
+	remote [16]byte
+	encap  bool
+	// learns is set for a UDP-encapsulated SA with addresses: it follows
+	// the peer through NAT rebinding.
+	learns     bool
+	peer       atomic.Pointer[netip.AddrPort]
 	encapSrc   uint16
 	encapDst   uint16
 	ttl        uint8
@@ -184,18 +205,8 @@ func NewSA(c Config) (*SA, error) {
 	if c.ESN {
 		sa.maxSeq = math.MaxUint64
 	}
-	if c.Mode == Tunnel {
-		if !c.Local.IsValid() || !c.Remote.IsValid() || c.Local.Is4() != c.Remote.Is4() {
-			return nil, fmt.Errorf("sa %#x: tunnel needs local and remote addresses of one family", c.SPI)
-		}
-		sa.v6 = !c.Local.Is4()
-		if sa.v6 {
-			sa.local, sa.remote = c.Local.As16(), c.Remote.As16()
-		} else {
-			l, r := c.Local.As4(), c.Remote.As4()
-			copy(sa.local[:], l[:])
-			copy(sa.remote[:], r[:])
-		}
+	if err := sa.setAddrs(c); err != nil {
+		return nil, err
 	}
 	if t.block != nil {
 		// The first state proves the cipher's modes can take a new IV; the
@@ -208,6 +219,35 @@ func NewSA(c Config) (*SA, error) {
 		sa.cbcPool.Put(s)
 	}
 	return sa, nil
+}
+
+// setAddrs stores the outer addresses and the peer they start with.
+func (sa *SA) setAddrs(c Config) error {
+	if !c.Local.IsValid() && !c.Remote.IsValid() && c.Mode == Transport {
+		sa.peer.Store(&netip.AddrPort{})
+		return nil
+	}
+	if !c.Local.IsValid() || !c.Remote.IsValid() || c.Local.Is4() != c.Remote.Is4() {
+		return fmt.Errorf("sa %#x: needs local and remote addresses of one family", c.SPI)
+	}
+	sa.addrs, sa.v6 = true, !c.Local.Is4()
+	if sa.v6 {
+		sa.local, sa.remote = c.Local.As16(), c.Remote.As16()
+	} else {
+		l, r := c.Local.As4(), c.Remote.As4()
+		copy(sa.local[:], l[:])
+		copy(sa.remote[:], r[:])
+	}
+	// Built from the stored bytes, without a zone, so that it compares
+	// equal to the source addresses Decrypt reads.
+	remote := netip.AddrFrom16(sa.remote)
+	if !sa.v6 {
+		remote = netip.AddrFrom4([4]byte(sa.remote[:4]))
+	}
+	peer := netip.AddrPortFrom(remote, c.EncapDstPort)
+	sa.peer.Store(&peer)
+	sa.learns = sa.encap
+	return nil
 }
 
 // SPI returns the SA's SPI.
@@ -260,6 +300,12 @@ func (sa *SA) Stats() Stats {
 		Drops:      sa.drops.snapshot(),
 	}
 }
+
+// Peer returns the peer's outer address and, for a UDP-encapsulated SA,
+// its port: Config.Remote and EncapDstPort until an authenticated packet
+// shows that a NAT rebound them. It is the zero AddrPort for an SA
+// without addresses.
+func (sa *SA) Peer() netip.AddrPort { return *sa.peer.Load() }
 
 // Expired reports whether the SA has stopped taking packets.
 func (sa *SA) Expired() bool { return sa.dead.Load() }

@@ -11,9 +11,10 @@ import (
 
 var gcmSetup = setup{algo: algos[1], mode: Tunnel, inner: 4, outer: 4}
 
-// sealCustom builds an outer IPv4 ESP packet for the AEAD SA sa around an
-// ESP payload that the test chooses, trailer included, so that packets with
-// a valid ICV and a bad inside can be made.
+// sealCustom builds an outer IPv4 ESP packet for the inbound AEAD SA sa,
+// from its peer to its local address, around an ESP payload that the test
+// chooses, trailer included, so that packets with a valid ICV and a bad
+// inside can be made.
 func sealCustom(sa *SA, seq uint64, payload []byte) []byte {
 	esp := make([]byte, espHeaderLen+8, espHeaderLen+8+len(payload)+sa.t.icvLen)
 	binary.BigEndian.PutUint32(esp[0:4], sa.spi)
@@ -23,7 +24,8 @@ func sealCustom(sa *SA, seq uint64, payload []byte) []byte {
 	copy(w.nonce[:4], sa.t.salt[:])
 	copy(w.nonce[4:], esp[8:16])
 	esp = sa.t.aead.Seal(esp, w.nonce[:], payload, w.aadFor(sa, esp, seq))
-	return ipv4("198.51.100.2", "192.0.2.1", protoESP, 0, esp)
+	src, dst := netip.AddrFrom4([4]byte(sa.remote[:4])), netip.AddrFrom4([4]byte(sa.local[:4]))
+	return ipv4(src.String(), dst.String(), protoESP, 0, esp)
 }
 
 func trailer(payload []byte, pad []byte, nh uint8) []byte {
@@ -561,7 +563,7 @@ func TestConcurrentWorkers(t *testing.T) {
 }
 
 func TestVerdictNames(t *testing.T) {
-	want := []string{"unknown_spi", "replay", "auth", "selector", "malformed", "pad", "dummy", "ecn", "expired"}
+	want := []string{"unknown_spi", "replay", "auth", "selector", "malformed", "pad", "dummy", "ecn", "expired", "encap", "address"}
 	v := Verdicts()
 	if len(v) != len(want) {
 		t.Fatalf("%v", v)

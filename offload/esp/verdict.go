@@ -30,6 +30,12 @@ const (
 	// DropExpired: the SA reached its hard lifetime or its sequence
 	// numbers are exhausted; it takes no more packets.
 	DropExpired
+	// DropEncap: raw ESP for a UDP-encapsulated SA or ESP-in-UDP for a
+	// raw one; the kernel counts these as XfrmInStateMismatch.
+	DropEncap
+	// DropAddress: the outer destination is not the SA's local address,
+	// or raw ESP comes from another source than the SA's peer.
+	DropAddress
 	numVerdicts
 )
 
@@ -55,6 +61,10 @@ func (v Verdict) String() string {
 		return "ecn"
 	case DropExpired:
 		return "expired"
+	case DropEncap:
+		return "encap"
+	case DropAddress:
+		return "address"
 	}
 	return fmt.Sprintf("verdict(%d)", uint8(v))
 }
