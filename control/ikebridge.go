@@ -300,22 +300,35 @@ func (in *installer) DeleteChild(ctx context.Context, sa ike.ChildSA) error {
 	return errors.Join(errs...)
 }
 
-var _ ike.TrafficReporter = (*installer)(nil)
+var (
+	_ ike.TrafficReporter = (*installer)(nil)
+	_ ike.PacketCounter   = (*installer)(nil)
+)
 
 // InboundPackets sums the data plane's packet counters of the inbound SAs
 // spis, for DPD: a peer whose ESP arrives needs no liveness check.
 func (in *installer) InboundPackets(ctx context.Context, spis []uint32) (uint64, error) {
+	received, _, err := in.Packets(ctx, spis, nil)
+	return received, err
+}
+
+// Packets sums the packet counters of the inbound SAs spisIn and the
+// outbound SAs spisOut, for the quiet-peer check: ESP sent into silence
+// asks for a liveness check.
+func (in *installer) Packets(ctx context.Context, spisIn, spisOut []uint32) (received, sent uint64, err error) {
 	st, err := in.dp.Stats(ctx)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	var n uint64
 	for _, c := range st.SAs {
-		if c.Dir == offload.In && slices.Contains(spis, c.SPI) {
-			n += c.Packets
+		switch {
+		case c.Dir == offload.In && slices.Contains(spisIn, c.SPI):
+			received += c.Packets
+		case c.Dir == offload.Out && slices.Contains(spisOut, c.SPI):
+			sent += c.Packets
 		}
 	}
-	return n, nil
+	return received, sent, nil
 }
 
 func offloadMode(m ike.Mode) offload.Mode {

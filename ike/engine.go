@@ -189,6 +189,9 @@ func newEngine(opts Options) *Engine {
 	if opts.RekeyGrace <= 0 {
 		opts.RekeyGrace = DefaultRekeyGrace
 	}
+	if opts.QuietPeerCheck <= 0 {
+		opts.QuietPeerCheck = DefaultQuietPeerCheck
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Engine{
 		opts: opts, log: opts.Logger.Named("ike"),

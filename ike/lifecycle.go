@@ -185,6 +185,8 @@ func (sa *ikeSA) armIKETimers() {
 	}
 	if c.DPDDelay > 0 {
 		sa.armDPD(c.DPDDelay)
+	} else {
+		sa.armQuietPeerCheck()
 	}
 }
 

@@ -338,7 +338,7 @@ func (sa *ikeSA) rearmTimers(old *Conn) {
 		if c.DPDDelay > 0 {
 			sa.armDPD(c.DPDDelay)
 		} else {
-			sa.timers.stop("dpd")
+			sa.armQuietPeerCheck()
 		}
 	}
 }

@@ -107,6 +107,10 @@ type ikeSA struct {
 	// dpdInbound is the CHILD SAs' inbound packet count at the last DPD
 	// round: if it moved, the peer is alive without asking.
 	dpdInbound uint64
+	// quietIn and quietOut are the CHILD SAs' packet counts at the last
+	// quiet-peer round (quietSeen: there was one).
+	quietIn, quietOut uint64
+	quietSeen         bool
 	// created is when the SA was made; INITIAL_CONTACT clears only SAs
 	// of the peer established before it.
 	created time.Time

@@ -290,6 +290,15 @@ type TrafficReporter interface {
 	InboundPackets(ctx context.Context, spis []uint32) (uint64, error)
 }
 
+// PacketCounter is implemented by Installers whose data plane counts the
+// packets of each SA both ways: ESP sent with nothing coming back is what
+// makes a gateway without dpd_delay ask whether its peer is still there.
+type PacketCounter interface {
+	// Packets sums the packets received on the inbound SAs in and sent
+	// on the outbound SAs out, from one reading of the counters.
+	Packets(ctx context.Context, in, out []uint32) (received, sent uint64, err error)
+}
+
 // Options configures an Engine.
 type Options struct {
 	Logger *zap.Logger
@@ -345,6 +354,10 @@ type Options struct {
 	// xfrm and xfrm-offload); the AF_XDP data plane takes ESP before
 	// the socket and leaves this off.
 	KernelESPInUDP bool
+	// QuietPeerCheck is how often an IKE SA whose connection has no
+	// dpd_delay compares its CHILD SAs' traffic to notice a peer that
+	// left silently (see quietpeer.go; default 30 s).
+	QuietPeerCheck time.Duration
 	Installer      Installer
 }
 
