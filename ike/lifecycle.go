@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/xdpsec/xdpsec/ike/message"
 )
 
 // DefaultRekeyGrace is how long a rekeyed CHILD SA outlives its Delete:
@@ -22,69 +20,6 @@ const (
 	rekeyRetryMin = 500 * time.Millisecond
 	rekeyRetryMax = 3 * time.Second
 )
-
-// errAborted ends the tasks of an IKE SA that goes away.
-var errAborted = errors.New("IKE SA gone")
-
-// task is one request of ours on an established IKE SA. The engine sends
-// one at a time (window size 1, RFC 7296 2.3), in the order queued.
-type task interface {
-	// request builds the request; ok false drops a task that has become
-	// moot while it waited (the child it was for is gone).
-	request(sa *ikeSA) (exch message.ExchangeType, ps []message.Payload, ok bool)
-	// response processes the peer's answer, or with err the failure of
-	// the exchange (the SA is then usually gone).
-	response(sa *ikeSA, ps []message.Payload, err error)
-}
-
-// enqueue queues t and sends it when the window is free.
-func (sa *ikeSA) enqueue(t task) {
-	if sa.gone {
-		t.response(sa, nil, errAborted)
-		return
-	}
-	sa.queue = append(sa.queue, t)
-	sa.kick()
-}
-
-// kick sends the next queued request if none is in flight.
-func (sa *ikeSA) kick() {
-	for sa.out == nil && !sa.gone && sa.state == stateEstablished && len(sa.queue) > 0 {
-		t := sa.queue[0]
-		sa.queue = sa.queue[1:]
-		exch, ps, ok := t.request(sa)
-		if !ok {
-			continue
-		}
-		pkt, err := sa.protect(exch, sa.nextReqID, false, ps)
-		if err != nil {
-			t.response(sa, nil, err)
-			continue
-		}
-		sa.sendRequest(exch, pkt)
-		sa.out.task = t
-	}
-}
-
-// abortTasks fails the request in flight and every queued one.
-func (sa *ikeSA) abortTasks(err error) {
-	if err == nil {
-		err = errAborted
-	}
-	if sa.out != nil {
-		sa.out.timer.Stop()
-		t := sa.out.task
-		sa.out = nil
-		if t != nil {
-			t.response(sa, nil, err)
-		}
-	}
-	q := sa.queue
-	sa.queue = nil
-	for _, t := range q {
-		t.response(sa, nil, err)
-	}
-}
 
 // softLifetime is when an SA of lifetime lt is rekeyed: at 90% of it,
 // brought forward by a random part of jitter (a fraction of lt), so that
@@ -212,75 +147,6 @@ func (sa *ikeSA) queueIKERekey(done chan error) {
 	}
 	sa.ikeRekey = true
 	sa.enqueue(&rekeyIKETask{done: done})
-}
-
-// armDPD checks, wait from now, whether the peer has been silent for the
-// connection's dpd_delay, and then checks its liveness (RFC 7296 2.4): an
-// empty INFORMATIONAL request, which the retransmission rules turn into a
-// verdict. A request of ours already in flight is as good a check.
-func (sa *ikeSA) armDPD(wait time.Duration) {
-	sa.timers.set("dpd", sa.afterFunc(wait, func() {
-		if sa.state != stateEstablished || sa.conn == nil || sa.conn.DPDDelay <= 0 {
-			return
-		}
-		delay := sa.conn.DPDDelay
-		idle := time.Since(sa.lastRecv)
-		if idle < delay {
-			sa.armDPD(delay - idle)
-			return
-		}
-		if sa.espArrived() {
-			sa.armDPD(delay)
-			return
-		}
-		if sa.out == nil && len(sa.queue) == 0 {
-			sa.e.log.Debug("peer silent, checking liveness", sa.fields(zap.Duration("idle", idle))...)
-			sa.enqueue(&dpdTask{})
-		}
-		sa.armDPD(delay)
-	}))
-}
-
-// espArrived reports whether the IKE SA's CHILD SAs received packets
-// since the last DPD round, where the data plane can tell.
-func (sa *ikeSA) espArrived() bool {
-	r, ok := sa.e.opts.Installer.(TrafficReporter)
-	if !ok || len(sa.children) == 0 {
-		return false
-	}
-	spis := make([]uint32, 0, len(sa.children))
-	for _, c := range sa.children {
-		spis = append(spis, c.sa.SPIIn)
-	}
-	ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
-	defer cancel()
-	n, err := r.InboundPackets(ctx, spis)
-	if err != nil || n == sa.dpdInbound {
-		return false
-	}
-	sa.dpdInbound = n
-	return true
-}
-
-// peerDead ends an established IKE SA whose peer stopped answering and
-// applies the connection's dpd_action.
-func (sa *ikeSA) peerDead(exch message.ExchangeType, tries int, waited time.Duration, err error) {
-	e := sa.e
-	action := DPDClear
-	if sa.conn != nil {
-		action = sa.conn.DPDAction
-	}
-	e.stats.add(&e.stats.deadPeers)
-	e.stats.exchange(exch.String(), true, ResultTimeout)
-	e.log.Warn("peer is dead: no answer to our request; IKE SA and its CHILD SAs removed",
-		sa.fields(zap.Stringer("exchange", exch), zap.Int("retransmits", tries), zap.Duration("waited", waited),
-			zap.Stringer("dpd_action", action))...)
-	sa.hold = action == DPDHold
-	conn := sa.connName()
-	sa.remove(fmt.Errorf("peer dead: %w", err))
-	if action == DPDRestart {
-		e.restartConn(conn)
-	}
 }
 
 // childUp and childDown count the CHILD SAs sending for each configured
