@@ -13,6 +13,24 @@
 // tasks in one queue per IKE SA (window size 1), and whatever the data
 // plane must do is behind the Installer interface. The package knows
 // nothing of netlink, XDP or ESP packet processing.
+//
+// Who owns what:
+//   - engine.go, socket.go: the Engine, its sockets and its maps of IKE SAs;
+//     init.go, cookie.go, halfopen.go: IKE_SA_INIT and what guards it.
+//   - sa.go: an IKE SA's state and its CHILD SAs; messages.go its message
+//     layer (message IDs, SK protection, retransmission, dispatch), with
+//     respcache.go (the responder's cached answers); tasks.go the queue of
+//     our requests.
+//   - auth.go (IKE_AUTH, PSK), child.go (the first CHILD SA), createchild.go,
+//     rekeychild.go, childresponder.go, rekeyike.go (CREATE_CHILD_SA in both
+//     roles), rekeyswitch.go (when a rekey responder moves to the new SA),
+//     informational.go (Delete, liveness checks).
+//   - lifecycle.go: timers, Acquire, Expire, Terminate, Rekey; dpd.go and
+//     quietpeer.go notice dead peers; childloss.go brings lost children
+//     back; reconf.go applies a new configuration; shutdown.go stops.
+//
+// Lock order: an ikeSA's mu may be held when taking the Engine's mu, never
+// the other way round; the SAs' locks are taken one at a time.
 package ike
 
 import (
