@@ -563,7 +563,7 @@ func (d *Daemon) Stats(ctx context.Context) (api.Stats, error) {
 	is := d.engine.Stats()
 	out.IKE = api.IKEStats{
 		IKESAs: is.IKESAs, HalfOpen: is.HalfOpen, HalfOpenEvicted: is.HalfOpenEvicted,
-		CookiesSent: is.CookiesSent, Retransmits: is.Retransmits, CachedResponses: is.CachedResponses,
+		CookiesSent: is.CookiesSent, Retransmits: is.Retransmits, CachedResponses: is.CachedResponses, Reassembled: is.Reassembled,
 		KeepalivesSent: is.KeepalivesSent, KeepalivesReceived: is.KeepalivesReceived,
 		ChildRekeys: is.ChildRekeys, IKERekeys: is.IKERekeys, DeadPeers: is.DeadPeers,
 		Dropped: make(map[string]uint64, len(is.Dropped)),

@@ -57,41 +57,43 @@ func newDaemonMetrics() *daemonMetrics {
 // ikeCollector exports the engine's counters at scrape time, so the engine
 // keeps plain counters and knows nothing of Prometheus.
 type ikeCollector struct {
-	engine    *ike.Engine
-	sas       *prometheus.Desc
-	halfOpen  *prometheus.Desc
-	exchanges *prometheus.Desc
-	dropped   *prometheus.Desc
-	cookies   *prometheus.Desc
-	retrans   *prometheus.Desc
-	cached    *prometheus.Desc
-	keepalive *prometheus.Desc
-	rekeys    *prometheus.Desc
-	deadPeers *prometheus.Desc
-	childSAs  *prometheus.Desc
-	evicted   *prometheus.Desc
+	engine      *ike.Engine
+	sas         *prometheus.Desc
+	halfOpen    *prometheus.Desc
+	exchanges   *prometheus.Desc
+	dropped     *prometheus.Desc
+	cookies     *prometheus.Desc
+	retrans     *prometheus.Desc
+	cached      *prometheus.Desc
+	keepalive   *prometheus.Desc
+	rekeys      *prometheus.Desc
+	deadPeers   *prometheus.Desc
+	childSAs    *prometheus.Desc
+	evicted     *prometheus.Desc
+	reassembled *prometheus.Desc
 }
 
 func newIKECollector(engine *ike.Engine) *ikeCollector {
 	return &ikeCollector{
-		engine:    engine,
-		sas:       prometheus.NewDesc("xdpsec_ike_sas", "IKE SAs by state.", []string{"state"}, nil),
-		halfOpen:  prometheus.NewDesc("xdpsec_ike_half_open_sas", "Responder IKE SAs between IKE_SA_INIT and a completed IKE_AUTH.", nil, nil),
-		exchanges: prometheus.NewDesc("xdpsec_ike_exchanges_total", "IKE exchanges by type, our role and result; each exchange counted once, when it completes or fails.", []string{"exchange", "role", "result"}, nil),
-		childSAs:  prometheus.NewDesc("xdpsec_child_sas_total", "CHILD SA negotiations (in IKE_AUTH or CREATE_CHILD_SA, rekeys included) by our role and result (ok, no_proposal_chosen, ts_unacceptable, ...).", []string{"role", "result"}, nil),
-		dropped:   prometheus.NewDesc("xdpsec_ike_dropped_total", "IKE datagrams dropped without an answer, by reason.", []string{"reason"}, nil),
-		cookies:   prometheus.NewDesc("xdpsec_ike_cookies_sent_total", "COOKIE demands sent to IKE_SA_INIT requests (RFC 7296 2.6).", nil, nil),
-		retrans:   prometheus.NewDesc("xdpsec_ike_retransmits_total", "Requests this gateway retransmitted.", nil, nil),
-		cached:    prometheus.NewDesc("xdpsec_ike_cached_responses_total", "Responses re-sent from cache for retransmitted requests.", nil, nil),
-		keepalive: prometheus.NewDesc("xdpsec_nat_keepalives_total", "NAT-T keepalives (RFC 3948) by direction: sent by this end behind a NAT, received from a peer behind one.", []string{"direction"}, nil),
-		rekeys:    prometheus.NewDesc("xdpsec_rekeys_total", "Completed rekeys (either side's) by type (child, ike).", []string{"type"}, nil),
-		deadPeers: prometheus.NewDesc("xdpsec_dead_peers_total", "IKE SAs given up because the peer stopped answering (DPD or any other request).", nil, nil),
-		evicted:   prometheus.NewDesc("xdpsec_ike_half_open_evicted_total", "Half-open IKE SAs removed from a full table (ike.half_open_limit) to make room for a request with a valid COOKIE or from a configured peer.", nil, nil),
+		engine:      engine,
+		sas:         prometheus.NewDesc("xdpsec_ike_sas", "IKE SAs by state.", []string{"state"}, nil),
+		halfOpen:    prometheus.NewDesc("xdpsec_ike_half_open_sas", "Responder IKE SAs between IKE_SA_INIT and a completed IKE_AUTH.", nil, nil),
+		exchanges:   prometheus.NewDesc("xdpsec_ike_exchanges_total", "IKE exchanges by type, our role and result; each exchange counted once, when it completes or fails.", []string{"exchange", "role", "result"}, nil),
+		childSAs:    prometheus.NewDesc("xdpsec_child_sas_total", "CHILD SA negotiations (in IKE_AUTH or CREATE_CHILD_SA, rekeys included) by our role and result (ok, no_proposal_chosen, ts_unacceptable, ...).", []string{"role", "result"}, nil),
+		dropped:     prometheus.NewDesc("xdpsec_ike_dropped_total", "IKE datagrams dropped without an answer, by reason.", []string{"reason"}, nil),
+		cookies:     prometheus.NewDesc("xdpsec_ike_cookies_sent_total", "COOKIE demands sent to IKE_SA_INIT requests (RFC 7296 2.6).", nil, nil),
+		retrans:     prometheus.NewDesc("xdpsec_ike_retransmits_total", "Requests this gateway retransmitted.", nil, nil),
+		cached:      prometheus.NewDesc("xdpsec_ike_cached_responses_total", "Responses re-sent from cache for retransmitted requests.", nil, nil),
+		keepalive:   prometheus.NewDesc("xdpsec_nat_keepalives_total", "NAT-T keepalives (RFC 3948) by direction: sent by this end behind a NAT, received from a peer behind one.", []string{"direction"}, nil),
+		rekeys:      prometheus.NewDesc("xdpsec_rekeys_total", "Completed rekeys (either side's) by type (child, ike).", []string{"type"}, nil),
+		deadPeers:   prometheus.NewDesc("xdpsec_dead_peers_total", "IKE SAs given up because the peer stopped answering (DPD or any other request).", nil, nil),
+		evicted:     prometheus.NewDesc("xdpsec_ike_half_open_evicted_total", "Half-open IKE SAs removed from a full table (ike.half_open_limit) to make room for a request with a valid COOKIE or from a configured peer.", nil, nil),
+		reassembled: prometheus.NewDesc("xdpsec_ike_reassembled_total", "IKE messages a peer sent in RFC 7383 encrypted fragments, put together again.", nil, nil),
 	}
 }
 
 func (c *ikeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.sas, c.halfOpen, c.exchanges, c.dropped, c.cookies, c.retrans, c.cached, c.keepalive, c.rekeys, c.deadPeers, c.childSAs, c.evicted} {
+	for _, d := range []*prometheus.Desc{c.sas, c.halfOpen, c.exchanges, c.dropped, c.cookies, c.retrans, c.cached, c.keepalive, c.rekeys, c.deadPeers, c.childSAs, c.evicted, c.reassembled} {
 		ch <- d
 	}
 }
@@ -124,6 +126,7 @@ func (c *ikeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.rekeys, prometheus.CounterValue, float64(st.IKERekeys), "ike")
 	ch <- prometheus.MustNewConstMetric(c.deadPeers, prometheus.CounterValue, float64(st.DeadPeers))
 	ch <- prometheus.MustNewConstMetric(c.evicted, prometheus.CounterValue, float64(st.HalfOpenEvicted))
+	ch <- prometheus.MustNewConstMetric(c.reassembled, prometheus.CounterValue, float64(st.Reassembled))
 }
 
 // dataplaneCollector exports the data plane's counters: traffic per

@@ -82,6 +82,8 @@ func (sa *ikeSA) sendInit(group uint16) error {
 		&message.Nonce{Data: sa.ni},
 	)
 	ps = append(ps, sa.natdPayloads(0)...)
+	// We reassemble what the peer fragments (RFC 7383).
+	ps = append(ps, &message.Notify{NotifyType: message.NotifyIKEv2FragmentationSupported})
 	m := &message.Message{
 		Header:   message.Header{SPIi: sa.spii, Exchange: message.ExchangeIKESAInit, Flags: message.FlagInitiator},
 		Payloads: ps,
@@ -159,6 +161,8 @@ type initPayloads struct {
 	// repeated is set when SA, KE or Nonce came more than once: which
 	// one counts is anyone's guess, so the message is malformed.
 	repeated bool
+	// fragmentation: the peer announced IKEV2_FRAGMENTATION_SUPPORTED.
+	fragmentation bool
 }
 
 func collectInit(ps []message.Payload) initPayloads {
@@ -183,6 +187,8 @@ func collectInit(ps []message.Payload) initPayloads {
 				if c, err := p.Cookie(); err == nil {
 					ip.cookie = c
 				}
+			case p.NotifyType == message.NotifyIKEv2FragmentationSupported:
+				ip.fragmentation = true
 			case p.IsError() && ip.errN == nil:
 				ip.errN = p
 			}
@@ -201,6 +207,7 @@ func (sa *ikeSA) processInitResponse(pk packet) {
 	}
 	ip := collectInit(m.Payloads)
 	exch := message.ExchangeIKESAInit.String()
+	sa.fragOK = ip.fragmentation
 	switch {
 	case ip.cookie != nil && ip.sa == nil:
 		if sa.initTries >= maxInitRetries {
@@ -529,6 +536,10 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 		&message.Nonce{Data: sa.nr},
 	}
 	ps = append(ps, natd...)
+	if ip.fragmentation {
+		sa.fragOK = true
+		ps = append(ps, &message.Notify{NotifyType: message.NotifyIKEv2FragmentationSupported})
+	}
 	resp := &message.Message{
 		Header:   message.Header{SPIi: sa.spii, SPIr: sa.spir, Exchange: message.ExchangeIKESAInit, Flags: message.FlagResponse},
 		Payloads: ps,

@@ -147,8 +147,8 @@ func (sa *ikeSA) unprotect(b []byte) ([]message.Payload, error) {
 	}
 	sk, ok := m.Encrypted().(*message.SK)
 	if !ok {
-		if _, frag := m.Encrypted().(*message.SKF); frag {
-			return nil, errFragmented
+		if f, frag := m.Encrypted().(*message.SKF); frag {
+			return sa.reassemble(m, b, f)
 		}
 		return nil, errNotProtected
 	}
@@ -170,7 +170,14 @@ func (sa *ikeSA) unprotect(b []byte) ([]message.Payload, error) {
 // Some peers send them anyway (strongSwan's fragmentation=force); that is
 // said once per IKE SA, for the exchange then never completes.
 func (sa *ikeSA) dropUnopened(err error, exch message.ExchangeType) {
-	if !errors.Is(err, errFragmented) {
+	var fd *fragmentDrop
+	switch {
+	case errors.Is(err, errFragmentHeld):
+		return // kept for its message
+	case errors.As(err, &fd):
+		sa.e.stats.drop(fd.reason)
+		return
+	case !errors.Is(err, errFragmented):
 		sa.e.stats.drop(DropIntegrity)
 		return
 	}
@@ -226,7 +233,9 @@ func (sa *ikeSA) openRequest(pk packet) ([]message.Payload, bool) {
 func (sa *ikeSA) handleRequest(pk packet) {
 	id := pk.h.MessageID
 	if sa.resp.answers(pk) {
-		sa.resendCached(pk, sa.verifies)
+		if !laterFragment(pk.b) {
+			sa.resendCached(pk, sa.verifies)
+		}
 		return
 	}
 	if id != sa.expectReqID {

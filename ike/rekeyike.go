@@ -241,7 +241,7 @@ func (sa *ikeSA) newRekeyedSA(prop chosen, initiator bool, spii, spir uint64, gi
 	ns := &ikeSA{
 		e: sa.e, conn: sa.conn, initiator: initiator, spii: spii, spir: spir,
 		state: stateEstablished, local: sa.local, remote: sa.remote, natt: sa.natt,
-		natLocal: sa.natLocal, natRemote: sa.natRemote,
+		natLocal: sa.natLocal, natRemote: sa.natRemote, fragOK: sa.fragOK,
 		ni: append([]byte(nil), ni...), nr: append([]byte(nil), nr...),
 		ikeProp: prop, prf: prf, keys: keys, seal: seal, open: open,
 		peerID: sa.peerID, localID: sa.localID,

@@ -130,6 +130,11 @@ type ikeSA struct {
 	hold bool
 	// fragmentsSeen: the peer's use of RFC 7383 fragments was logged.
 	fragmentsSeen bool
+	// fragOK: both ends announced IKE fragmentation (RFC 7383), so the
+	// peer may send SKF fragments; fragIn collects them, [0] those of a
+	// request, [1] of a response (see fragments.go).
+	fragOK bool
+	fragIn [2]*reassembly
 }
 
 // childState is where a CHILD SA is in its life.

@@ -115,18 +115,7 @@ func TestStrongSwanInterop(t *testing.T) {
 				if err := l.ch.LoadConn(ctx, swanConn(v4, tc.ike, tc.esp, testPSK)); err != nil {
 					t.Fatal(err)
 				}
-				if xInit {
-					if err := l.x.e.Initiate(ctx, "s2s"); err != nil {
-						t.Fatalf("Initiate: %v", err)
-					}
-				} else if err := l.ch.Initiate(ctx, "s2s", "net"); err != nil {
-					t.Fatalf("charon initiate: %v", err)
-				}
-				sw, err := l.ch.WaitEstablished(ctx, "s2s")
-				if err != nil {
-					t.Fatal(err)
-				}
-				waitFor(t, 5*time.Second, "xdpsec CHILD SA", func() bool { return len(l.x.inst.children()) == 1 })
+				sw := upWith(ctx, t, l, xInit)
 				checkInterop(t, l, sw, xInit)
 				// charon deletes; xdpsec must answer and forget the SA.
 				if err := l.ch.Terminate(ctx, "s2s"); err != nil {
@@ -306,18 +295,7 @@ func TestStrongSwanIdentities(t *testing.T) {
 				if err := l.ch.LoadConn(ctx, sc); err != nil {
 					t.Fatal(err)
 				}
-				if xInit {
-					if err := l.x.e.Initiate(ctx, "s2s"); err != nil {
-						t.Fatalf("Initiate: %v", err)
-					}
-				} else if err := l.ch.Initiate(ctx, "s2s", "net"); err != nil {
-					t.Fatalf("charon initiate: %v", err)
-				}
-				sw, err := l.ch.WaitEstablished(ctx, "s2s")
-				if err != nil {
-					t.Fatal(err)
-				}
-				waitFor(t, 5*time.Second, "xdpsec CHILD SA", func() bool { return len(l.x.inst.children()) == 1 })
+				sw := upWith(ctx, t, l, xInit)
 				x := l.x.e.SAs()[0]
 				// What charon sent, rendered as configured: its own
 				// spelling, or ours where it answered the IDr we sent
@@ -362,18 +340,7 @@ func TestStrongSwanInvalidKE(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := l.x.e.Stats().Exchanges
-			if xInit {
-				if err := l.x.e.Initiate(ctx, "s2s"); err != nil {
-					t.Fatalf("Initiate: %v", err)
-				}
-			} else if err := l.ch.Initiate(ctx, "s2s", "net"); err != nil {
-				t.Fatalf("charon initiate: %v", err)
-			}
-			sw, err := l.ch.WaitEstablished(ctx, "s2s")
-			if err != nil {
-				t.Fatal(err)
-			}
-			waitFor(t, 5*time.Second, "xdpsec CHILD SA", func() bool { return len(l.x.inst.children()) == 1 })
+			sw := upWith(ctx, t, l, xInit)
 			if sw.DHGroup != "ECP_256" {
 				t.Errorf("charon negotiated %s", sw.DHGroup)
 			}
@@ -519,4 +486,62 @@ func TestStrongSwanRekey(t *testing.T) {
 		t.Fatalf("CHILD rekey on the rekeyed IKE SA: %v", err)
 	}
 	agree("the last CHILD rekey")
+}
+
+// TestStrongSwanFragments: charon with a small fragment_size sends its
+// IKE_AUTH and CREATE_CHILD_SA messages in RFC 7383 fragments, which we
+// announced we take; the SAs come up and a rekey works, in both roles.
+func TestStrongSwanFragments(t *testing.T) {
+	netlab.RequireRoot(t)
+	swan.RequireCharon(t)
+	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
+	l := &interopLab{
+		lab: lab,
+		x:   startEngine(t, lab.GwA, "xdpsec", fastOpts(), 0xc2000000),
+		ch:  swan.Start(t, lab.GwB, swan.Options{ExtraConf: "fragment_size = 200"}),
+	}
+	v4 := lab.V4
+	for _, xInit := range []bool{true, false} {
+		name := map[bool]string{true: "xdpsec-initiates", false: "charon-initiates"}[xInit]
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			const ike, esp = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
+			ca, _ := siteConns(t, v4, ike, esp)
+			l.x.inst.reset()
+			l.x.e.SetConns([]Conn{ca})
+			if err := l.ch.LoadConn(ctx, swanConn(v4, ike, esp, testPSK)); err != nil {
+				t.Fatal(err)
+			}
+			before := l.x.e.Stats().Reassembled
+			sw := upWith(ctx, t, l, xInit)
+			checkInterop(t, l, sw, xInit)
+			if n := l.x.e.Stats().Reassembled - before; n == 0 {
+				t.Error("charon sent no fragmented message: fragment_size too large for the test")
+			}
+			if err := l.ch.Terminate(ctx, "s2s"); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 5*time.Second, "SAs to go", func() bool { return len(l.x.e.SAs()) == 0 })
+		})
+	}
+}
+
+// upWith brings the loaded connection s2s up from xdpsec (xInit) or from
+// charon and waits until both ends have it, the CHILD SA installed here.
+func upWith(ctx context.Context, t *testing.T, l *interopLab, xInit bool) swan.IKESA {
+	t.Helper()
+	if xInit {
+		if err := l.x.e.Initiate(ctx, "s2s"); err != nil {
+			t.Fatalf("Initiate: %v", err)
+		}
+	} else if err := l.ch.Initiate(ctx, "s2s", "net"); err != nil {
+		t.Fatalf("charon initiate: %v", err)
+	}
+	sw, err := l.ch.WaitEstablished(ctx, "s2s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "xdpsec CHILD SA", func() bool { return len(l.x.inst.children()) == 1 })
+	return sw
 }
