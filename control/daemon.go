@@ -170,6 +170,7 @@ func (d *Daemon) open(runCtx context.Context) (*listeners, *config.Config, error
 		InitRateLimit:     uint32(cfg.IKE.InitRateLimit),
 		SetInitRateLimit:  initRateLimit(dp, cfg.IKE.InitRateLimit),
 		SocketBuffer:      cfg.IKE.SocketBuffer,
+		FragmentSize:      cfg.IKE.FragmentSize,
 		KeepaliveInterval: keepaliveInterval(cfg.IKE.NATKeepalive),
 		RetransmitTimeout: cfg.IKE.RetransmitTimeout,
 		RetransmitBase:    cfg.IKE.RetransmitBase,
@@ -563,7 +564,7 @@ func (d *Daemon) Stats(ctx context.Context) (api.Stats, error) {
 	is := d.engine.Stats()
 	out.IKE = api.IKEStats{
 		IKESAs: is.IKESAs, HalfOpen: is.HalfOpen, HalfOpenEvicted: is.HalfOpenEvicted,
-		CookiesSent: is.CookiesSent, Retransmits: is.Retransmits, CachedResponses: is.CachedResponses, Reassembled: is.Reassembled,
+		CookiesSent: is.CookiesSent, Retransmits: is.Retransmits, CachedResponses: is.CachedResponses, Reassembled: is.Reassembled, Fragmented: is.Fragmented,
 		KeepalivesSent: is.KeepalivesSent, KeepalivesReceived: is.KeepalivesReceived,
 		ChildRekeys: is.ChildRekeys, IKERekeys: is.IKERekeys, DeadPeers: is.DeadPeers,
 		Dropped: make(map[string]uint64, len(is.Dropped)),

@@ -71,6 +71,7 @@ type ikeCollector struct {
 	childSAs    *prometheus.Desc
 	evicted     *prometheus.Desc
 	reassembled *prometheus.Desc
+	fragmented  *prometheus.Desc
 }
 
 func newIKECollector(engine *ike.Engine) *ikeCollector {
@@ -89,11 +90,12 @@ func newIKECollector(engine *ike.Engine) *ikeCollector {
 		deadPeers:   prometheus.NewDesc("xdpsec_dead_peers_total", "IKE SAs given up because the peer stopped answering (DPD or any other request).", nil, nil),
 		evicted:     prometheus.NewDesc("xdpsec_ike_half_open_evicted_total", "Half-open IKE SAs removed from a full table (ike.half_open_limit) to make room for a request with a valid COOKIE or from a configured peer.", nil, nil),
 		reassembled: prometheus.NewDesc("xdpsec_ike_reassembled_total", "IKE messages a peer sent in RFC 7383 encrypted fragments, put together again.", nil, nil),
+		fragmented:  prometheus.NewDesc("xdpsec_ike_fragmented_total", "IKE messages sent in RFC 7383 encrypted fragments (larger than ike.fragment_size), retransmissions not counted.", nil, nil),
 	}
 }
 
 func (c *ikeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.sas, c.halfOpen, c.exchanges, c.dropped, c.cookies, c.retrans, c.cached, c.keepalive, c.rekeys, c.deadPeers, c.childSAs, c.evicted, c.reassembled} {
+	for _, d := range []*prometheus.Desc{c.sas, c.halfOpen, c.exchanges, c.dropped, c.cookies, c.retrans, c.cached, c.keepalive, c.rekeys, c.deadPeers, c.childSAs, c.evicted, c.reassembled, c.fragmented} {
 		ch <- d
 	}
 }
@@ -127,6 +129,7 @@ func (c *ikeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.deadPeers, prometheus.CounterValue, float64(st.DeadPeers))
 	ch <- prometheus.MustNewConstMetric(c.evicted, prometheus.CounterValue, float64(st.HalfOpenEvicted))
 	ch <- prometheus.MustNewConstMetric(c.reassembled, prometheus.CounterValue, float64(st.Reassembled))
+	ch <- prometheus.MustNewConstMetric(c.fragmented, prometheus.CounterValue, float64(st.Fragmented))
 }
 
 // dataplaneCollector exports the data plane's counters: traffic per

@@ -189,6 +189,9 @@ func newEngine(opts Options) *Engine {
 	if opts.RekeyGrace <= 0 {
 		opts.RekeyGrace = DefaultRekeyGrace
 	}
+	if opts.FragmentSize <= 0 {
+		opts.FragmentSize = DefaultFragmentSize
+	}
 	if opts.QuietPeerCheck <= 0 {
 		opts.QuietPeerCheck = DefaultQuietPeerCheck
 	}

@@ -4,19 +4,21 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/xdpsec/xdpsec/ike/message"
 )
 
-// IKE fragmentation, RFC 7383, the receiving half. Both ends announce
-// IKEV2_FRAGMENTATION_SUPPORTED in IKE_SA_INIT; from then on the peer may
-// send any protected message as Encrypted Fragment (SKF) payloads. Each
-// fragment is authenticated on its own (2.6.1), kept until the set is
-// complete and then decoded as the one message it was. A reassembly is
-// bounded in fragments, bytes and time, and each bound that is hit is
-// counted. We do not fragment what we send yet: our own messages (PSK,
-// no certificates) stay far below a path MTU.
+// IKE fragmentation, RFC 7383. Both ends announce
+// IKEV2_FRAGMENTATION_SUPPORTED in IKE_SA_INIT; from then on either may
+// send any protected message as Encrypted Fragment (SKF) payloads. We cut
+// a message whose datagram would exceed Options.FragmentSize (an IP
+// datagram's size, as strongSwan's fragment_size) into fragments that
+// each fit, and retransmit them all. Each fragment we receive is
+// authenticated on its own (2.6.1), kept until the set is complete and
+// then decoded as the one message it was. A reassembly is bounded in
+// fragments, bytes and time, and each bound that is hit is counted.
 
 const (
 	// maxFragments bounds the Total Fragments a message may claim.
@@ -45,6 +47,73 @@ const (
 	// its number with other content: the first copy wins).
 	DropFragmentDuplicate DropReason = "fragment_duplicate"
 )
+
+// DefaultFragmentSize is the default of Options.FragmentSize: the IPv6
+// minimum MTU, which every path carries.
+const DefaultFragmentSize = 1280
+
+// Per datagram: UDP header, the non-ESP marker on port 4500, the IKE
+// header and the SK or SKF payload's header.
+const (
+	udpHeaderLen = 8
+	skHeaderLen  = 4
+	skfHeaderLen = 8
+)
+
+// ipHeaderLen is the outer IP header of the SA's datagrams.
+func (sa *ikeSA) ipHeaderLen() int {
+	if a := sa.remote.Addr(); a.Is6() && !a.Is4In6() {
+		return 40
+	}
+	return 20
+}
+
+// overhead is a datagram's size less its encrypted body, for a payload
+// header of hdr bytes.
+func (sa *ikeSA) overhead(hdr int) int {
+	n := sa.ipHeaderLen() + udpHeaderLen + message.HeaderLen + hdr
+	if sa.natt {
+		n += 4
+	}
+	return n
+}
+
+// wholeSize is the IP datagram the message with ptLen bytes of inner
+// payloads makes unfragmented.
+func (sa *ikeSA) wholeSize(ptLen int) int {
+	return sa.overhead(skHeaderLen) + sa.seal.SealedLen(ptLen)
+}
+
+// fragmentMessage cuts the inner payloads pt of the message with header h
+// into SKF fragments whose datagrams fit FragmentSize.
+func (sa *ikeSA) fragmentMessage(h message.Header, next message.PayloadType, pt []byte) ([][]byte, error) {
+	room := sa.e.opts.FragmentSize - sa.overhead(skfHeaderLen)
+	chunk := room - sa.seal.SealedLen(0)
+	for chunk > 0 && sa.seal.SealedLen(chunk) > room {
+		chunk--
+	}
+	if chunk <= 0 {
+		return nil, fmt.Errorf("fragment size %d leaves no room for data", sa.e.opts.FragmentSize)
+	}
+	total := (len(pt) + chunk - 1) / chunk
+	if total > maxFragments {
+		return nil, fmt.Errorf("%s of %d bytes needs %d fragments of %d, more than %d", h.Exchange, len(pt), total, chunk, maxFragments)
+	}
+	out := make([][]byte, 0, total)
+	for k := range total {
+		f := &message.SKF{Number: uint16(k + 1), Total: uint16(total)}
+		if k == 0 {
+			f.NextPayload = next
+		}
+		d, err := sa.seal1(h, f, pt[k*chunk:min((k+1)*chunk, len(pt))])
+		if err != nil {
+			return nil, fmt.Errorf("seal %s fragment %d: %w", h.Exchange, k+1, err)
+		}
+		out = append(out, d)
+	}
+	sa.e.stats.add(&sa.e.stats.fragmented)
+	return out, nil
+}
 
 // errFragmentHeld: the fragment is kept; the message is not complete.
 var errFragmentHeld = errors.New("fragment held for reassembly")

@@ -2,11 +2,14 @@ package ike
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/xdpsec/xdpsec/ike/message"
+	"github.com/xdpsec/xdpsec/internal/netlab"
 )
 
 // fragmentsOf seals inner (first payload type next) into an INFORMATIONAL
@@ -211,4 +214,52 @@ func FuzzReassembly(f *testing.F) {
 			}
 		}
 	})
+}
+
+// fragOpts are fastOpts with IKE messages fragmented above size bytes.
+func fragOpts(size int) Options {
+	o := fastOpts()
+	o.FragmentSize = size
+	return o
+}
+
+// TestFragmentedExchanges: two engines with a small fragment size run
+// IKE_AUTH and a CHILD rekey with PFS in fragments both ways; when the
+// responder loses the first fragment of the initiator's IKE_AUTH, the
+// retransmission sends every fragment again.
+func TestFragmentedExchanges(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
+	ca, cb := siteConns(t, lab.V4, "aes256gcm16-prfsha256-x25519", "aes256gcm16-x25519")
+	w := newWire(0x1000, 0x2000)
+	oa, ob := fragOpts(200), fragOpts(200)
+	oa.Installer, ob.Installer = w.ends[0], w.ends[1]
+	var lost atomic.Bool
+	a := startEngine(t, lab.GwA, "gwA", oa, 0)
+	b := startEngine(t, lab.GwB, "gwB", ob, 0, func(e *Engine) {
+		e.dropHook = func(h message.Header) bool {
+			return h.Exchange == message.ExchangeIKEAuth && !h.IsResponse() && lost.CompareAndSwap(false, true)
+		}
+	})
+	a.e.SetConns([]Conn{ca})
+	b.e.SetConns([]Conn{cb})
+	initiate(t, a)
+	settled(t, a, b, w)
+	w.clearFaults() // IKE_AUTH's first packets may race its answer (lifecycle.md)
+	if !lost.Load() || a.e.Stats().Retransmits == 0 {
+		t.Error("the first IKE_AUTH fragment was not lost and retransmitted")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.e.Rekey(ctx, "s2s", "net"); err != nil {
+		t.Fatalf("rekey: %v", err)
+	}
+	settled(t, a, b, w)
+	for _, s := range []*side{a, b} {
+		st := s.e.Stats()
+		if st.Fragmented < 2 || st.Reassembled < 2 {
+			t.Errorf("fragmented %d, reassembled %d: want IKE_AUTH and CREATE_CHILD_SA in fragments each way", st.Fragmented, st.Reassembled)
+		}
+	}
+	noFaults(t, w)
 }

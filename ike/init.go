@@ -94,7 +94,7 @@ func (sa *ikeSA) sendInit(group uint16) error {
 	}
 	sa.initReq = b
 	sa.nextReqID = 0
-	sa.sendRequest(message.ExchangeIKESAInit, frame(sa.natt, b))
+	sa.sendRequest(message.ExchangeIKESAInit, [][]byte{frame(sa.natt, b)})
 	return nil
 }
 
@@ -550,7 +550,7 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 		return
 	}
 	sa.initResp = rb
-	sa.respond(0, pk, frame(natt, rb))
+	sa.respond(0, pk, [][]byte{frame(natt, rb)})
 	sa.expiry = time.AfterFunc(e.opts.HalfOpenTimeout, func() {
 		sa.mu.Lock()
 		defer sa.mu.Unlock()

@@ -102,7 +102,7 @@ func TestKeepaliveSelection(t *testing.T) {
 	}
 	// IKE traffic of the SA defers its keepalive.
 	due.mu.Lock()
-	due.send(due.local, due.remote, []byte{0, 0, 0, 0, 1})
+	due.send(due.local, due.remote, [][]byte{{0, 0, 0, 0, 1}})
 	sentAt := due.lastSent
 	due.mu.Unlock()
 	if !sentAt.After(now) {

@@ -24,7 +24,7 @@ func (sa *ikeSA) retransmitDelay(tries int) time.Duration {
 
 // sendRequest sends a request and arms its retransmission. The request
 // must use sa.nextReqID, which is advanced when its response arrives.
-func (sa *ikeSA) sendRequest(exch message.ExchangeType, pkt []byte) {
+func (sa *ikeSA) sendRequest(exch message.ExchangeType, pkt [][]byte) {
 	if sa.out != nil {
 		sa.out.timer.Stop()
 	}
@@ -64,23 +64,27 @@ func (sa *ikeSA) retransmit(o *outstanding) {
 }
 
 // respond sends a response and caches it for retransmitted requests.
-func (sa *ikeSA) respond(id uint32, pk packet, pkt []byte) {
+func (sa *ikeSA) respond(id uint32, pk packet, pkt [][]byte) {
 	// Every response is framed as sa.natt says (protect, IKE_SA_INIT).
 	sa.resp.store(id, pk, pkt, sa.natt, sa.e.resendNow())
 	sa.expectReqID = id + 1
 	sa.send(pk.local, pk.from, pkt)
 }
 
-// send transmits pkt for this SA and notes when, which defers its next
-// NAT-T keepalive.
-func (sa *ikeSA) send(local, remote netip.AddrPort, pkt []byte) {
-	if sa.e.transmit(local, remote, pkt) == nil {
-		sa.lastSent = time.Now()
+// send transmits the datagrams of one message (all its fragments) for
+// this SA and notes when, which defers its next NAT-T keepalive.
+func (sa *ikeSA) send(local, remote netip.AddrPort, pkt [][]byte) {
+	for _, d := range pkt {
+		if sa.e.transmit(local, remote, d) == nil {
+			sa.lastSent = time.Now()
+		}
 	}
 }
 
-// protect builds an SK-protected message with the inner payloads.
-func (sa *ikeSA) protect(exch message.ExchangeType, id uint32, response bool, inner []message.Payload) ([]byte, error) {
+// protect builds an SK-protected message with the inner payloads, framed
+// for the socket it goes out on: one datagram, or its RFC 7383 fragments
+// when the peer takes them and the message is larger than FragmentSize.
+func (sa *ikeSA) protect(exch message.ExchangeType, id uint32, response bool, inner []message.Payload) ([][]byte, error) {
 	var flags message.Flags
 	if sa.initiator {
 		flags |= message.FlagInitiator
@@ -96,10 +100,21 @@ func (sa *ikeSA) protect(exch message.ExchangeType, id uint32, response bool, in
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", exch, err)
 	}
-	m := &message.Message{
-		Header:   message.Header{SPIi: sa.spii, SPIr: sa.spir, Exchange: exch, Flags: flags, MessageID: id},
-		Payloads: []message.Payload{&message.SK{NextPayload: next}},
+	h := message.Header{SPIi: sa.spii, SPIr: sa.spir, Exchange: exch, Flags: flags, MessageID: id}
+	if sa.fragOK && sa.wholeSize(len(pt)) > sa.e.opts.FragmentSize {
+		return sa.fragmentMessage(h, next, pt)
 	}
+	out, err := sa.seal1(h, &message.SK{NextPayload: next}, pt)
+	if err != nil {
+		return nil, fmt.Errorf("seal %s: %w", exch, err)
+	}
+	return [][]byte{out}, nil
+}
+
+// seal1 encrypts pt into one datagram whose last payload is enc (an SK or
+// SKF payload), with the non-ESP marker where the SA uses port 4500.
+func (sa *ikeSA) seal1(h message.Header, enc message.Payload, pt []byte) ([]byte, error) {
+	m := &message.Message{Header: h, Payloads: []message.Payload{enc}}
 	bodyLen := sa.seal.SealedLen(len(pt))
 	start := 0
 	buf := make([]byte, 0, 4+message.HeaderLen+8+bodyLen)
@@ -107,16 +122,12 @@ func (sa *ikeSA) protect(exch message.ExchangeType, id uint32, response bool, in
 		buf = append(buf, 0, 0, 0, 0)
 		start = 4
 	}
-	buf, err = m.AppendSKPrefix(buf, bodyLen)
+	buf, err := m.AppendSKPrefix(buf, bodyLen)
 	if err != nil {
-		return nil, fmt.Errorf("encode %s: %w", exch, err)
+		return nil, err
 	}
 	aad := buf[start:len(buf):len(buf)]
-	out, err := sa.seal.Seal(buf, aad, pt)
-	if err != nil {
-		return nil, fmt.Errorf("seal %s: %w", exch, err)
-	}
-	return out, nil
+	return sa.seal.Seal(buf, aad, pt)
 }
 
 var (

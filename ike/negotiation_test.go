@@ -365,7 +365,7 @@ func TestUnsupportedCritical(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.e.transmit(from, to, wrong)
+	a.e.transmit(from, to, wrong[0])
 	waitFor(t, 3*time.Second, "the drop", func() bool { return b.e.Stats().Dropped[DropUnexpectedMsgID] == 1 })
 	if _, ok := findLog(b.logs, "undecodable request", "UNSUPPORTED_CRITICAL_PAYLOAD"); !ok {
 		t.Error("responder did not log the unsupported critical payload")

@@ -22,7 +22,7 @@ import (
 type responseCache struct {
 	have bool
 	id   uint32
-	msg  []byte // the IKE message, without the non-ESP marker
+	msg  [][]byte // the IKE message's datagrams, without the non-ESP marker
 	// from and local are where the request came from and to.
 	from, local netip.AddrPort
 	// tokens are resends allowed now, refilled one per resendEvery up to
@@ -42,11 +42,15 @@ const (
 // store caches pkt, the response to request id that pk carried. framed
 // says whether pkt begins with the non-ESP marker; now starts the resend
 // budget.
-func (c *responseCache) store(id uint32, pk packet, pkt []byte, framed bool, now time.Time) {
-	if framed && len(pkt) >= 4 {
-		pkt = pkt[4:]
+func (c *responseCache) store(id uint32, pk packet, pkt [][]byte, framed bool, now time.Time) {
+	msg := make([][]byte, len(pkt))
+	for i, d := range pkt {
+		if framed && len(d) >= 4 {
+			d = d[4:]
+		}
+		msg[i] = d
 	}
-	*c = responseCache{have: true, id: id, msg: pkt, from: pk.from, local: pk.local,
+	*c = responseCache{have: true, id: id, msg: msg, from: pk.from, local: pk.local,
 		tokens: resendBurst, refilled: now}
 }
 
@@ -91,7 +95,11 @@ func (sa *ikeSA) resendCached(pk packet, authentic func([]byte) bool) {
 	}
 	sa.e.stats.add(&sa.e.stats.cached)
 	sa.e.log.Debug("retransmitted request, answering from cache", sa.fields(zap.Stringer("exchange", pk.h.Exchange), zap.Uint32("msgid", pk.h.MessageID))...)
-	sa.send(pk.local, pk.from, frame(pk.natt, c.msg))
+	out := make([][]byte, len(c.msg))
+	for i, d := range c.msg {
+		out[i] = frame(pk.natt, d)
+	}
+	sa.send(pk.local, pk.from, out)
 }
 
 // verifies reports whether b, a protected message from the peer, is

@@ -15,8 +15,8 @@ import (
 
 func TestResponseCacheTokens(t *testing.T) {
 	var c responseCache
-	c.store(1, packet{}, []byte{0, 0, 0, 0, 9}, true, time.Now())
-	if !bytes.Equal(c.msg, []byte{9}) {
+	c.store(1, packet{}, [][]byte{{0, 0, 0, 0, 9}, {0, 0, 0, 0, 8}}, true, time.Now())
+	if len(c.msg) != 2 || !bytes.Equal(c.msg[0], []byte{9}) || !bytes.Equal(c.msg[1], []byte{8}) {
 		t.Fatalf("cached %x, want the message without its non-ESP marker", c.msg)
 	}
 	now := c.refilled

@@ -227,7 +227,7 @@ func (ts timers) stopAll() {
 type outstanding struct {
 	id      uint32
 	exch    message.ExchangeType
-	pkt     []byte // framed
+	pkt     [][]byte // framed datagrams: the message or its fragments
 	tries   int
 	timer   *time.Timer
 	started time.Time

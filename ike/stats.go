@@ -84,8 +84,9 @@ type Stats struct {
 	// peer.
 	HalfOpenEvicted uint64
 	// Reassembled counts messages the peer sent in RFC 7383 fragments
-	// and that were put together again.
-	Reassembled uint64
+	// and that were put together again; Fragmented the messages we sent
+	// in fragments.
+	Reassembled, Fragmented uint64
 }
 
 type counters struct {
@@ -100,7 +101,7 @@ type counters struct {
 	kaRecv                            uint64
 	childRekeys, ikeRekeys, deadPeers uint64
 	halfOpenEvicted                   uint64
-	reassembled                       uint64
+	reassembled, fragmented           uint64
 }
 
 func newCounters() *counters {
@@ -155,6 +156,6 @@ func (c *counters) snapshot() Stats {
 		Exchanges: maps.Clone(c.exchanges), ChildSAs: maps.Clone(c.childSAs), Dropped: maps.Clone(c.dropped),
 		CookiesSent: c.cookies, Retransmits: c.retrans, CachedResponses: c.cached,
 		KeepalivesSent: c.kaSent, KeepalivesReceived: c.kaRecv, HalfOpenEvicted: c.halfOpenEvicted,
-		ChildRekeys: c.childRekeys, IKERekeys: c.ikeRekeys, DeadPeers: c.deadPeers, Reassembled: c.reassembled,
+		ChildRekeys: c.childRekeys, IKERekeys: c.ikeRekeys, DeadPeers: c.deadPeers, Reassembled: c.reassembled, Fragmented: c.fragmented,
 	}
 }

@@ -372,6 +372,10 @@ type Options struct {
 	// xfrm and xfrm-offload); the AF_XDP data plane takes ESP before
 	// the socket and leaves this off.
 	KernelESPInUDP bool
+	// FragmentSize is the largest IP datagram an IKE message goes out in
+	// once the peer takes RFC 7383 fragments; larger ones are fragmented
+	// (default DefaultFragmentSize).
+	FragmentSize int
 	// QuietPeerCheck is how often an IKE SA whose connection has no
 	// dpd_delay compares its CHILD SAs' traffic to notice a peer that
 	// left silently (see quietpeer.go; default 30 s).

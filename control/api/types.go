@@ -199,8 +199,10 @@ type IKEStats struct {
 	CookiesSent     uint64 `json:"cookies_sent"`
 	Retransmits     uint64 `json:"retransmits"`
 	CachedResponses uint64 `json:"cached_responses"`
-	// Reassembled counts messages the peer sent in RFC 7383 fragments.
+	// Reassembled counts messages the peer sent in RFC 7383 fragments,
+	// Fragmented those we sent so.
 	Reassembled uint64 `json:"reassembled"`
+	Fragmented  uint64 `json:"fragmented"`
 	// NAT-T keepalives (RFC 3948) sent by this end behind a NAT, and
 	// received from a peer behind one.
 	KeepalivesSent     uint64            `json:"keepalives_sent"`

@@ -64,6 +64,9 @@ type IKE struct {
 	InitRateLimit     int `yaml:"init_rate_limit"`
 	// SocketBuffer is each IKE socket's receive and send buffer, bytes.
 	SocketBuffer int `yaml:"socket_buffer"`
+	// FragmentSize is the largest IP datagram an IKE message is sent in
+	// once the peer takes RFC 7383 fragments; larger ones are fragmented.
+	FragmentSize int `yaml:"fragment_size"`
 	// NATKeepalive is the idle time after which a gateway behind a NAT
 	// sends a NAT-T keepalive (RFC 3948) to keep the mapping open; 0
 	// switches keepalives off.
@@ -204,8 +207,12 @@ const (
 	maxInitRate = 1_000_000
 	// Socket buffers: at least a few large messages, at most what a
 	// kernel gives one socket without complaint.
-	minSocketBuffer   = 64 << 10
-	maxSocketBuffer   = 256 << 20
+	minSocketBuffer = 64 << 10
+	maxSocketBuffer = 256 << 20
+	// A fragment must hold some data after its headers (IPv6, UDP,
+	// marker, IKE, SKF) and the cipher's IV, padding and ICV.
+	minFragmentSize   = 256
+	maxFragmentSize   = 65535
 	maxRetransmitBase = 10
 )
 
@@ -231,6 +238,7 @@ func defaultConfig() Config {
 			HalfOpenPerSource: 10,
 			InitRateLimit:     10,
 			SocketBuffer:      4 << 20,
+			FragmentSize:      1280,
 			NATKeepalive:      20 * time.Second,
 			RetransmitTimeout: 4 * time.Second,
 			RetransmitTries:   5,

@@ -125,6 +125,7 @@ func (d *decoder) ike(n *yaml.Node, path string, ike *IKE) {
 		"half_open_per_source": d.intIn(&ike.HalfOpenPerSource, 1, maxHalfOpen),
 		"init_rate_limit":      d.intIn(&ike.InitRateLimit, 0, maxInitRate),
 		"socket_buffer":        d.intIn(&ike.SocketBuffer, minSocketBuffer, maxSocketBuffer),
+		"fragment_size":        d.intIn(&ike.FragmentSize, minFragmentSize, maxFragmentSize),
 		"nat_keepalive":        func(v *yaml.Node, p string) { d.duration(v, p, &ike.NATKeepalive, true) },
 		"retransmit_timeout":   func(v *yaml.Node, p string) { d.duration(v, p, &ike.RetransmitTimeout, false) },
 		// The engine reads 0 as its default, so 0 cannot mean "never
