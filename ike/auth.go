@@ -2,30 +2,13 @@ package ike
 
 import (
 	"context"
-	"crypto/hmac"
 	"errors"
 	"fmt"
 
 	"go.uber.org/zap"
 
-	"github.com/xdpsec/xdpsec/ike/crypto"
 	"github.com/xdpsec/xdpsec/ike/message"
 )
-
-// keyPad is the PSK padding string of RFC 7296 2.15.
-const keyPad = "Key Pad for IKEv2"
-
-// pskAuth computes AUTH = prf(prf(PSK, "Key Pad for IKEv2"), <SignedOctets>)
-// with SignedOctets = RealMessage | Nonce of the peer | prf(SK_p, IDBody)
-// (RFC 7296 2.15).
-func pskAuth(prf *crypto.PRF, psk, realMsg, peerNonce, skp []byte, id *message.ID) ([]byte, error) {
-	body, err := id.AppendBody(nil)
-	if err != nil {
-		return nil, fmt.Errorf("encode ID: %w", err)
-	}
-	macedID := prf.Compute(skp, body)
-	return prf.Compute(prf.Compute(psk, []byte(keyPad)), realMsg, peerNonce, macedID), nil
-}
 
 // authPayloads collects what an IKE_AUTH message carries.
 type authPayloads struct {
@@ -80,7 +63,7 @@ func idOf(p *message.ID) Identity {
 func (sa *ikeSA) sendAuth() error {
 	c := sa.conn
 	idi := sa.localID.payload(false)
-	authData, err := pskAuth(sa.prf, c.PSK, sa.initReq, sa.nr, sa.keys.SKpi, idi)
+	auth, err := authenticatorFor(c).build(sa.prf, signedOctets{sa.initReq, sa.nr, sa.keys.SKpi, idi})
 	if err != nil {
 		return err
 	}
@@ -88,7 +71,7 @@ func (sa *ikeSA) sendAuth() error {
 	if !c.RemoteID.IsZero() {
 		ps = append(ps, c.RemoteID.payload(true))
 	}
-	ps = append(ps, &message.Auth{Method: message.AuthSharedKeyMIC, Data: authData})
+	ps = append(ps, auth)
 	if !sa.e.claimContact(sa, newContact(sa.localID, c.RemoteID, sa.remote.Addr())) {
 		ps = append(ps, &message.Notify{NotifyType: message.NotifyInitialContact})
 	}
@@ -182,11 +165,12 @@ func (sa *ikeSA) processAuthRequest(pk packet) {
 		id := message.IDFromAddr(sa.local.Addr(), true)
 		sa.localID = Identity{Type: id.IDType, Data: id.Data}
 	}
-	want, err := pskAuth(sa.prf, conn.PSK, sa.initReq, sa.nr, sa.keys.SKpi, a.idi)
-	if err != nil || a.auth.Method != message.AuthSharedKeyMIC || len(conn.PSK) == 0 || !hmac.Equal(want, a.auth.Data) {
+	authn := authenticatorFor(conn)
+	if err := authn.verify(sa.prf, a.auth, signedOctets{sa.initReq, sa.nr, sa.keys.SKpi, a.idi}); err != nil {
 		reason := fmt.Sprintf(authFailedMsg, sa.remote)
-		if a.auth.Method != message.AuthSharedKeyMIC {
-			reason = fmt.Sprintf("authentication failed for peer %s: it uses %s, we only accept pre-shared keys", sa.remote, a.auth.Method)
+		var me *methodError
+		if errors.As(err, &me) {
+			reason = fmt.Sprintf("authentication failed for peer %s: %v", sa.remote, me)
 		}
 		if !e.rateLimited("auth failed " + sa.remote.Addr().String()) {
 			e.log.Warn(reason, sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
@@ -201,13 +185,13 @@ func (sa *ikeSA) processAuthRequest(pk packet) {
 		go e.initialContact(sa, sa.localID, sa.peerID, sa.created)
 	}
 	idr := sa.localID.payload(true)
-	ourAuth, err := pskAuth(sa.prf, conn.PSK, sa.initResp, sa.ni, sa.keys.SKpr, idr)
+	ourAuth, err := authn.build(sa.prf, signedOctets{sa.initResp, sa.ni, sa.keys.SKpr, idr})
 	if err != nil {
 		sa.respondError(pk, message.NotifyAuthenticationFailed, ResultError)
 		sa.remove(err)
 		return
 	}
-	out := []message.Payload{idr, &message.Auth{Method: message.AuthSharedKeyMIC, Data: ourAuth}}
+	out := []message.Payload{idr, ourAuth}
 	sa.setEstablished()
 	childOut, child, childErr := sa.respondChild(a)
 	out = append(out, childOut...)
@@ -338,16 +322,10 @@ func (sa *ikeSA) processAuthResponse(pk packet) {
 	}
 	sa.peerID = idOf(a.idr)
 	var authErr error
-	switch {
-	case !sa.conn.RemoteID.IsZero() && !sa.conn.RemoteID.Equal(sa.peerID):
+	if !sa.conn.RemoteID.IsZero() && !sa.conn.RemoteID.Equal(sa.peerID) {
 		authErr = fmt.Errorf("it identified as %s, but our remote_id is %s", sa.peerID, sa.conn.RemoteID)
-	case a.auth.Method != message.AuthSharedKeyMIC:
-		authErr = fmt.Errorf("it authenticates with %s, we only accept pre-shared keys", a.auth.Method)
-	default:
-		want, err := pskAuth(sa.prf, sa.conn.PSK, sa.initResp, sa.ni, sa.keys.SKpr, a.idr)
-		if err != nil || !hmac.Equal(want, a.auth.Data) {
-			authErr = errors.New("pre-shared key mismatch")
-		}
+	} else {
+		authErr = authenticatorFor(sa.conn).verify(sa.prf, a.auth, signedOctets{sa.initResp, sa.ni, sa.keys.SKpr, a.idr})
 	}
 	if authErr != nil {
 		msg := fmt.Sprintf("authentication failed for peer %s: %v", sa.remote, authErr)

@@ -21,7 +21,8 @@
 //     layer (message IDs, SK protection, retransmission, dispatch), with
 //     respcache.go (the responder's cached answers); tasks.go the queue of
 //     our requests.
-//   - auth.go (IKE_AUTH, PSK), child.go (the first CHILD SA), createchild.go,
+//   - auth.go (IKE_AUTH), authenticator.go (how an identity is proved: PSK
+//     today, behind the authenticator interface), child.go (the first CHILD SA), createchild.go,
 //     rekeychild.go, childresponder.go, rekeyike.go (CREATE_CHILD_SA in both
 //     roles), rekeyswitch.go (when a rekey responder moves to the new SA),
 //     informational.go (Delete, liveness checks).
