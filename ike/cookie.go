@@ -3,7 +3,6 @@ package ike
 import (
 	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/binary"
 	"net/netip"
@@ -77,17 +76,4 @@ func (j *cookieJar) valid(cookie, ni []byte, ip netip.Addr, spii uint64) bool {
 		return hmac.Equal(cookie, cookieHash(j.version-1, &j.prev, ni, ip, spii))
 	}
 	return false
-}
-
-// natHash is the NAT detection hash of RFC 7296 2.23:
-// SHA-1(SPIi | SPIr | IP | Port), with the SPIs as in the message's header.
-func natHash(spii, spir uint64, ap netip.AddrPort) []byte {
-	h := sha1.New()
-	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], spii)
-	binary.BigEndian.PutUint64(b[8:], spir)
-	h.Write(b[:])
-	h.Write(ap.Addr().Unmap().AsSlice())
-	h.Write(portBytes(ap.Port()))
-	return h.Sum(nil)
 }

@@ -1,7 +1,6 @@
 package ike
 
 import (
-	"crypto/hmac"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -96,57 +95,6 @@ func (sa *ikeSA) sendInit(group uint16) error {
 	sa.nextReqID = 0
 	sa.sendRequest(message.ExchangeIKESAInit, [][]byte{frame(sa.natt, b)})
 	return nil
-}
-
-// natdPayloads returns NAT_DETECTION_SOURCE_IP and _DESTINATION_IP for a
-// message with these SPIs. With ForceEncap the source hash is random, which
-// makes the peer see us behind a NAT and both sides use UDP 4500
-// (RFC 7296 2.23 allows faking it).
-func (sa *ikeSA) natdPayloads(spir uint64) []message.Payload {
-	src := natHash(sa.spii, spir, sa.local)
-	if sa.conn != nil && sa.conn.ForceEncap {
-		src = randomBytes(message.NATDetectionHashLen)
-	}
-	return []message.Payload{
-		&message.Notify{NotifyType: message.NotifyNATDetectionSourceIP, Data: src},
-		&message.Notify{NotifyType: message.NotifyNATDetectionDestinationIP, Data: natHash(sa.spii, spir, sa.remote)},
-	}
-}
-
-// detectNAT evaluates the peer's NAT-D notifications of a message with the
-// given SPIs that came from 'from' to 'to'. ok is false when the peer sent
-// none (it does not support NAT-T).
-func detectNAT(ns []*message.Notify, spii, spir uint64, from, to netip.AddrPort) (natLocal, natRemote, ok bool) {
-	var srcs, dsts [][]byte
-	for _, n := range ns {
-		h, err := n.NATDetectionHash()
-		if err != nil {
-			continue
-		}
-		if n.NotifyType == message.NotifyNATDetectionSourceIP {
-			srcs = append(srcs, h)
-		} else {
-			dsts = append(dsts, h)
-		}
-	}
-	if len(srcs) == 0 || len(dsts) == 0 {
-		return false, false, false
-	}
-	natRemote = true
-	want := natHash(spii, spir, from)
-	for _, h := range srcs {
-		if hmac.Equal(h, want) {
-			natRemote = false
-		}
-	}
-	natLocal = true
-	want = natHash(spii, spir, to)
-	for _, h := range dsts {
-		if hmac.Equal(h, want) {
-			natLocal = false
-		}
-	}
-	return natLocal, natRemote, true
 }
 
 // initPayloads collects what an IKE_SA_INIT message carries.

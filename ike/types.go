@@ -16,7 +16,8 @@
 //
 // Who owns what:
 //   - engine.go, socket.go: the Engine, its sockets and its maps of IKE SAs;
-//     init.go, cookie.go, halfopen.go: IKE_SA_INIT and what guards it.
+//     init.go, cookie.go, halfopen.go: IKE_SA_INIT and what guards it;
+//     natd.go: NAT detection; fragments.go: RFC 7383 fragmentation.
 //   - sa.go: an IKE SA's state and its CHILD SAs; messages.go its message
 //     layer (message IDs, SK protection, retransmission, dispatch), with
 //     respcache.go (the responder's cached answers); tasks.go the queue of
