@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -136,10 +137,10 @@ func Open(opts Options) (_ *Loader, err error) {
 	l.log.Info("pin directory", zap.String("pin", l.dir), zap.String("bpffs", l.root.via),
 		zap.Bool("outlives_process", l.root.durable))
 
-	if err := loadPinned(bpf.LoadWan, &l.wan, l.dir); err != nil {
+	if err := loadPinned(bpf.LoadWan, &l.wan, l.dir, l.log); err != nil {
 		return nil, fmt.Errorf("loader: load wan: %w", err)
 	}
-	if err := loadPinned(bpf.LoadLan, &l.lan, l.dir); err != nil {
+	if err := loadPinned(bpf.LoadLan, &l.lan, l.dir, l.log); err != nil {
 		return nil, fmt.Errorf("loader: load lan: %w", err)
 	}
 	for _, side := range []struct {
@@ -192,7 +193,7 @@ func validInstance(name string) error {
 
 // loadPinned loads a collection with every map pinned by name in dir: an
 // existing pin is reused (its entries survive), a missing one is created.
-func loadPinned(spec func() (*ebpf.CollectionSpec, error), objs any, dir string) error {
+func loadPinned(spec func() (*ebpf.CollectionSpec, error), objs any, dir string, log *zap.Logger) error {
 	cs, err := spec()
 	if err != nil {
 		return err
@@ -206,8 +207,17 @@ func loadPinned(spec func() (*ebpf.CollectionSpec, error), objs any, dir string)
 	}
 	err = cs.LoadAndAssign(objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		return fmt.Errorf("maps pinned in %s are from an incompatible xdpsec version, left by a daemon that did not stop cleanly; "+
-			"detach its XDP programs and delete that directory (loader.Remove does both), then start again: %w", dir, err)
+		// An older build left them (its daemon did not stop cleanly).
+		// Its program keeps its own maps until ours replaces it on the
+		// link, so only the pins go; what they held (SAs, counters)
+		// belonged to the dead daemon.
+		replaced, rerr := unpinIncompatible(cs, dir)
+		if rerr != nil {
+			return fmt.Errorf("maps pinned in %s are from an incompatible xdpsec version: %w", dir, errors.Join(err, rerr))
+		}
+		log.Warn("pinned maps of an older xdpsec version replaced; their entries are lost", zap.String("pin", dir),
+			zap.Strings("maps", replaced))
+		err = cs.LoadAndAssign(objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}})
 	}
 	var ve *ebpf.VerifierError
 	if errors.As(err, &ve) {
@@ -215,6 +225,36 @@ func loadPinned(spec func() (*ebpf.CollectionSpec, error), objs any, dir string)
 		return fmt.Errorf("verifier: %v", ve)
 	}
 	return err
+}
+
+// unpinIncompatible removes the pins in dir of maps that no longer match
+// the collection's specs and returns their names.
+func unpinIncompatible(cs *ebpf.CollectionSpec, dir string) ([]string, error) {
+	var names []string
+	for name, ms := range cs.Maps {
+		if ms.Pinning != ebpf.PinByName {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		m, err := ebpf.LoadPinnedMap(path, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return names, fmt.Errorf("load pinned map %s: %w", name, err)
+		}
+		incompatible := ms.Compatible(m) != nil
+		m.Close()
+		if !incompatible {
+			continue
+		}
+		if err := os.Remove(path); err != nil {
+			return names, fmt.Errorf("unpin map %s: %w", name, err)
+		}
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names, nil
 }
 
 // attach attaches prog to the interface, or moves the link a previous run

@@ -7,10 +7,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpsec/xdpsec/internal/netlab"
@@ -374,5 +378,45 @@ func TestDroppedSideIsDetached(t *testing.T) {
 	}
 	if lb.xdpProg(t, lb.wan) == 0 {
 		t.Error("WAN program not attached")
+	}
+}
+
+// TestOlderPinsReplaced: a crashed daemon of an older build left its maps
+// pinned, one of them (sa_in) with another layout. The next start replaces
+// that pin, keeps the compatible ones, says so, and works with the new map.
+func TestOlderPinsReplaced(t *testing.T) {
+	lb := newLab(t)
+	ld := lb.open(t)
+	if err := ld.Close(); err != nil { // a crash: the pins stay
+		t.Fatal(err)
+	}
+	dir := filepath.Join(DefaultPinRoot, lb.prefix)
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 20, ValueSize: 4, MaxEntries: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if err := os.Remove(filepath.Join(dir, "sa_in")); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(filepath.Join(dir, "sa_in")); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	var ld2 *Loader
+	err = lb.gw.Do(func() error {
+		var err error
+		ld2, err = Open(Options{Instance: lb.prefix, WAN: lb.wan, LAN: lb.lan, Logger: zap.New(core)})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Open over an older build's pins: %v", err)
+	}
+	t.Cleanup(func() { ld2.Detach() })
+	if e := logs.FilterMessageSnippet("older xdpsec version").All(); len(e) != 1 || fmt.Sprint(e[0].ContextMap()["maps"]) != "[sa_in]" {
+		t.Errorf("warning %+v, want one naming sa_in only", e)
+	}
+	if err := ld2.PutSA(InboundSA{SPI: spiKnown, Dst: gwWAN, Peer: peerWAN, Action: SAAfXDP}); err != nil {
+		t.Errorf("the new sa_in takes an SA: %v", err)
 	}
 }
