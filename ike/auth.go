@@ -10,51 +10,6 @@ import (
 	"github.com/xdpsec/xdpsec/ike/message"
 )
 
-// authPayloads collects what an IKE_AUTH message carries.
-type authPayloads struct {
-	idi, idr      *message.ID
-	auth          *message.Auth
-	sa            *message.SA
-	tsi, tsr      *message.TS
-	transport     bool
-	initialContac bool
-	errN          *message.Notify
-}
-
-func collectAuth(ps []message.Payload) authPayloads {
-	var a authPayloads
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *message.ID:
-			if p.Responder {
-				a.idr = p
-			} else {
-				a.idi = p
-			}
-		case *message.Auth:
-			a.auth = p
-		case *message.SA:
-			a.sa = p
-		case *message.TS:
-			if p.Responder {
-				a.tsr = p
-			} else {
-				a.tsi = p
-			}
-		case *message.Notify:
-			switch {
-			case p.NotifyType == message.NotifyUseTransportMode:
-				a.transport = true
-			case p.NotifyType == message.NotifyInitialContact:
-				a.initialContac = true
-			case p.IsError() && a.errN == nil:
-				a.errN = p
-			}
-		}
-	}
-	return a
-}
-
 func idOf(p *message.ID) Identity {
 	return Identity{Type: p.IDType, Data: append([]byte(nil), p.Data...)}
 }
@@ -137,7 +92,7 @@ func (sa *ikeSA) processAuthRequest(pk packet) {
 	// The request is authentic: follow the peer to the NAT-T port and to
 	// its (possibly NAT-mapped) address.
 	sa.local, sa.remote, sa.natt = pk.local, pk.from, pk.natt
-	a := collectAuth(ps)
+	a := collect(ps)
 	// The peer has not authenticated yet: its failures go through the
 	// log limiter like IKE_SA_INIT's.
 	if a.idi == nil || a.auth == nil {
@@ -179,7 +134,7 @@ func (sa *ikeSA) processAuthRequest(pk packet) {
 		sa.remove(errors.New("authentication failed"))
 		return
 	}
-	if a.initialContac {
+	if a.initialContact {
 		// Checked without our lock held: the other SAs' locks are
 		// taken one by one.
 		go e.initialContact(sa, sa.localID, sa.peerID, sa.created)
@@ -214,7 +169,7 @@ func (sa *ikeSA) processAuthRequest(pk packet) {
 // pickConn chooses, among the connections matching the addresses, the one
 // whose remote identity matches IDi (an exact match before a wildcard) and
 // whose local identity matches the IDr the initiator asked for, if any.
-func (sa *ikeSA) pickConn(a authPayloads) *Conn {
+func (sa *ikeSA) pickConn(a payloads) *Conn {
 	var wild *Conn
 	for _, c := range sa.candidates {
 		if !sa.e.connLive(c) || !sa.acceptsIKE(c) {
@@ -237,7 +192,7 @@ func (sa *ikeSA) pickConn(a authPayloads) *Conn {
 // request, in the terms of the configuration: when one accepts the peer's
 // identity but not the one it asks us to be (its IDr), that is the cause,
 // not the peer's identity.
-func (sa *ikeSA) whyNoConn(a authPayloads) string {
+func (sa *ikeSA) whyNoConn(a payloads) string {
 	if a.idr != nil {
 		want := idOf(a.idr)
 		for _, c := range sa.candidates {
@@ -304,7 +259,7 @@ func (sa *ikeSA) processAuthResponse(pk packet) {
 		sa.fail(fmt.Errorf("IKE_AUTH: undecodable response: %w", err))
 		return
 	}
-	a := collectAuth(ps)
+	a := collect(ps)
 	if a.auth == nil || a.idr == nil {
 		n := message.NotifyInvalidSyntax
 		if a.errN != nil {

@@ -143,7 +143,7 @@ func (c *childFailure) Unwrap() error { return c.err }
 
 // respondChild negotiates the CHILD SA of an IKE_AUTH request and returns
 // the payloads for the response.
-func (sa *ikeSA) respondChild(a authPayloads) ([]message.Payload, *childSA, error) {
+func (sa *ikeSA) respondChild(a payloads) ([]message.Payload, *childSA, error) {
 	e := sa.e
 	if a.sa == nil || a.tsi == nil || a.tsr == nil {
 		// Childless IKE_AUTH (RFC 6023) or a peer that asked for none.
@@ -224,7 +224,7 @@ func (c chosen) spiValue() (uint32, bool) {
 }
 
 // acceptChild processes the CHILD SA part of the IKE_AUTH response.
-func (sa *ikeSA) acceptChild(a authPayloads) error {
+func (sa *ikeSA) acceptChild(a payloads) error {
 	e := sa.e
 	ch := sa.pendingChild
 	sa.pendingChild = nil

@@ -18,7 +18,7 @@ func (sa *ikeSA) processCreateChildRequest(pk packet) {
 		return
 	}
 	sa.lastRecv = time.Now()
-	r := collectChild(ps)
+	r := collect(ps)
 	ikeRekey := r.sa != nil && len(r.sa.Proposals) > 0 && r.sa.Proposals[0].Protocol == message.ProtocolIKE
 	var inFlight task
 	if sa.out != nil {
@@ -44,7 +44,7 @@ func (sa *ikeSA) processCreateChildRequest(pk packet) {
 
 // respondCreateChild answers a request for a new CHILD SA or a CHILD SA
 // rekey.
-func (sa *ikeSA) respondCreateChild(pk packet, r childPayloads) {
+func (sa *ikeSA) respondCreateChild(pk packet, r payloads) {
 	e := sa.e
 	exch := message.ExchangeCreateChildSA.String()
 	if r.tsi == nil || r.tsr == nil {
@@ -147,7 +147,7 @@ func (sa *ikeSA) respondCreateChild(pk packet, r childPayloads) {
 // negotiateChild builds the CHILD SA a request asks for under one
 // configured child: proposal, PFS key exchange, selectors and keys. It
 // returns the SA (not installed), the response payloads and our nonce.
-func (sa *ikeSA) negotiateChild(cfg *Child, r childPayloads) (*childSA, []message.Payload, []byte, *childFailure) {
+func (sa *ikeSA) negotiateChild(cfg *Child, r payloads) (*childSA, []message.Payload, []byte, *childFailure) {
 	prop, ok := selectChildProposal(r.sa.Proposals, cfg.ESPProposals)
 	if !ok {
 		return nil, nil, nil, &childFailure{notify: message.NotifyNoProposalChosen,

@@ -23,47 +23,6 @@ import (
 // anyway (the peer sends with it from the moment it got our answer).
 const inboundTimeout = 10 * time.Second
 
-// childPayloads collects what a CREATE_CHILD_SA message carries.
-type childPayloads struct {
-	sa        *message.SA
-	nonce     *message.Nonce
-	ke        *message.KE
-	tsi, tsr  *message.TS
-	transport bool
-	rekey     *message.Notify
-	errN      *message.Notify
-}
-
-func collectChild(ps []message.Payload) childPayloads {
-	var r childPayloads
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *message.SA:
-			r.sa = p
-		case *message.Nonce:
-			r.nonce = p
-		case *message.KE:
-			r.ke = p
-		case *message.TS:
-			if p.Responder {
-				r.tsr = p
-			} else {
-				r.tsi = p
-			}
-		case *message.Notify:
-			switch {
-			case p.NotifyType == message.NotifyUseTransportMode:
-				r.transport = true
-			case p.NotifyType == message.NotifyRekeySA:
-				r.rekey = p
-			case p.IsError() && r.errN == nil:
-				r.errN = p
-			}
-		}
-	}
-	return r
-}
-
 // pfsGroup is the key exchange group a CHILD SA request offers: the first
 // one configured in the ESP proposals (strongSwan's "aes256gcm16-x25519"),
 // or 0 without PFS.
@@ -222,7 +181,7 @@ func (r *childRequest) release(sa *ikeSA, cfg *Child) {
 }
 
 // accept turns the responder's answer into a CHILD SA (not installed yet).
-func (r *childRequest) accept(sa *ikeSA, cfg *Child, a childPayloads, wantMode Mode) (*childSA, error) {
+func (r *childRequest) accept(sa *ikeSA, cfg *Child, a payloads, wantMode Mode) (*childSA, error) {
 	if a.sa == nil || a.nonce == nil || a.tsi == nil || a.tsr == nil {
 		return nil, errors.New("response lacks SA, nonce or traffic selectors")
 	}
@@ -314,7 +273,7 @@ func (t *createChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 		}
 		return
 	}
-	a := collectChild(ps)
+	a := collect(ps)
 	if a.errN != nil {
 		t.req.release(sa, t.cfg)
 		if a.errN.NotifyType == message.NotifyInvalidKEPayload && t.tries < maxInitRetries {

@@ -97,54 +97,6 @@ func (sa *ikeSA) sendInit(group uint16) error {
 	return nil
 }
 
-// initPayloads collects what an IKE_SA_INIT message carries.
-type initPayloads struct {
-	sa       *message.SA
-	ke       *message.KE
-	nonce    *message.Nonce
-	notifies []*message.Notify
-	natd     []*message.Notify
-	cookie   []byte
-	errN     *message.Notify
-	// repeated is set when SA, KE or Nonce came more than once: which
-	// one counts is anyone's guess, so the message is malformed.
-	repeated bool
-	// fragmentation: the peer announced IKEV2_FRAGMENTATION_SUPPORTED.
-	fragmentation bool
-}
-
-func collectInit(ps []message.Payload) initPayloads {
-	var ip initPayloads
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *message.SA:
-			ip.repeated = ip.repeated || ip.sa != nil
-			ip.sa = p
-		case *message.KE:
-			ip.repeated = ip.repeated || ip.ke != nil
-			ip.ke = p
-		case *message.Nonce:
-			ip.repeated = ip.repeated || ip.nonce != nil
-			ip.nonce = p
-		case *message.Notify:
-			ip.notifies = append(ip.notifies, p)
-			switch {
-			case p.NotifyType == message.NotifyNATDetectionSourceIP || p.NotifyType == message.NotifyNATDetectionDestinationIP:
-				ip.natd = append(ip.natd, p)
-			case p.NotifyType == message.NotifyCookie:
-				if c, err := p.Cookie(); err == nil {
-					ip.cookie = c
-				}
-			case p.NotifyType == message.NotifyIKEv2FragmentationSupported:
-				ip.fragmentation = true
-			case p.IsError() && ip.errN == nil:
-				ip.errN = p
-			}
-		}
-	}
-	return ip
-}
-
 // processInitResponse handles the responder's IKE_SA_INIT answer.
 func (sa *ikeSA) processInitResponse(pk packet) {
 	e := sa.e
@@ -153,7 +105,7 @@ func (sa *ikeSA) processInitResponse(pk packet) {
 		e.stats.drop(DropMalformed)
 		return
 	}
-	ip := collectInit(m.Payloads)
+	ip := collect(m.Payloads)
 	exch := message.ExchangeIKESAInit.String()
 	sa.fragOK = ip.fragmentation
 	switch {
@@ -375,7 +327,7 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 		}
 		return
 	}
-	ip := collectInit(m.Payloads)
+	ip := collect(m.Payloads)
 	if ip.sa == nil || ip.ke == nil || ip.nonce == nil || ip.repeated || !initialIKEProposals(ip.sa) {
 		e.stats.drop(DropMalformed)
 		return

@@ -69,7 +69,7 @@ func (t *rekeyChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 		t.finish(err)
 		return
 	}
-	a := collectChild(ps)
+	a := collect(ps)
 	if a.errN != nil {
 		t.req.release(sa, old.cfg)
 		n := a.errN.NotifyType

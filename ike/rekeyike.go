@@ -76,7 +76,7 @@ func (t *rekeyIKETask) response(sa *ikeSA, ps []message.Payload, err error) {
 		t.finish(err)
 		return
 	}
-	a := collectChild(ps)
+	a := collect(ps)
 	if a.errN != nil {
 		n := a.errN.NotifyType
 		e.stats.exchange(exch, true, resultOf(n))
@@ -117,7 +117,7 @@ func (t *rekeyIKETask) response(sa *ikeSA, ps []message.Payload, err error) {
 	t.finish(nil)
 }
 
-func (t *rekeyIKETask) accept(sa *ikeSA, a childPayloads) (*ikeSA, error) {
+func (t *rekeyIKETask) accept(sa *ikeSA, a payloads) (*ikeSA, error) {
 	if a.sa == nil || a.nonce == nil || a.ke == nil {
 		return nil, errors.New("response lacks SA, nonce or KE")
 	}
@@ -143,7 +143,7 @@ func (t *rekeyIKETask) accept(sa *ikeSA, a childPayloads) (*ikeSA, error) {
 }
 
 // respondIKERekey answers the peer's IKE SA rekey.
-func (sa *ikeSA) respondIKERekey(pk packet, r childPayloads, inFlight task) {
+func (sa *ikeSA) respondIKERekey(pk packet, r payloads, inFlight task) {
 	e := sa.e
 	exch := message.ExchangeCreateChildSA.String()
 	switch inFlight.(type) {
