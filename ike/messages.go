@@ -75,7 +75,7 @@ func (sa *ikeSA) respond(id uint32, pk packet, pkt [][]byte) {
 // this SA and notes when, which defers its next NAT-T keepalive.
 func (sa *ikeSA) send(local, remote netip.AddrPort, pkt [][]byte) {
 	for _, d := range pkt {
-		if sa.e.transmit(local, remote, d) == nil {
+		if sa.transport().transmit(local, remote, d) == nil {
 			sa.lastSent = time.Now()
 		}
 	}

@@ -135,6 +135,8 @@ type ikeSA struct {
 	// request, [1] of a response (see fragments.go).
 	fragOK bool
 	fragIn [2]*reassembly
+	// tr carries the SA's datagrams; nil: the engine's UDP sockets.
+	tr transport
 }
 
 // childState is where a CHILD SA is in its life.

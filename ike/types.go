@@ -19,9 +19,10 @@
 //     init.go, cookie.go, halfopen.go: IKE_SA_INIT and what guards it;
 //     natd.go: NAT detection; fragments.go: RFC 7383 fragmentation.
 //   - sa.go: an IKE SA's state and its CHILD SAs; messages.go its message
-//     layer (message IDs, SK protection, retransmission, dispatch), with
-//     respcache.go (the responder's cached answers); tasks.go the queue of
-//     our requests.
+//     layer (message IDs, SK protection, retransmission, dispatch) over a
+//     transport (transport.go), with respcache.go (the responder's cached
+//     answers); tasks.go the queue of our requests; payloads.go collects
+//     what a message carries.
 //   - auth.go (IKE_AUTH), authenticator.go (how an identity is proved: PSK
 //     today, behind the authenticator interface), child.go (the first CHILD SA), createchild.go,
 //     rekeychild.go, childresponder.go, rekeyike.go (CREATE_CHILD_SA in both
