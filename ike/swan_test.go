@@ -35,14 +35,37 @@ type interopLab struct {
 }
 
 func newInteropLab(t *testing.T, nat bool) *interopLab {
+	return newInteropLabWith(t, nat, fastOpts(), 0xc1000000, swan.Options{})
+}
+
+// newInteropLabWith starts xdpsec with opts on gwA and charon with sopts
+// on gwB (strongSwan 6 from its root when sopts.Root is set).
+func newInteropLabWith(t *testing.T, nat bool, opts Options, spiBase uint32, sopts swan.Options) *interopLab {
 	netlab.RequireRoot(t)
-	swan.RequireCharon(t)
+	if sopts.Root == "" {
+		swan.RequireCharon(t)
+	}
 	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true, NAT: nat})
 	return &interopLab{
 		lab: lab,
-		x:   startEngine(t, lab.GwA, "xdpsec", fastOpts(), 0xc1000000),
-		ch:  swan.Start(t, lab.GwB, swan.Options{}),
+		x:   startEngine(t, lab.GwA, "xdpsec", opts, spiBase),
+		ch:  swan.Start(t, lab.GwB, sopts),
 	}
+}
+
+// withCharon6 runs fn in the subtest strongswan-6.1 with the root of
+// strongSwan 6 (Debian sid); that subtest, not the caller, is skipped
+// where the root cannot be built.
+func withCharon6(t *testing.T, fn func(t *testing.T, root string)) {
+	t.Run("strongswan-6.1", func(t *testing.T) { fn(t, swan.RequireCharon6(t)) })
+}
+
+// initiates names a subtest after the side that initiates.
+func initiates(xInit bool) string {
+	if xInit {
+		return "xdpsec-initiates"
+	}
+	return "charon-initiates"
 }
 
 // checkInterop compares xdpsec's and charon's view of the SAs.
@@ -98,33 +121,40 @@ func TestStrongSwanInterop(t *testing.T) {
 		{"aes128gcm16-prfsha256-ecp256", "aes128-sha256"},
 	}
 	l := newInteropLab(t, false)
-	v4 := l.lab.V4
 	for _, tc := range cases {
 		for _, xInit := range []bool{true, false} {
-			name := tc.ike + "/" + tc.esp + "/xdpsec-initiates"
-			if !xInit {
-				name = tc.ike + "/" + tc.esp + "/charon-initiates"
-			}
-			t.Run(name, func(t *testing.T) {
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
-				ca, _ := siteConns(t, v4, tc.ike, tc.esp)
-				ca.Children[0].RemoteTS = []netip.Prefix{pfx("10.2.0.0/16")}
-				l.x.inst.reset()
-				l.x.e.SetConns([]Conn{ca})
-				if err := l.ch.LoadConn(ctx, swanConn(v4, tc.ike, tc.esp, testPSK)); err != nil {
-					t.Fatal(err)
-				}
-				sw := upWith(ctx, t, l, xInit)
-				checkInterop(t, l, sw, xInit)
-				// charon deletes; xdpsec must answer and forget the SA.
-				if err := l.ch.Terminate(ctx, "s2s"); err != nil {
-					t.Fatalf("terminate: %v", err)
-				}
-				waitFor(t, 5*time.Second, "xdpsec to process charon's delete", func() bool { return len(l.x.e.SAs()) == 0 })
-			})
+			t.Run(tc.ike+"/"+tc.esp+"/"+initiates(xInit), func(t *testing.T) { interopCase(t, l, tc.ike, tc.esp, xInit) })
 		}
 	}
+	withCharon6(t, func(t *testing.T, root string) {
+		l := newInteropLabWith(t, false, fastOpts(), 0xc1000000, swan.Options{Root: root})
+		tc := cases[0]
+		for _, xInit := range []bool{true, false} {
+			t.Run(tc.ike+"/"+tc.esp+"/"+initiates(xInit), func(t *testing.T) { interopCase(t, l, tc.ike, tc.esp, xInit) })
+		}
+	})
+}
+
+// interopCase brings up a site-to-site SA with proposals ike and esp,
+// checks both ends' view of it, and has charon delete it.
+func interopCase(t *testing.T, l *interopLab, ike, esp string, xInit bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	v4 := l.lab.V4
+	ca, _ := siteConns(t, v4, ike, esp)
+	ca.Children[0].RemoteTS = []netip.Prefix{pfx("10.2.0.0/16")}
+	l.x.inst.reset()
+	l.x.e.SetConns([]Conn{ca})
+	if err := l.ch.LoadConn(ctx, swanConn(v4, ike, esp, testPSK)); err != nil {
+		t.Fatal(err)
+	}
+	sw := upWith(ctx, t, l, xInit)
+	checkInterop(t, l, sw, xInit)
+	// charon deletes; xdpsec must answer and forget the SA.
+	if err := l.ch.Terminate(ctx, "s2s"); err != nil {
+		t.Fatalf("terminate: %v", err)
+	}
+	waitFor(t, 5*time.Second, "xdpsec to process charon's delete", func() bool { return len(l.x.e.SAs()) == 0 })
 }
 
 func TestStrongSwanBehindNAT(t *testing.T) {
@@ -247,16 +277,7 @@ func TestStrongSwanFailures(t *testing.T) {
 // strongSwan's: it must find its configured peer identity in our IDi and we
 // ours in its IDr.
 func TestStrongSwanIdentities(t *testing.T) {
-	l := newInteropLab(t, false)
-	v4 := l.lab.V4
-	cases := []struct {
-		name      string
-		kind      string
-		xID, swID string // our identity and charon's, in both configs
-		// xRemote, when set, is how we write charon's identity instead
-		// of swID: another spelling peers take for the same.
-		xRemote string
-	}{
+	cases := []swanIDCase{
 		{"ipv4", "ipv4", "192.0.2.1", "192.0.2.2", ""},
 		{"rfc822", "rfc822", "gw-a@example.com", "gw-b@example.com", ""},
 		{"dn", "dn", "C=CH, O=xdpsec, CN=gw-a", "C=CH, O=xdpsec, CN=gw-b", ""},
@@ -272,46 +293,64 @@ func TestStrongSwanIdentities(t *testing.T) {
 		{"dn-email", "dn", "C=CH, E=gw-a@example.com, CN=gw-a", "C=CH, E=gw-b@example.com, CN=gw-b", "C=CH, E=GW-B@Example.com, CN=gw-b"},
 		{"fqdn-case", "fqdn", "gw-a.example.com", "gw-b.example.com", "GW-B.Example.com"},
 	}
-	for _, tc := range cases {
-		for _, xInit := range []bool{true, false} {
-			name := tc.name + "/xdpsec-initiates"
-			if !xInit {
-				name = tc.name + "/charon-initiates"
+	run := func(t *testing.T, l *interopLab, cases []swanIDCase) {
+		for _, tc := range cases {
+			for _, xInit := range []bool{true, false} {
+				t.Run(tc.name+"/"+initiates(xInit), func(t *testing.T) { identityCase(t, l, tc, xInit) })
 			}
-			t.Run(name, func(t *testing.T) {
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
-				const ike, esp = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
-				ca, _ := siteConns(t, v4, ike, esp)
-				xRemote := tc.swID
-				if tc.xRemote != "" {
-					xRemote = tc.xRemote
-				}
-				ca.LocalID, ca.RemoteID = mustID(t, tc.kind, tc.xID), mustID(t, tc.kind, xRemote)
-				l.x.inst.reset()
-				l.x.e.SetConns([]Conn{ca})
-				sc := swanConn(v4, ike, esp, testPSK)
-				sc.LocalID, sc.RemoteID = tc.swID, tc.xID
-				if err := l.ch.LoadConn(ctx, sc); err != nil {
-					t.Fatal(err)
-				}
-				sw := upWith(ctx, t, l, xInit)
-				x := l.x.e.SAs()[0]
-				// What charon sent, rendered as configured: its own
-				// spelling, or ours where it answered the IDr we sent
-				// with it (charon does when it matches its identity).
-				own, ours := mustID(t, tc.kind, tc.swID).String(), ca.RemoteID.String()
-				if x.RemoteID != own && x.RemoteID != ours {
-					t.Errorf("xdpsec sees remote %q, want %q or %q", x.RemoteID, own, ours)
-				}
-				t.Logf("charon: local %q remote %q", sw.LocalID, sw.RemoteID)
-				if err := l.ch.Terminate(ctx, "s2s"); err != nil {
-					t.Fatal(err)
-				}
-				waitFor(t, 5*time.Second, "SAs to go", func() bool { return len(l.x.e.SAs()) == 0 })
-			})
 		}
 	}
+	run(t, newInteropLab(t, false), cases)
+	withCharon6(t, func(t *testing.T, root string) {
+		l := newInteropLabWith(t, false, fastOpts(), 0xc1000000, swan.Options{Root: root})
+		run(t, l, []swanIDCase{cases[2], cases[7]}) // dn, fqdn-case
+	})
+}
+
+// swanIDCase is one identity of TestStrongSwanIdentities.
+type swanIDCase struct {
+	name      string
+	kind      string
+	xID, swID string // our identity and charon's, in both configs
+	// xRemote, when set, is how we write charon's identity instead
+	// of swID: another spelling peers take for the same.
+	xRemote string
+}
+
+// identityCase brings an SA up with tc's identities and checks that we
+// see charon's as configured.
+func identityCase(t *testing.T, l *interopLab, tc swanIDCase, xInit bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	v4 := l.lab.V4
+	const ike, esp = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
+	ca, _ := siteConns(t, v4, ike, esp)
+	xRemote := tc.swID
+	if tc.xRemote != "" {
+		xRemote = tc.xRemote
+	}
+	ca.LocalID, ca.RemoteID = mustID(t, tc.kind, tc.xID), mustID(t, tc.kind, xRemote)
+	l.x.inst.reset()
+	l.x.e.SetConns([]Conn{ca})
+	sc := swanConn(v4, ike, esp, testPSK)
+	sc.LocalID, sc.RemoteID = tc.swID, tc.xID
+	if err := l.ch.LoadConn(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	sw := upWith(ctx, t, l, xInit)
+	x := l.x.e.SAs()[0]
+	// What charon sent, rendered as configured: its own spelling, or
+	// ours where it answered the IDr we sent with it (charon does when
+	// it matches its identity).
+	own, ours := mustID(t, tc.kind, tc.swID).String(), ca.RemoteID.String()
+	if x.RemoteID != own && x.RemoteID != ours {
+		t.Errorf("xdpsec sees remote %q, want %q or %q", x.RemoteID, own, ours)
+	}
+	t.Logf("charon: local %q remote %q", sw.LocalID, sw.RemoteID)
+	if err := l.ch.Terminate(ctx, "s2s"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "SAs to go", func() bool { return len(l.x.e.SAs()) == 0 })
 }
 
 // TestStrongSwanInvalidKE makes each side send the key exchange the other
@@ -492,43 +531,43 @@ func TestStrongSwanRekey(t *testing.T) {
 // IKE_AUTH messages in RFC 7383 fragments, and each puts the other's
 // together; the SAs come up in both roles.
 func TestStrongSwanFragments(t *testing.T) {
-	netlab.RequireRoot(t)
-	swan.RequireCharon(t)
-	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
-	l := &interopLab{
-		lab: lab,
-		x:   startEngine(t, lab.GwA, "xdpsec", fragOpts(200), 0xc2000000),
-		ch:  swan.Start(t, lab.GwB, swan.Options{ExtraConf: "fragment_size = 200"}),
+	run := func(t *testing.T, root string) {
+		sopts := swan.Options{ExtraConf: "fragment_size = 200", Root: root}
+		l := newInteropLabWith(t, false, fragOpts(200), 0xc2000000, sopts)
+		for _, xInit := range []bool{true, false} {
+			t.Run(initiates(xInit), func(t *testing.T) { fragmentCase(t, l, xInit) })
+		}
 	}
-	v4 := lab.V4
-	for _, xInit := range []bool{true, false} {
-		name := map[bool]string{true: "xdpsec-initiates", false: "charon-initiates"}[xInit]
-		t.Run(name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			const ike, esp = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
-			ca, _ := siteConns(t, v4, ike, esp)
-			l.x.inst.reset()
-			l.x.e.SetConns([]Conn{ca})
-			if err := l.ch.LoadConn(ctx, swanConn(v4, ike, esp, testPSK)); err != nil {
-				t.Fatal(err)
-			}
-			st0 := l.x.e.Stats()
-			sw := upWith(ctx, t, l, xInit)
-			checkInterop(t, l, sw, xInit)
-			st := l.x.e.Stats()
-			if st.Reassembled == st0.Reassembled {
-				t.Error("charon sent no fragmented message: fragment_size too large for the test")
-			}
-			if st.Fragmented == st0.Fragmented {
-				t.Error("xdpsec sent no fragmented message: FragmentSize too large for the test")
-			}
-			if err := l.ch.Terminate(ctx, "s2s"); err != nil {
-				t.Fatal(err)
-			}
-			waitFor(t, 5*time.Second, "SAs to go", func() bool { return len(l.x.e.SAs()) == 0 })
-		})
+	run(t, "")
+	withCharon6(t, run)
+}
+
+// fragmentCase brings an SA up with fragmented IKE_AUTH messages both ways.
+func fragmentCase(t *testing.T, l *interopLab, xInit bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	v4 := l.lab.V4
+	const ike, esp = "aes256gcm16-prfsha256-x25519", "aes256gcm16"
+	ca, _ := siteConns(t, v4, ike, esp)
+	l.x.inst.reset()
+	l.x.e.SetConns([]Conn{ca})
+	if err := l.ch.LoadConn(ctx, swanConn(v4, ike, esp, testPSK)); err != nil {
+		t.Fatal(err)
 	}
+	st0 := l.x.e.Stats()
+	sw := upWith(ctx, t, l, xInit)
+	checkInterop(t, l, sw, xInit)
+	st := l.x.e.Stats()
+	if st.Reassembled == st0.Reassembled {
+		t.Error("charon sent no fragmented message: fragment_size too large for the test")
+	}
+	if st.Fragmented == st0.Fragmented {
+		t.Error("xdpsec sent no fragmented message: FragmentSize too large for the test")
+	}
+	if err := l.ch.Terminate(ctx, "s2s"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "SAs to go", func() bool { return len(l.x.e.SAs()) == 0 })
 }
 
 // upWith brings the loaded connection s2s up from xdpsec (xInit) or from

@@ -14,6 +14,11 @@ packages=(
 	libstrongswan-standard-plugins libstrongswan-extra-plugins
 	# strongSwan's pki: ike/dn's tests compare our DN encoding with its own
 	strongswan-pki
+	# strongSwan 6 as a second interop peer: internal/swan builds a Debian
+	# sid root holding it with mmdebstrap, once per machine, and runs its
+	# charon chrooted there (sid packages never go on the machine itself);
+	# without mmdebstrap the strongswan-6.1 subtests skip.
+	mmdebstrap
 	# lab tooling: namespaces are made through netlink, these are run inside
 	iproute2 iptables iputils-ping iperf3 tcpdump
 	# the WireGuard baseline of `xdpsec-bench bench` (wireguard-go is built from the Go module proxy)

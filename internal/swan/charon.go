@@ -9,6 +9,11 @@
 // (ipsec0) and routes the remote subnets to it in routing table 220.
 // kernel-libipsec only does ESP-in-UDP, so charon fakes a NAT and floats
 // to port 4500 on every connection.
+//
+// With Options.Root, charon runs chrooted into a root file system that
+// holds another release instead: strongSwan 6 from Debian sid, built once
+// per machine by EnsureSidRoot (sidroot.go) and handed out to tests by
+// RequireCharon6.
 package swan
 
 import (
@@ -77,6 +82,12 @@ type Options struct {
 	PluginDir string
 	// StartTimeout bounds the wait for the VICI socket (default 10 s).
 	StartTimeout time.Duration
+	// Root, when set, is a root file system holding another strongSwan
+	// (SidRoot, from EnsureSidRoot): charon runs chrooted into it, with
+	// its own /proc, /sys, the host's /dev (for /dev/net/tun), a tmpfs
+	// /run and Dir bind-mounted at /xdpsec. Charon and PluginDir are then
+	// paths inside the root.
+	Root string
 }
 
 // Charon is a running charon daemon in a namespace.
@@ -159,13 +170,15 @@ func StartCharon(ctx context.Context, ns *netlab.NS, opts Options) (*Charon, err
 	if len(c.Socket) > 100 {
 		return nil, errors.Join(fmt.Errorf("swan: socket path %s too long for a unix socket", c.Socket), c.cleanDir())
 	}
-	conf := filepath.Join(c.Dir, "strongswan.conf")
-	if err := os.WriteFile(conf, []byte(StrongswanConf(c.Socket, opts)), 0o600); err != nil {
-		return nil, errors.Join(fmt.Errorf("swan: write strongswan.conf: %w", err), c.cleanDir())
+	// charon's view of Dir: the same, or its mount point in the root.
+	inside := c.Dir
+	if opts.Root != "" {
+		inside = rootMount
 	}
-	bin := opts.Charon
-	if bin == "" {
-		bin = DefaultCharon
+	conf := filepath.Join(c.Dir, "strongswan.conf")
+	text := StrongswanConf(filepath.Join(inside, "charon.vici"), opts)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		return nil, errors.Join(fmt.Errorf("swan: write strongswan.conf: %w", err), c.cleanDir())
 	}
 	plugins := opts.Plugins
 	if len(plugins) == 0 {
@@ -175,17 +188,14 @@ func StartCharon(ctx context.Context, ns *netlab.NS, opts Options) (*Charon, err
 	if pluginDir == "" {
 		pluginDir = DefaultPluginDir
 	}
-	if err := checkPlugins(pluginDir, plugins); err != nil {
+	if err := checkPlugins(filepath.Join(opts.Root, pluginDir), plugins); err != nil {
+		if opts.Root != "" {
+			err = fmt.Errorf("swan: in root %s (remove it to rebuild): %w", opts.Root, err)
+		}
 		return nil, errors.Join(err, c.cleanDir())
 	}
-	// unshare -m gives charon its own mount namespace (propagation private,
-	// so nothing mounted there reaches the host) with a tmpfs on /run for
-	// its pid file: two charons on one host would otherwise refuse to
-	// start over /run/charon.pid. exec keeps charon the process-group
-	// leader that Stop signals.
-	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
-		`mount -t tmpfs tmpfs /run && exec "$0"`, bin)
-	cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+conf)
+	cmd := charonCommand(opts, c.Dir)
+	cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+filepath.Join(inside, "strongswan.conf"))
 	// charon says why it gave up only in its log; keep the end of it for
 	// the error, whatever else the caller does with the output.
 	c.logTail = &tailWriter{max: 8 << 10}
@@ -209,6 +219,31 @@ func StartCharon(ctx context.Context, ns *netlab.NS, opts Options) (*Charon, err
 		return nil, errors.Join(err, c.Close())
 	}
 	return c, nil
+}
+
+// charonCommand returns the command that runs charon. unshare -m gives
+// it its own mount namespace (propagation private, so nothing mounted
+// there reaches the host) with a tmpfs on /run for its pid file: two
+// charons on one host would otherwise refuse to start over
+// /run/charon.pid. With a root, the namespace also gets the root's mounts
+// and the chroot. exec keeps charon the process-group leader that Stop
+// signals.
+func charonCommand(opts Options, dir string) *exec.Cmd {
+	bin := opts.Charon
+	if bin == "" {
+		bin = DefaultCharon
+	}
+	if opts.Root == "" {
+		return exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
+			`mount -t tmpfs tmpfs /run && exec "$0"`, bin)
+	}
+	// The root is shared by every instance and never written: all that
+	// charon writes goes to the tmpfs or to dir.
+	return exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
+		`r=$1 && mount -t tmpfs tmpfs "$r/run" && mount -t proc proc "$r/proc" &&
+mount -t sysfs sysfs "$r/sys" && mount --rbind /dev "$r/dev" &&
+mount --bind "$2" "$r`+rootMount+`" && exec chroot "$r" "$0"`,
+		bin, opts.Root, dir)
 }
 
 // connect polls for the VICI socket: charon creates it only after loading

@@ -269,3 +269,52 @@ func TestCharonClose(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+// TestStrongSwan6 runs strongSwan 6 from the sid root (chrooted) on gwA
+// against the machine's 5.9.8 on gwB, each initiating in turn: the chroot
+// harness works and the two releases agree.
+func TestStrongSwan6(t *testing.T) {
+	RequireCharon(t)
+	root := RequireCharon6(t)
+	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
+	v4 := lab.V4
+	six := Start(t, lab.GwA, Options{Root: root})
+	old := Start(t, lab.GwB, Options{})
+	for _, tc := range []struct {
+		name      string
+		init, rsp *Charon
+	}{{"6-initiates", six, old}, {"5.9.8-initiates", old, six}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			confA, confB := siteConns(v4)
+			if err := six.LoadConn(ctx, confA); err != nil {
+				t.Fatal(err)
+			}
+			if err := old.LoadConn(ctx, confB); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.init.Initiate(ctx, "s2s", "net"); err != nil {
+				t.Fatal(err)
+			}
+			saI, err := tc.init.WaitEstablished(ctx, "s2s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			saR, err := tc.rsp.WaitEstablished(ctx, "s2s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !saI.Initiator || saR.Initiator || saI.SPIi != saR.SPIi || saI.SPIr != saR.SPIr {
+				t.Errorf("IKE SAs do not pair: initiator %+v, responder %+v", saI, saR)
+			}
+			t.Logf("initiator %+v\nresponder %+v", saI, saR)
+			if _, err := lab.HostA.Ping(ctx, v4.HostB, 3, time.Second); err != nil {
+				t.Fatalf("through the tunnel: %v", err)
+			}
+			if err := tc.init.Terminate(ctx, "s2s"); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
