@@ -106,56 +106,11 @@ func (sa *ikeSA) processInitResponse(pk packet) {
 		return
 	}
 	ip := collect(m.Payloads)
-	exch := message.ExchangeIKESAInit.String()
 	sa.fragOK = ip.fragmentation
-	switch {
-	case ip.cookie != nil && ip.sa == nil:
-		if sa.initTries >= maxInitRetries {
-			sa.failInit(fmt.Errorf("IKE_SA_INIT: peer %s keeps demanding COOKIEs", sa.remote), ResultCookie)
-			return
-		}
-		sa.initTries++
-		sa.cookie = append([]byte(nil), ip.cookie...)
-		e.log.Debug("peer demands a COOKIE, retrying", sa.fields()...)
-		sa.out.timer.Stop()
-		sa.out = nil
-		if err := sa.sendInit(sa.kex.Group()); err != nil {
-			sa.failInit(err, ResultError)
-		}
-		return
-	case ip.errN != nil && ip.errN.NotifyType == message.NotifyInvalidKEPayload:
-		g, err := ip.errN.InvalidKEGroup()
-		if err != nil || !sa.offersGroup(uint16(g)) || uint16(g) == sa.kex.Group() || sa.initTries >= maxInitRetries {
-			e.log.Warn("peer asks for a key exchange group we do not propose",
-				sa.fields(zap.String("exchange", exch), zap.Stringer("group", g), zap.String("ours", confString(sa.conn.IKEProposals)))...)
-			sa.failInit(fmt.Errorf("IKE_SA_INIT: peer %s sent INVALID_KE_PAYLOAD asking for %s, which we do not propose", sa.remote, g), ResultInvalidKE)
-			return
-		}
-		sa.initTries++
-		e.stats.exchange(exch, true, ResultInvalidKE)
-		e.log.Debug("peer wants another key exchange group, retrying", sa.fields(zap.Stringer("group", g))...)
-		sa.out.timer.Stop()
-		sa.out = nil
-		// A cookie belongs to the first request; the responder asks
-		// again if it still wants one.
-		sa.cookie = nil
-		if err := sa.sendInit(uint16(g)); err != nil {
-			sa.failInit(err, ResultError)
-		}
-		return
-	case ip.errN != nil:
-		n := ip.errN.NotifyType
-		result := ResultError
-		msg := "IKE_SA_INIT failed: peer sent an error notification"
-		if n == message.NotifyNoProposalChosen {
-			result = ResultNoProposal
-			msg = "no common IKE proposal: peer sent NO_PROPOSAL_CHOSEN"
-		}
-		e.log.Warn(msg, sa.fields(zap.String("exchange", exch), zap.Stringer("notify", n),
-			zap.String("ours", confString(sa.conn.IKEProposals)))...)
-		sa.failInit(notifyFailure(n, fmt.Errorf("IKE_SA_INIT: peer %s sent %s", sa.remote, n)), result)
+	if sa.initRetried(ip) {
 		return
 	}
+	exch := message.ExchangeIKESAInit.String()
 	if ip.sa == nil || ip.ke == nil || ip.nonce == nil || pk.h.SPIr == 0 {
 		e.stats.drop(DropMalformed)
 		return
@@ -196,6 +151,63 @@ func (sa *ikeSA) processInitResponse(pk packet) {
 	sa.completeRequest()
 	e.stats.exchange(exch, true, ResultOK)
 	if err := sa.sendAuth(); err != nil {
+		sa.failInit(err, ResultError)
+	}
+}
+
+// initRetried handles an IKE_SA_INIT answer that is no SA: a COOKIE or
+// INVALID_KE_PAYLOAD, to which the request goes again, changed, or another
+// error, which ends the attempt. It reports whether the answer was one.
+func (sa *ikeSA) initRetried(ip payloads) bool {
+	e := sa.e
+	exch := message.ExchangeIKESAInit.String()
+	switch {
+	case ip.cookie != nil && ip.sa == nil:
+		if sa.initTries >= maxInitRetries {
+			sa.failInit(fmt.Errorf("IKE_SA_INIT: peer %s keeps demanding COOKIEs", sa.remote), ResultCookie)
+			return true
+		}
+		sa.initTries++
+		sa.cookie = append([]byte(nil), ip.cookie...)
+		e.log.Debug("peer demands a COOKIE, retrying", sa.fields()...)
+		sa.restartInit(sa.kex.Group())
+	case ip.errN != nil && ip.errN.NotifyType == message.NotifyInvalidKEPayload:
+		g, err := ip.errN.InvalidKEGroup()
+		if err != nil || !sa.offersGroup(uint16(g)) || uint16(g) == sa.kex.Group() || sa.initTries >= maxInitRetries {
+			e.log.Warn("peer asks for a key exchange group we do not propose",
+				sa.fields(zap.String("exchange", exch), zap.Stringer("group", g), zap.String("ours", confString(sa.conn.IKEProposals)))...)
+			sa.failInit(fmt.Errorf("IKE_SA_INIT: peer %s sent INVALID_KE_PAYLOAD asking for %s, which we do not propose", sa.remote, g), ResultInvalidKE)
+			return true
+		}
+		sa.initTries++
+		e.stats.exchange(exch, true, ResultInvalidKE)
+		e.log.Debug("peer wants another key exchange group, retrying", sa.fields(zap.Stringer("group", g))...)
+		// A cookie belongs to the first request; the responder asks
+		// again if it still wants one.
+		sa.cookie = nil
+		sa.restartInit(uint16(g))
+	case ip.errN != nil:
+		n := ip.errN.NotifyType
+		result := ResultError
+		msg := "IKE_SA_INIT failed: peer sent an error notification"
+		if n == message.NotifyNoProposalChosen {
+			result = ResultNoProposal
+			msg = "no common IKE proposal: peer sent NO_PROPOSAL_CHOSEN"
+		}
+		e.log.Warn(msg, sa.fields(zap.String("exchange", exch), zap.Stringer("notify", n),
+			zap.String("ours", confString(sa.conn.IKEProposals)))...)
+		sa.failInit(notifyFailure(n, fmt.Errorf("IKE_SA_INIT: peer %s sent %s", sa.remote, n)), result)
+	default:
+		return false
+	}
+	return true
+}
+
+// restartInit sends IKE_SA_INIT again with group as the key exchange.
+func (sa *ikeSA) restartInit(group uint16) {
+	sa.out.timer.Stop()
+	sa.out = nil
+	if err := sa.sendInit(group); err != nil {
 		sa.failInit(err, ResultError)
 	}
 }
@@ -274,64 +286,16 @@ func (e *Engine) sendStatelessInit(h message.Header, pk packet, n *message.Notif
 // handleInitRequest is the responder's IKE_SA_INIT.
 func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip.AddrPort, natt bool) {
 	pk := packet{b: b, h: h, from: from, local: local, natt: natt}
-	exch := message.ExchangeIKESAInit.String()
-	if h.MessageID != 0 {
-		e.stats.drop(DropUnexpectedMsgID)
-		return
-	}
-	if len(b) > maxInitLen {
-		// Each half-open SA keeps its request for AUTH; a cap on its
-		// size keeps the half-open table's memory bounded.
-		e.stats.drop(DropMalformed)
-		return
-	}
 	key := initKey{from, h.SPIi}
-	e.mu.Lock()
-	dup := e.initIdx[key]
-	halfOpen, fromSource, closed := e.halfOpen.len(), e.halfOpen.fromSource(from.Addr()), e.closed
-	e.mu.Unlock()
-	if dup != nil {
-		dup.mu.Lock()
-		// Only a byte-identical retransmission gets the cached answer; a
-		// new request under the same SPI (another KE, a cookie) after we
-		// already answered is a protocol error we ignore.
-		if !dup.gone && dup.resp.answers(pk) && string(dup.initReq) == string(b) {
-			// Keyed by source, so from matches; the local port may not.
-			dup.resendCached(pk, nil)
-		} else {
-			e.stats.drop(DropUnexpected)
-		}
-		dup.mu.Unlock()
+	halfOpen, ok := e.admitInit(pk, key)
+	if !ok {
 		return
 	}
-	if closed {
+	ip, ok := e.decodeInit(pk)
+	if !ok {
 		return
 	}
-	if fromSource >= e.opts.HalfOpenPerSource {
-		// Before the decode: the cheapest answer to one busy source.
-		e.stats.drop(DropHalfOpenSourceLimit)
-		if !e.rateLimited("halfopen source") {
-			e.log.Warn("half-open IKE SA limit of a source reached, dropping its IKE_SA_INIT requests",
-				zap.Int("limit", e.opts.HalfOpenPerSource), zap.Stringer("peer", from))
-		}
-		return
-	}
-	m, err := message.Decode(b)
-	if err != nil {
-		e.stats.drop(DropMalformed)
-		// RFC 7296 2.5: a critical payload we do not know is refused
-		// with UNSUPPORTED_CRITICAL_PAYLOAD, here statelessly.
-		if n, data, ok := message.NotifyOf(err); ok && n == message.NotifyUnsupportedCriticalPayload {
-			e.stats.exchange(exch, false, ResultError)
-			e.sendStatelessInit(h, pk, &message.Notify{NotifyType: n, Data: data})
-		}
-		return
-	}
-	ip := collect(m.Payloads)
-	if ip.sa == nil || ip.ke == nil || ip.nonce == nil || ip.repeated || !initialIKEProposals(ip.sa) {
-		e.stats.drop(DropMalformed)
-		return
-	}
+	exch := message.ExchangeIKESAInit.String()
 	underLoad := halfOpen >= e.opts.CookieThreshold
 	if underLoad {
 		e.initRate.underLoad(time.Now())
@@ -342,38 +306,8 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 		e.sendStatelessInit(h, pk, &message.Notify{NotifyType: message.NotifyCookie, Data: e.cookies.make(ip.nonce.Data, from.Addr(), h.SPIi)})
 		return
 	}
-	spiField := zap.String("spi", fmt.Sprintf("%016x_i", h.SPIi))
-	cands := e.candidates(local.Addr(), from.Addr())
-	if len(cands) == 0 {
-		e.stats.exchange(exch, false, ResultNoProposal)
-		if !e.rateLimited("noconfig " + from.Addr().String()) {
-			e.log.Warn("no connection configured for this peer address; sending NO_PROPOSAL_CHOSEN",
-				zap.Stringer("peer", from), zap.Stringer("local", local), spiField, zap.String("exchange", exch))
-		}
-		e.sendStatelessInit(h, pk, &message.Notify{NotifyType: message.NotifyNoProposalChosen})
-		return
-	}
-	var (
-		conn *Conn
-		prop chosen
-	)
-	for _, c := range cands {
-		if p, ok := selectProposal(ip.sa.Proposals, c.IKEProposals, message.ProtocolIKE, uint16(ip.ke.Group)); ok {
-			conn, prop = c, p
-			break
-		}
-	}
-	if conn == nil {
-		e.stats.exchange(exch, false, ResultNoProposal)
-		if !e.rateLimited("noprop " + from.Addr().String()) {
-			e.log.Warn("no common IKE proposal; sending NO_PROPOSAL_CHOSEN",
-				zap.String("conn", cands[0].Name), zap.Stringer("peer", from), spiField, zap.String("exchange", exch),
-				zap.String("received", offerString(ip.sa.Proposals)), zap.String("configured", confString(cands[0].IKEProposals)))
-		}
-		if ce := e.log.Check(zap.DebugLevel, "IKE proposals received"); ce != nil {
-			ce.Write(zap.Stringer("peer", from), spiField, zap.String("received", offerDetail(ip.sa.Proposals)))
-		}
-		e.sendStatelessInit(h, pk, &message.Notify{NotifyType: message.NotifyNoProposalChosen})
+	cands, conn, prop, ok := e.chooseInit(pk, ip)
+	if !ok {
 		return
 	}
 	known := knownPeer(cands, from.Addr())
@@ -406,33 +340,152 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 		initReq: append([]byte(nil), b...), expectReqID: 1, created: time.Now(),
 		pendingCreate: map[string]bool{}, knownPeer: known,
 	}
+	if !e.registerResponder(sa, key) {
+		return
+	}
+	sa.mu.Lock()
+	defer sa.mu.Unlock()
+	sa.answerInit(pk, ip, prop, gir)
+}
+
+// admitInit applies the checks an IKE_SA_INIT request meets before it is
+// decoded: message ID 0, a bounded size, a retransmission answered from
+// the cache, the per-source half-open cap. It returns the half-open count.
+func (e *Engine) admitInit(pk packet, key initKey) (int, bool) {
+	if pk.h.MessageID != 0 {
+		e.stats.drop(DropUnexpectedMsgID)
+		return 0, false
+	}
+	if len(pk.b) > maxInitLen {
+		// Each half-open SA keeps its request for AUTH; a cap on its
+		// size keeps the half-open table's memory bounded.
+		e.stats.drop(DropMalformed)
+		return 0, false
+	}
 	e.mu.Lock()
+	dup := e.initIdx[key]
+	halfOpen, fromSource, closed := e.halfOpen.len(), e.halfOpen.fromSource(pk.from.Addr()), e.closed
+	e.mu.Unlock()
+	if dup != nil {
+		dup.mu.Lock()
+		// Only a byte-identical retransmission gets the cached answer; a
+		// new request under the same SPI (another KE, a cookie) after we
+		// already answered is a protocol error we ignore.
+		if !dup.gone && dup.resp.answers(pk) && string(dup.initReq) == string(pk.b) {
+			// Keyed by source, so from matches; the local port may not.
+			dup.resendCached(pk, nil)
+		} else {
+			e.stats.drop(DropUnexpected)
+		}
+		dup.mu.Unlock()
+		return 0, false
+	}
+	if closed {
+		return 0, false
+	}
+	if fromSource >= e.opts.HalfOpenPerSource {
+		// Before the decode: the cheapest answer to one busy source.
+		e.stats.drop(DropHalfOpenSourceLimit)
+		if !e.rateLimited("halfopen source") {
+			e.log.Warn("half-open IKE SA limit of a source reached, dropping its IKE_SA_INIT requests",
+				zap.Int("limit", e.opts.HalfOpenPerSource), zap.Stringer("peer", pk.from))
+		}
+		return 0, false
+	}
+	return halfOpen, true
+}
+
+// decodeInit decodes an IKE_SA_INIT request and checks it carries one SA,
+// KE and Nonce each.
+func (e *Engine) decodeInit(pk packet) (payloads, bool) {
+	m, err := message.Decode(pk.b)
+	if err != nil {
+		e.stats.drop(DropMalformed)
+		// RFC 7296 2.5: a critical payload we do not know is refused
+		// with UNSUPPORTED_CRITICAL_PAYLOAD, here statelessly.
+		if n, data, ok := message.NotifyOf(err); ok && n == message.NotifyUnsupportedCriticalPayload {
+			e.stats.exchange(message.ExchangeIKESAInit.String(), false, ResultError)
+			e.sendStatelessInit(pk.h, pk, &message.Notify{NotifyType: n, Data: data})
+		}
+		return payloads{}, false
+	}
+	ip := collect(m.Payloads)
+	if ip.sa == nil || ip.ke == nil || ip.nonce == nil || ip.repeated || !initialIKEProposals(ip.sa) {
+		e.stats.drop(DropMalformed)
+		return payloads{}, false
+	}
+	return ip, true
+}
+
+// chooseInit finds the connection that serves the request: among those
+// configured for its addresses, the first with a common IKE proposal.
+// Without one it answers NO_PROPOSAL_CHOSEN, saying why.
+func (e *Engine) chooseInit(pk packet, ip payloads) ([]*Conn, *Conn, chosen, bool) {
+	exch := message.ExchangeIKESAInit.String()
+	from, local := pk.from, pk.local
+	spiField := zap.String("spi", fmt.Sprintf("%016x_i", pk.h.SPIi))
+	cands := e.candidates(local.Addr(), from.Addr())
+	if len(cands) == 0 {
+		e.stats.exchange(exch, false, ResultNoProposal)
+		if !e.rateLimited("noconfig " + from.Addr().String()) {
+			e.log.Warn("no connection configured for this peer address; sending NO_PROPOSAL_CHOSEN",
+				zap.Stringer("peer", from), zap.Stringer("local", local), spiField, zap.String("exchange", exch))
+		}
+		e.sendStatelessInit(pk.h, pk, &message.Notify{NotifyType: message.NotifyNoProposalChosen})
+		return nil, nil, chosen{}, false
+	}
+	for _, c := range cands {
+		if p, ok := selectProposal(ip.sa.Proposals, c.IKEProposals, message.ProtocolIKE, uint16(ip.ke.Group)); ok {
+			return cands, c, p, true
+		}
+	}
+	e.stats.exchange(exch, false, ResultNoProposal)
+	if !e.rateLimited("noprop " + from.Addr().String()) {
+		e.log.Warn("no common IKE proposal; sending NO_PROPOSAL_CHOSEN",
+			zap.String("conn", cands[0].Name), zap.Stringer("peer", from), spiField, zap.String("exchange", exch),
+			zap.String("received", offerString(ip.sa.Proposals)), zap.String("configured", confString(cands[0].IKEProposals)))
+	}
+	if ce := e.log.Check(zap.DebugLevel, "IKE proposals received"); ce != nil {
+		ce.Write(zap.Stringer("peer", from), spiField, zap.String("received", offerDetail(ip.sa.Proposals)))
+	}
+	e.sendStatelessInit(pk.h, pk, &message.Notify{NotifyType: message.NotifyNoProposalChosen})
+	return nil, nil, chosen{}, false
+}
+
+// registerResponder gives a new responder SA its SPI and enters it in the
+// engine's tables, unless a retransmission of the same request won.
+func (e *Engine) registerResponder(sa *ikeSA, key initKey) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.initIdx[key] != nil || e.closed {
 		// A retransmission processed by another socket's reader won.
-		e.mu.Unlock()
-		return
+		return false
 	}
 	sa.spir = e.newSPILocked()
 	e.sas[sa.spir] = sa
 	e.initIdx[key] = sa
 	e.halfOpen.add(sa)
-	e.mu.Unlock()
+	return true
+}
 
-	sa.mu.Lock()
-	defer sa.mu.Unlock()
+// answerInit derives the new responder SA's keys and sends its IKE_SA_INIT
+// response; the SA stays half-open until IKE_AUTH or its timeout (sa.mu
+// held).
+func (sa *ikeSA) answerInit(pk packet, ip payloads, prop chosen, gir []byte) {
+	e := sa.e
 	if err := sa.deriveKeys(prop, gir); err != nil {
 		e.log.Warn("IKE key derivation failed", sa.fields(zap.Error(err))...)
 		sa.remove(err)
 		return
 	}
 	var natd []message.Payload
-	if nl, nr, ok := detectNAT(ip.natd, sa.spii, 0, from, local); ok {
+	if nl, nr, ok := detectNAT(ip.natd, sa.spii, 0, pk.from, pk.local); ok {
 		sa.natLocal, sa.natRemote = nl, nr
 		natd = sa.natdPayloads(sa.spir)
 	}
 	ps := []message.Payload{
 		&message.SA{Proposals: []message.Proposal{prop.wire(message.ProtocolIKE)}},
-		&message.KE{Group: message.KEGroup(prop.ke), Data: kex.PublicKey()},
+		&message.KE{Group: message.KEGroup(prop.ke), Data: sa.kex.PublicKey()},
 		&message.Nonce{Data: sa.nr},
 	}
 	ps = append(ps, natd...)
@@ -450,7 +503,7 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 		return
 	}
 	sa.initResp = rb
-	sa.respond(0, pk, [][]byte{frame(natt, rb)})
+	sa.respond(0, pk, [][]byte{frame(pk.natt, rb)})
 	sa.expiry = time.AfterFunc(e.opts.HalfOpenTimeout, func() {
 		sa.mu.Lock()
 		defer sa.mu.Unlock()
@@ -460,7 +513,7 @@ func (e *Engine) handleInitRequest(b []byte, h message.Header, from, local netip
 			sa.remove(errors.New("half-open IKE SA expired"))
 		}
 	})
-	e.stats.exchange(exch, false, ResultOK)
+	e.stats.exchange(message.ExchangeIKESAInit.String(), false, ResultOK)
 }
 
 // knownPeer reports whether a is the configured remote address of one of
