@@ -51,25 +51,9 @@ func (sa *ikeSA) respondCreateChild(pk packet, r payloads) {
 		sa.respondError(pk, message.NotifyInvalidSyntax, ResultError)
 		return
 	}
-	var old *childSA
-	if r.rekey != nil {
-		if r.rekey.Protocol != message.ProtocolESP || len(r.rekey.SPI) != 4 {
-			sa.respondError(pk, message.NotifyInvalidSyntax, ResultError)
-			return
-		}
-		spi := uint32(r.rekey.SPI[0])<<24 | uint32(r.rekey.SPI[1])<<16 | uint32(r.rekey.SPI[2])<<8 | uint32(r.rekey.SPI[3])
-		// The notify names the SPI the peer receives on: our outbound.
-		old = sa.childByOut(spi)
-		switch {
-		case old == nil:
-			e.log.Info("peer rekeys a CHILD SA we do not have; sending CHILD_SA_NOT_FOUND", sa.fields(zap.String("spi", fmt.Sprintf("%08x", spi)))...)
-			sa.respondError(pk, message.NotifyChildSANotFound, ResultError)
-			return
-		case old.retired || old.peerRekey != nil || (old.state != childInstalled && old.state != childRekeying):
-			// Already replaced, or a rekey of the peer's is pending.
-			sa.respondError(pk, message.NotifyTemporaryFailure, ResultTemporaryFailure)
-			return
-		}
+	old, ok := sa.rekeyTarget(pk, r)
+	if !ok {
+		return
 	}
 	cfgs := make([]*Child, 0, len(sa.conn.Children))
 	if old != nil {
@@ -130,15 +114,45 @@ func (sa *ikeSA) respondCreateChild(pk packet, r payloads) {
 	if fail == nil {
 		fail = &childFailure{notify: message.NotifyNoProposalChosen, err: fmt.Errorf("connection %q has no children", sa.connName())}
 	}
-	e.log.Warn("CHILD SA request refused", sa.fields(zap.String("exchange", exch), zap.Bool("rekey", old != nil),
+	sa.refuseCreateChild(pk, fail, old != nil)
+}
+
+// rekeyTarget finds the CHILD SA a request's REKEY_SA names (nil for a new
+// child) or answers why it cannot be rekeyed.
+func (sa *ikeSA) rekeyTarget(pk packet, r payloads) (*childSA, bool) {
+	if r.rekey == nil {
+		return nil, true
+	}
+	if r.rekey.Protocol != message.ProtocolESP || len(r.rekey.SPI) != 4 {
+		sa.respondError(pk, message.NotifyInvalidSyntax, ResultError)
+		return nil, false
+	}
+	spi := uint32(r.rekey.SPI[0])<<24 | uint32(r.rekey.SPI[1])<<16 | uint32(r.rekey.SPI[2])<<8 | uint32(r.rekey.SPI[3])
+	// The notify names the SPI the peer receives on: our outbound.
+	old := sa.childByOut(spi)
+	switch {
+	case old == nil:
+		sa.e.log.Info("peer rekeys a CHILD SA we do not have; sending CHILD_SA_NOT_FOUND", sa.fields(zap.String("spi", fmt.Sprintf("%08x", spi)))...)
+		sa.respondError(pk, message.NotifyChildSANotFound, ResultError)
+		return nil, false
+	case old.retired || old.peerRekey != nil || (old.state != childInstalled && old.state != childRekeying):
+		// Already replaced, or a rekey of the peer's is pending.
+		sa.respondError(pk, message.NotifyTemporaryFailure, ResultTemporaryFailure)
+		return nil, false
+	}
+	return old, true
+}
+
+// refuseCreateChild answers a CREATE_CHILD_SA request we cannot grant.
+func (sa *ikeSA) refuseCreateChild(pk packet, fail *childFailure, rekey bool) {
+	exch := message.ExchangeCreateChildSA.String()
+	sa.e.log.Warn("CHILD SA request refused", sa.fields(zap.String("exchange", exch), zap.Bool("rekey", rekey),
 		zap.Stringer("notify", fail.notify), zap.Error(fail.err))...)
-	var n *message.Notify
+	n := &message.Notify{NotifyType: fail.notify}
 	if fail.notify == message.NotifyInvalidKEPayload {
 		n = fail.invalidKE
-	} else {
-		n = &message.Notify{NotifyType: fail.notify}
 	}
-	e.stats.exchange(exch, false, resultOf(fail.notify))
+	sa.e.stats.exchange(exch, false, resultOf(fail.notify))
 	if pkt, err := sa.protect(pk.h.Exchange, pk.h.MessageID, true, []message.Payload{n}); err == nil {
 		sa.respond(pk.h.MessageID, pk, pkt)
 	}

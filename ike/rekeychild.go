@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -72,37 +73,7 @@ func (t *rekeyChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 	a := collect(ps)
 	if a.errN != nil {
 		t.req.release(sa, old.cfg)
-		n := a.errN.NotifyType
-		e.stats.exchange(exch, true, resultOf(n))
-		switch {
-		case n == message.NotifyInvalidKEPayload && t.tries < maxInitRetries && retryGroup(a.errN, old.cfg, t.group) != 0:
-			t.group, t.tries = retryGroup(a.errN, old.cfg, t.group), t.tries+1
-			old.rekeyQueued = true
-			sa.queue = append([]task{t}, sa.queue...)
-			return
-		case n == message.NotifyChildSANotFound:
-			e.log.Warn("peer does not know the CHILD SA we rekey (CHILD_SA_NOT_FOUND); removing it",
-				sa.fields(zap.String("child", old.sa.Child), zap.String("spi", fmt.Sprintf("%08x", old.sa.SPIIn)))...)
-			sa.dropChild(old)
-			sa.childLost(old, "the peer no longer knows it (CHILD_SA_NOT_FOUND)")
-		case n == message.NotifyTemporaryFailure:
-			e.log.Debug("peer is busy (TEMPORARY_FAILURE), rekeying later", sa.fields(zap.String("child", old.sa.Child))...)
-			if !old.removed && old.state == childInstalled {
-				sa.retryChildRekey(old)
-			}
-		default:
-			old.lastRefusal = fmt.Sprintf("last rekey refused: peer sent %s", n)
-			e.log.Warn("CHILD SA rekey refused by peer; trying again later", sa.fields(zap.String("child", old.sa.Child), zap.Stringer("notify", n),
-				zap.String("offer", offeredChild(old.cfg, t.group)))...)
-			if !old.removed && old.state == childInstalled {
-				sa.retryChildRekey(old)
-			}
-		}
-		if n == message.NotifyNoProposalChosen {
-			t.finish(fmt.Errorf("peer sent %s: %s", n, offeredChild(old.cfg, t.group)))
-		} else {
-			t.finish(fmt.Errorf("peer sent %s", n))
-		}
+		t.refused(sa, a.errN)
 		return
 	}
 	c, err := t.req.accept(sa, old.cfg, a, old.sa.Mode)
@@ -137,14 +108,61 @@ func (t *rekeyChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 		t.finish(nil)
 		return
 	}
-	if err := sa.installInbound(c); err == nil {
+	t.finish(sa.switchToRekeyed(old, c))
+}
+
+// refused handles the peer's error answer to our rekey: another key
+// exchange group, a child it no longer knows, a busy peer, a refusal.
+func (t *rekeyChildTask) refused(sa *ikeSA, errN *message.Notify) {
+	e := sa.e
+	old := t.old
+	n := errN.NotifyType
+	e.stats.exchange(message.ExchangeCreateChildSA.String(), true, resultOf(n))
+	switch {
+	case n == message.NotifyInvalidKEPayload && t.tries < maxInitRetries && retryGroup(errN, old.cfg, t.group) != 0:
+		t.group, t.tries = retryGroup(errN, old.cfg, t.group), t.tries+1
+		old.rekeyQueued = true
+		sa.queue = append([]task{t}, sa.queue...)
+		return
+	case n == message.NotifyChildSANotFound:
+		e.log.Warn("peer does not know the CHILD SA we rekey (CHILD_SA_NOT_FOUND); removing it",
+			sa.fields(zap.String("child", old.sa.Child), zap.String("spi", fmt.Sprintf("%08x", old.sa.SPIIn)))...)
+		sa.dropChild(old)
+		sa.childLost(old, "the peer no longer knows it (CHILD_SA_NOT_FOUND)")
+	case n == message.NotifyTemporaryFailure:
+		e.log.Debug("peer is busy (TEMPORARY_FAILURE), rekeying later", sa.fields(zap.String("child", old.sa.Child))...)
+		if !old.removed && old.state == childInstalled {
+			sa.retryChildRekey(old)
+		}
+	default:
+		old.lastRefusal = fmt.Sprintf("last rekey refused: peer sent %s", n)
+		e.log.Warn("CHILD SA rekey refused by peer; trying again later", sa.fields(zap.String("child", old.sa.Child), zap.Stringer("notify", n),
+			zap.String("offer", offeredChild(old.cfg, t.group)))...)
+		if !old.removed && old.state == childInstalled {
+			sa.retryChildRekey(old)
+		}
+	}
+	if n == message.NotifyNoProposalChosen {
+		t.finish(fmt.Errorf("peer sent %s: %s", n, offeredChild(old.cfg, t.group)))
+	} else {
+		t.finish(fmt.Errorf("peer sent %s", n))
+	}
+}
+
+// switchToRekeyed installs c, the new SA of our rekey of old, inbound then
+// outbound, and deletes old at the peer. Should installing fail, the peer
+// has an SA we do not: it is deleted there and old stays, rekeyed again
+// later.
+func (sa *ikeSA) switchToRekeyed(old, c *childSA) error {
+	e := sa.e
+	exch := message.ExchangeCreateChildSA.String()
+	err := sa.installInbound(c)
+	if err == nil {
 		if err = sa.installOutbound(c); err != nil {
 			sa.deleteFromDataplane(c)
 		}
-		if err != nil {
-			e.log.Warn("installing the rekeyed CHILD SA failed", sa.fields(zap.String("child", old.sa.Child), zap.Error(err))...)
-		}
-	} else {
+	}
+	if err != nil {
 		e.log.Warn("installing the rekeyed CHILD SA failed", sa.fields(zap.String("child", old.sa.Child), zap.Error(err))...)
 	}
 	if c.outbound {
@@ -159,17 +177,17 @@ func (t *rekeyChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 			old.timers.stopAll()
 			sa.enqueue(&deleteChildTask{c: old, reason: "rekeyed"})
 		}
-		t.finish(nil)
-		return
+		return nil
 	}
-	// Installing failed: the peer has the new SA, we do not. Delete it
-	// at the peer and keep the old one, rekeying again later.
 	e.stats.exchange(exch, true, ResultError)
 	sa.enqueue(&deleteChildTask{c: c, reason: "not installed"})
 	if !old.removed {
 		sa.retryChildRekey(old)
 	}
-	t.finish(err)
+	if err == nil {
+		err = errors.New("the rekeyed CHILD SA is not sending")
+	}
+	return fmt.Errorf("install rekeyed CHILD SA: %w", err)
 }
 
 // childByOut finds the CHILD SA with outbound SPI spi.
