@@ -202,20 +202,8 @@ func matchProposal(p message.Proposal, o proposal.Proposal, proto message.Protoc
 			return c, false
 		}
 	}
-	found := false
-	for _, t := range p.TransformsOf(message.TransformENCR) {
-		for _, oc := range o.Encryption {
-			kb := int(t.KeyLength)
-			if uint16(oc.Alg) == t.ID && (kb == oc.KeyBits || !oc.Alg.HasKeyLengthAttr() && kb == 0) && len(t.Attributes) == 0 {
-				c.encr, c.keyBits, found = t.ID, oc.KeyBits, true
-				break
-			}
-		}
-		if found {
-			break
-		}
-	}
-	if !found {
+	var found bool
+	if c.encr, c.keyBits, found = matchEncr(p, o); !found {
 		return c, false
 	}
 	aead := proposal.Encr(c.encr).IsAEAD()
@@ -252,39 +240,62 @@ func matchProposal(p message.Proposal, o proposal.Proposal, proto message.Protoc
 	// in an ESP proposal are ignored there (RFC 7296 1.2), as strongSwan
 	// does.
 	if proto == message.ProtocolIKE {
-		kes := p.TransformsOf(message.TransformKE)
-		ourKE := o.KE
-		ok := false
-		if preferKE != 0 {
-			for _, t := range kes {
-				if t.ID == preferKE && containsFn(ourKE, func(g proposal.KEGroup) bool { return uint16(g) == preferKE }) {
-					c.ke, ok = preferKE, true
-				}
-			}
-		}
-		if !ok {
-			c.ke, ok = firstCommon(kes, ourKE, func(g proposal.KEGroup) uint16 { return uint16(g) })
-		}
-		if !ok || c.ke == 0 {
+		var ok bool
+		if c.ke, ok = matchKE(p, o, preferKE); !ok {
 			return c, false
 		}
 	}
 	if proto == message.ProtocolESP {
-		esns := p.TransformsOf(message.TransformESN)
-		if len(esns) == 0 {
-			esns = []message.Transform{{Type: message.TransformESN, ID: 0}}
-		}
-		ourESN := o.ESN
-		if len(ourESN) == 0 {
-			ourESN = []bool{false}
-		}
-		id, ok := firstCommon(esns, ourESN, func(b bool) uint16 { return uint16(proposal.ESNFromBool(b)) })
-		if !ok {
+		var ok bool
+		if c.esn, ok = matchESN(p, o); !ok {
 			return c, false
 		}
-		c.esn = id == 1
 	}
 	return c, true
+}
+
+// matchEncr picks the first of the peer's ciphers we configure, with its
+// key length.
+func matchEncr(p message.Proposal, o proposal.Proposal) (uint16, int, bool) {
+	for _, t := range p.TransformsOf(message.TransformENCR) {
+		for _, oc := range o.Encryption {
+			kb := int(t.KeyLength)
+			if uint16(oc.Alg) == t.ID && (kb == oc.KeyBits || !oc.Alg.HasKeyLengthAttr() && kb == 0) && len(t.Attributes) == 0 {
+				return t.ID, oc.KeyBits, true
+			}
+		}
+	}
+	return 0, 0, false
+}
+
+// matchKE picks the key exchange of an IKE proposal: preferKE when both
+// have it (its KE payload is already there), else the first common one.
+func matchKE(p message.Proposal, o proposal.Proposal, preferKE uint16) (uint16, bool) {
+	kes := p.TransformsOf(message.TransformKE)
+	if preferKE != 0 && containsFn(o.KE, func(g proposal.KEGroup) bool { return uint16(g) == preferKE }) {
+		for _, t := range kes {
+			if t.ID == preferKE {
+				return preferKE, true
+			}
+		}
+	}
+	ke, ok := firstCommon(kes, o.KE, func(g proposal.KEGroup) uint16 { return uint16(g) })
+	return ke, ok && ke != 0
+}
+
+// matchESN picks extended sequence numbers or not; a proposal without an
+// ESN transform means no ESN.
+func matchESN(p message.Proposal, o proposal.Proposal) (bool, bool) {
+	esns := p.TransformsOf(message.TransformESN)
+	if len(esns) == 0 {
+		esns = []message.Transform{{Type: message.TransformESN, ID: 0}}
+	}
+	ourESN := o.ESN
+	if len(ourESN) == 0 {
+		ourESN = []bool{false}
+	}
+	id, ok := firstCommon(esns, ourESN, func(b bool) uint16 { return uint16(proposal.ESNFromBool(b)) })
+	return id == 1, ok
 }
 
 func firstCommon[T any](offer []message.Transform, ours []T, id func(T) uint16) (uint16, bool) {
