@@ -133,8 +133,8 @@ func (sa *ikeSA) seal1(h message.Header, enc message.Payload, pt []byte) ([]byte
 var (
 	errNotProtected = errors.New("message is not protected")
 	errMalformed    = errors.New("malformed message")
-	// errFragmented: the message came in encrypted fragments (RFC 7383),
-	// which we neither announce nor reassemble.
+	// errFragmented: the message came in encrypted fragments (RFC 7383)
+	// from a peer that did not announce IKE fragmentation in IKE_SA_INIT.
 	errFragmented = errors.New("message in encrypted fragments")
 )
 
@@ -176,10 +176,11 @@ func (sa *ikeSA) unprotect(b []byte) ([]message.Payload, error) {
 }
 
 // dropUnopened counts a message that did not open: a forgery or a
-// corrupted one (integrity), or one in encrypted fragments, which the
-// peer should not send since we never announced IKEV2_FRAGMENTATION_SUPPORTED.
-// Some peers send them anyway (strongSwan's fragmentation=force); that is
-// said once per IKE SA, for the exchange then never completes.
+// corrupted one (integrity), a fragment held for or dropped from its set
+// (fragments.go), or fragments from a peer that did not announce IKE
+// fragmentation, which it should not send; some do anyway (strongSwan's
+// fragmentation=force), which is said once per IKE SA, since the exchange
+// then never completes.
 func (sa *ikeSA) dropUnopened(err error, exch message.ExchangeType) {
 	var fd *fragmentDrop
 	switch {
@@ -195,8 +196,8 @@ func (sa *ikeSA) dropUnopened(err error, exch message.ExchangeType) {
 	sa.e.stats.drop(DropFragmented)
 	if !sa.fragmentsSeen {
 		sa.fragmentsSeen = true
-		sa.e.log.Info("peer sent an IKE message in encrypted fragments (RFC 7383), which we did not negotiate "+
-			"and do not reassemble: dropped; have the peer send whole messages (strongSwan: fragmentation = yes or no, not force)",
+		sa.e.log.Info("peer sent an IKE message in encrypted fragments (RFC 7383) although it did not announce "+
+			"IKE fragmentation in IKE_SA_INIT: dropped; have the peer announce it or send whole messages (strongSwan: fragmentation = yes, not force)",
 			sa.fields(zap.Stringer("exchange", exch))...)
 	}
 }
