@@ -554,9 +554,21 @@ func fragmentCase(t *testing.T, l *interopLab, xInit bool) {
 	if err := l.ch.LoadConn(ctx, swanConn(v4, ike, esp, testPSK)); err != nil {
 		t.Fatal(err)
 	}
+	// On the wire, both ways: SKF payloads (RFC 7383), what tcpdump shows.
+	ours, err := l.lab.GwA.CaptureOutFunc("wan0", isSKF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := l.lab.GwB.CaptureOutFunc("wan0", isSKF)
+	if err != nil {
+		t.Fatal(err)
+	}
 	st0 := l.x.e.Stats()
 	sw := upWith(ctx, t, l, xInit)
 	checkInterop(t, l, sw, xInit)
+	if a, b := ours.Stop(), theirs.Stop(); a < 2 || b < 2 {
+		t.Errorf("SKF datagrams on the wire: %d from xdpsec, %d from charon; want a fragmented IKE_AUTH each way", a, b)
+	}
 	st := l.x.e.Stats()
 	if st.Reassembled == st0.Reassembled {
 		t.Error("charon sent no fragmented message: fragment_size too large for the test")
@@ -587,4 +599,27 @@ func upWith(ctx context.Context, t *testing.T, l *interopLab, xInit bool) swan.I
 	}
 	waitFor(t, 5*time.Second, "xdpsec CHILD SA", func() bool { return len(l.x.inst.children()) == 1 })
 	return sw
+}
+
+// isSKF reports whether an IPv4 packet is an IKE message on UDP 500 or
+// 4500 (after the non-ESP marker) whose first payload is an Encrypted
+// Fragment (type 53).
+func isSKF(pkt []byte) bool {
+	if len(pkt) < 20 || pkt[0]>>4 != 4 || pkt[9] != 17 {
+		return false
+	}
+	udp := pkt[int(pkt[0]&0x0f)*4:]
+	if len(udp) < 8 {
+		return false
+	}
+	ike := udp[8:]
+	if port := int(udp[2])<<8 | int(udp[3]); port == 4500 {
+		if len(ike) < 4 || ike[0]|ike[1]|ike[2]|ike[3] != 0 {
+			return false
+		}
+		ike = ike[4:]
+	} else if port != 500 {
+		return false
+	}
+	return len(ike) >= 28 && message.PayloadType(ike[16]) == message.PayloadSKF
 }

@@ -26,6 +26,15 @@ type Capture struct {
 // CaptureOut starts counting the packets link sends whose source lies in
 // src and destination in dst, with IP protocol proto (0: any).
 func (n *NS) CaptureOut(link string, src, dst netip.Prefix, proto uint8) (*Capture, error) {
+	return n.CaptureOutFunc(link, func(pkt []byte) bool {
+		s, d, p, ok := ipHeader(pkt)
+		return ok && src.Contains(s) && dst.Contains(d) && (proto == 0 || p == proto)
+	})
+}
+
+// CaptureOutFunc starts counting the IP packets link sends for which
+// match, given the packet from its IP header on, reports true.
+func (n *NS) CaptureOutFunc(link string, match func(pkt []byte) bool) (*Capture, error) {
 	l, err := n.nl.LinkByName(link)
 	if err != nil {
 		return nil, fmt.Errorf("netlab: %s: link %s: %w", n.Name, link, err)
@@ -52,11 +61,11 @@ func (n *NS) CaptureOut(link string, src, dst netip.Prefix, proto uint8) (*Captu
 		unix.Close(c.fd)
 		return nil, fmt.Errorf("netlab: %s: capture timeout: %w", n.Name, err)
 	}
-	go c.read(src, dst, proto)
+	go c.read(match)
 	return c, nil
 }
 
-func (c *Capture) read(src, dst netip.Prefix, proto uint8) {
+func (c *Capture) read(match func(pkt []byte) bool) {
 	defer close(c.done)
 	buf := make([]byte, 65536)
 	for !c.stopped() {
@@ -71,7 +80,7 @@ func (c *Capture) read(src, dst netip.Prefix, proto uint8) {
 		if !ok || ll.Pkttype != unix.PACKET_OUTGOING {
 			continue
 		}
-		if s, d, p, ok := ipHeader(buf[:nr]); ok && src.Contains(s) && dst.Contains(d) && (proto == 0 || p == proto) {
+		if match(buf[:nr]) {
 			c.matched.Add(1)
 		}
 	}
