@@ -44,10 +44,7 @@ func (sa *ikeSA) espArrived() bool {
 	if !ok || len(sa.children) == 0 {
 		return false
 	}
-	spis := make([]uint32, 0, len(sa.children))
-	for _, c := range sa.children {
-		spis = append(spis, c.sa.SPIIn)
-	}
+	spis, _ := sa.childSPIs()
 	ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
 	defer cancel()
 	n, err := r.InboundPackets(ctx, spis)
@@ -77,4 +74,17 @@ func (sa *ikeSA) peerDead(exch message.ExchangeType, tries int, waited time.Dura
 	if action == DPDRestart {
 		e.restartConn(conn)
 	}
+}
+
+// childSPIs returns the inbound SPIs of the IKE SA's CHILD SAs and the
+// outbound SPIs of those that send, for reading the data plane's counters.
+func (sa *ikeSA) childSPIs() (in, out []uint32) {
+	in = make([]uint32, 0, len(sa.children))
+	for _, c := range sa.children {
+		in = append(in, c.sa.SPIIn)
+		if c.outbound {
+			out = append(out, c.sa.SPIOut)
+		}
+	}
+	return in, out
 }

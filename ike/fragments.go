@@ -217,8 +217,9 @@ func (sa *ikeSA) authentic(b []byte) bool {
 // first: a retransmitted fragmented request is answered from the cache
 // once, on its fragment 1, not once per fragment.
 func laterFragment(b []byte) bool {
-	const hdr = 28 // IKE header; the SKF payload follows at once
-	if len(b) < hdr+8 || message.PayloadType(b[16]) != message.PayloadSKF {
+	// The SKF payload follows the IKE header at once.
+	const hdr = message.HeaderLen
+	if len(b) < hdr+skfHeaderLen || message.PayloadType(b[16]) != message.PayloadSKF {
 		return false
 	}
 	return binary.BigEndian.Uint16(b[hdr+4:]) != 1

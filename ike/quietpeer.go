@@ -47,13 +47,7 @@ func (sa *ikeSA) sentIntoSilence(round time.Duration) bool {
 	if !ok || len(sa.children) == 0 {
 		return false
 	}
-	var spisIn, spisOut []uint32
-	for _, c := range sa.children {
-		spisIn = append(spisIn, c.sa.SPIIn)
-		if c.outbound {
-			spisOut = append(spisOut, c.sa.SPIOut)
-		}
-	}
+	spisIn, spisOut := sa.childSPIs()
 	ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
 	defer cancel()
 	nIn, nOut, err := pc.Packets(ctx, spisIn, spisOut)

@@ -3,6 +3,7 @@ package esp
 import (
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 )
@@ -206,22 +207,10 @@ func runPeerSteps(t *testing.T, s setup, steps []peerStep) {
 		if st.moved {
 			want = []Event{{SPI: in.spi, Kind: EventPeerMoved, Peer: peer}}
 		}
-		if r != st.want || in.Peer() != peer || !equalEvents(events, want) {
+		if r != st.want || in.Peer() != peer || !slices.Equal(events, want) {
 			t.Fatalf("%s: %v, peer %v, events %+v; want %v, %v, %+v", st.name, r, in.Peer(), events, st.want, peer, want)
 		}
 	}
-}
-
-func equalEvents(a, b []Event) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestPeerMovedConcurrent has workers accept packets from one new source

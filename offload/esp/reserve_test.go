@@ -154,7 +154,7 @@ func TestEncryptSeq(t *testing.T) {
 			t.Fatalf("packet %d past a hard limit of 2: %v", i+1, r)
 		}
 	}
-	if !equalKinds(events, []EventKind{EventHard}) {
+	if !slices.Equal(events, []EventKind{EventHard}) {
 		t.Fatalf("events %v", events)
 	}
 	if _, ok := hard.ReserveSeq(1); ok {

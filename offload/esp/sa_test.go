@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"math"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 )
@@ -248,25 +249,13 @@ func TestLifetimes(t *testing.T) {
 					if c.hardAt != 0 && i >= c.hardAt {
 						want = append(want, EventHard)
 					}
-					if !equalKinds(events, want) {
+					if !slices.Equal(events, want) {
 						t.Fatalf("%s packet %d: events %v, want %v", dir, i, events, want)
 					}
 				}
 			}
 		})
 	}
-}
-
-func equalKinds(a, b []EventKind) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestSelectors(t *testing.T) {
