@@ -147,27 +147,13 @@ func newLab(t testing.TB, queues int) *lab {
 //		return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 //	return XDP_PASS;
 func redirectUDP(mapFD int, port uint16) asm.Instructions {
-	// Packet fields are big endian; loads are in host order.
-	be16 := func(v uint16) int32 {
-		var b [2]byte
-		binary.BigEndian.PutUint16(b[:], v)
-		return int32(binary.NativeEndian.Uint16(b[:]))
-	}
-	return asm.Instructions{
+	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.LoadMem(asm.R2, asm.R1, 0, asm.Word), // ctx->data
 		asm.LoadMem(asm.R3, asm.R1, 4, asm.Word), // ctx->data_end
-		asm.Mov.Reg(asm.R4, asm.R2),
-		asm.Add.Imm(asm.R4, 14+20+8),
-		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
-		asm.LoadMem(asm.R4, asm.R2, 12, asm.Half),
-		asm.JNE.Imm(asm.R4, be16(0x0800), "pass"),
-		asm.LoadMem(asm.R4, asm.R2, 14, asm.Byte),
-		asm.JNE.Imm(asm.R4, 0x45, "pass"),
-		asm.LoadMem(asm.R4, asm.R2, 14+9, asm.Byte),
-		asm.JNE.Imm(asm.R4, unix.IPPROTO_UDP, "pass"),
-		asm.LoadMem(asm.R4, asm.R2, 14+20+2, asm.Half),
-		asm.JNE.Imm(asm.R4, be16(port), "pass"),
+	}
+	insns = append(insns, netlab.MatchIPv4UDPPort(asm.R2, asm.R3, port, "pass")...)
+	return append(insns,
 		asm.LoadMem(asm.R2, asm.R6, 16, asm.Word), // ctx->rx_queue_index
 		asm.LoadMapPtr(asm.R1, mapFD),
 		asm.Mov.Imm(asm.R3, 2), // XDP_PASS when the slot is empty
@@ -175,7 +161,7 @@ func redirectUDP(mapFD int, port uint16) asm.Instructions {
 		asm.Return(),
 		asm.Mov.Imm(asm.R0, 2).WithSymbol("pass"),
 		asm.Return(),
-	}
+	)
 }
 
 // openB opens one socket per RX queue of b's veth and registers each in
