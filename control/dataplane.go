@@ -34,13 +34,14 @@ func openDataplane(ctx context.Context, cfg *config.Config, configPath string, l
 		return none.New(), nil
 	case "afxdp":
 		d, err := afxdp.New(ctx, afxdp.Options{
-			WAN:      dp.WAN,
-			LAN:      dp.LAN,
-			Workers:  dp.Workers,
-			XDPMode:  dp.XDPMode,
-			TUN:      dp.TUN,
-			Instance: instanceName(configPath),
-			Logger:   log.Named("afxdp"),
+			WAN:            dp.WAN,
+			LAN:            dp.LAN,
+			Workers:        dp.Workers,
+			XDPMode:        dp.XDPMode,
+			TUN:            dp.TUN,
+			DecryptSharing: afxdp.Sharing(dp.DecryptSharing),
+			Instance:       instanceName(configPath),
+			Logger:         log.Named("afxdp"),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("afxdp data plane: %w", err)

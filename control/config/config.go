@@ -96,6 +96,10 @@ type Dataplane struct {
 	// over the CPUs from XDP: "sa" sends each SA to one CPU, "packet"
 	// spreads one SA's packets, "off" leaves it to the NIC's RSS.
 	CPUSteering string `yaml:"cpu_steering"`
+	// DecryptSharing says whether an afxdp worker shares the decryption
+	// of its big WAN batches with the other workers: "on", "off", or
+	// "auto", on with 4 workers or more.
+	DecryptSharing string `yaml:"decrypt_sharing"`
 	// FailClosed says when the kill switch holds protected traffic
 	// without a daemon: "crash" while no daemon runs after one died,
 	// "always" also after a clean stop, until the next daemon or
@@ -246,11 +250,12 @@ func defaultConfig() Config {
 			RekeyGrace:        2 * time.Second,
 		},
 		Dataplane: Dataplane{
-			Mode:        "afxdp",
-			XDPMode:     "auto",
-			Offload:     Offload{Type: "crypto"},
-			CPUSteering: "sa",
-			FailClosed:  "crash",
+			Mode:           "afxdp",
+			XDPMode:        "auto",
+			Offload:        Offload{Type: "crypto"},
+			CPUSteering:    "sa",
+			DecryptSharing: "auto",
+			FailClosed:     "crash",
 		},
 	}
 }

@@ -188,7 +188,10 @@ func (d *decoder) dataplane(n *yaml.Node, path string, dp *Dataplane) {
 		},
 		"xdp_mode":     func(v *yaml.Node, p string) { d.enum(v, p, &dp.XDPMode, "auto", "native", "generic") },
 		"cpu_steering": func(v *yaml.Node, p string) { d.enum(v, p, &dp.CPUSteering, "sa", "packet", "off") },
-		"fail_closed":  func(v *yaml.Node, p string) { d.enum(v, p, &dp.FailClosed, "crash", "always") },
+		"decrypt_sharing": func(v *yaml.Node, p string) {
+			d.enum(v, p, &dp.DecryptSharing, "auto", "on", "off")
+		},
+		"fail_closed": func(v *yaml.Node, p string) { d.enum(v, p, &dp.FailClosed, "crash", "always") },
 		"offload": func(v *yaml.Node, p string) {
 			offloadNode = v
 			offloadSeen = d.mapping(v, p, map[string]handler{

@@ -23,10 +23,11 @@
 // ring slot), tun_error (TUN port reads or writes that failed) and
 // tx_error (failed TX kicks).
 //
-// Besides drops the workers count one event: csum_completed, LAN packets
+// Besides drops the workers count two events: csum_completed, LAN packets
 // whose TCP or UDP checksum the sender left partial (TX checksum offload,
 // as on a veth: containers on the gateway host), which they complete
-// before encrypting, since nothing after them could (see WorkerEvents).
+// before encrypting, since nothing after them could; and decrypt_shared,
+// WAN packets decrypted for another worker's batch (see WorkerEvents).
 //
 // With Options.TUN the gateway's own traffic is protected too: the host
 // stack routes packets for the destinations of outbound protect policies
@@ -44,7 +45,10 @@
 // numbers are taken in order under a per-SA lock, so its crypto is not
 // parallel), and all of its packets leave in sequence order through one
 // WAN queue, its home, chosen by SPI; an inbound SA's packets are
-// decrypted by the workers of the queues they arrive on, in parallel.
+// decrypted by the workers of the queues they arrive on, and each of
+// those shares its big batches with the other workers (spread.go), so
+// one SA on one queue still decrypts on every core, and leaves in the
+// order it came.
 package afxdp
 
 import (
@@ -103,7 +107,20 @@ type Options struct {
 	// TUNMTU is the TUN port's MTU; 0 means the WAN port's MTU less the
 	// largest ESP overhead (esp.MaxHeadroom + esp.MaxTailroom).
 	TUNMTU int
+	// DecryptSharing says whether workers share the decryption of big
+	// WAN batches (spread.go); "" means SharingAuto.
+	DecryptSharing Sharing
 }
+
+// Sharing is a setting of Options.DecryptSharing.
+type Sharing string
+
+const (
+	// SharingAuto shares with 4 workers or more (sharingMinWorkers).
+	SharingAuto Sharing = "auto"
+	SharingOn   Sharing = "on"
+	SharingOff  Sharing = "off"
+)
 
 // eventQueue is how many events wait for the control plane before new
 // ones are counted as lost.
@@ -283,21 +300,22 @@ func New(ctx context.Context, opts Options) (_ *Dataplane, err error) {
 		}
 	}
 
-	if err := d.startWorkers(opts.Workers, wanSocks, lanSocks); err != nil {
+	if err := d.startWorkers(opts.Workers, opts.DecryptSharing, wanSocks, lanSocks); err != nil {
 		return nil, err
 	}
 	log.Info("afxdp data plane up",
 		zap.String("wan", opts.WAN), zap.Int("wan_queues", len(wanSocks)),
 		zap.String("tun", d.tunName),
 		zap.String("lan", opts.LAN), zap.Int("lan_queues", len(lanSocks)),
-		zap.Int("workers", len(d.workers)), zap.Stringer("xsk_mode", wanSocks[0].Mode()))
+		zap.Int("workers", len(d.workers)), zap.Bool("decrypt_sharing", len(d.workers) > 0 && d.workers[0].peers != nil),
+		zap.Stringer("xsk_mode", wanSocks[0].Mode()))
 	return d, nil
 }
 
 // startWorkers spreads the sockets over the workers: queue q of each port
 // goes to worker q mod n, so every worker has at least one LAN socket to
 // send on; all of them may send on every WAN socket (see wanPort).
-func (d *Dataplane) startWorkers(want int, wanSocks, lanSocks []*xsk.Socket) error {
+func (d *Dataplane) startWorkers(want int, sharingSetting Sharing, wanSocks, lanSocks []*xsk.Socket) error {
 	if want == 0 {
 		want = runtime.NumCPU()
 	}
@@ -340,6 +358,16 @@ func (d *Dataplane) startWorkers(want int, wanSocks, lanSocks []*xsk.Socket) err
 		}
 		// The wake eventfd comes last: idle looks for it there.
 		w.pfd = append(w.pfd, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+	}
+	if sharing(sharingSetting, len(d.workers)) {
+		for _, w := range d.workers {
+			w.inbox = make(chan *share, inboxLen)
+			for _, p := range d.workers {
+				if p != w {
+					w.peers = append(w.peers, p)
+				}
+			}
+		}
 	}
 	for _, w := range d.workers {
 		d.wg.Add(1)
@@ -498,18 +526,20 @@ func (d *Dataplane) WorkerPackets() []uint64 {
 // WorkerEvents returns what the workers did to packets besides moving or
 // dropping them, for metrics: csum_completed counts LAN packets whose
 // partial TCP or UDP checksum (a sender with TX checksum offload) they
-// completed before encrypting.
+// completed before encrypting, decrypt_shared the WAN packets a worker
+// decrypted for another worker's batch (see spread.go).
 func (d *Dataplane) WorkerEvents() map[string]uint64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return nil
 	}
-	var done uint64
+	var done, shared uint64
 	for _, w := range d.workers {
 		done += w.csumDone.Load()
+		shared += w.helped.Load()
 	}
-	return map[string]uint64{"csum_completed": done}
+	return map[string]uint64{"csum_completed": done, "decrypt_shared": shared}
 }
 
 // SetIKERateLimit rate-limits IKE_SA_INIT per source at the WAN program

@@ -65,8 +65,10 @@ func TestTunnelMultiQueue(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	a := startSite(t, lab.GwA, lab.Prefix+"-gwA")
-	b := startSite(t, lab.GwB, lab.Prefix+"-gwB")
+	// Two workers would not share by default (sharingMinWorkers).
+	opts := Options{DecryptSharing: SharingOn}
+	a := startSiteWith(t, lab.GwA, lab.Prefix+"-gwA", opts)
+	b := startSiteWith(t, lab.GwB, lab.Prefix+"-gwB", opts)
 	install(t, lab.V4, a, b, newKeys(t, aes256gcm16), newKeys(t, aes256gcm16), nil)
 	if len(a.dp.socks) != 4 {
 		t.Fatalf("gwA has %d sockets, want 2 queues x 2 ports", len(a.dp.socks))
@@ -88,6 +90,16 @@ func TestTunnelMultiQueue(t *testing.T) {
 			if n == 0 {
 				t.Errorf("%s: worker %d received nothing", s.ns.Name, i)
 			}
+		}
+	}
+	// Each SA's ESP arrives on one queue (its home queue at the sender),
+	// so one worker receives it; under load it shares the decryption of
+	// its batches with the other (spread.go).
+	for _, s := range []*site{a, b} {
+		shared := s.dp.WorkerEvents()["decrypt_shared"]
+		t.Logf("%s: %d packets decrypted for the other worker", s.ns.Name, shared)
+		if shared == 0 {
+			t.Errorf("%s: one SA's decryption stayed on one worker", s.ns.Name)
 		}
 	}
 	// Both workers encrypt each SA's packets, but they leave in sequence

@@ -100,6 +100,19 @@ type worker struct {
 	// atomic add per batch.
 	packets atomic.Uint64
 
+	// Shared decryption (spread.go): peers are the other workers, which
+	// get parts of big WAN batches (shares, offered round robin from
+	// nextPeer); inbox holds the parts the peers offer this worker,
+	// offered counts them, asleep is set while it waits in ppoll, and
+	// helped counts the packets it decrypted for the others.
+	peers    []*worker
+	nextPeer int
+	shares   [maxShares]share
+	inbox    chan *share
+	offered  atomic.Int32
+	asleep   atomic.Bool
+	helped   atomic.Uint64
+
 	// Scratch space, allocated once.
 	rx      [batchSize]xsk.Desc
 	tx      [batchSize]xsk.Desc
@@ -150,7 +163,7 @@ func (w *worker) run(stop *atomic.Bool) {
 		if w.holdQ != nil && w.holdQ.held > 0 {
 			w.flushHeld()
 		}
-		busy := false
+		busy := w.help()
 		for _, s := range w.wan {
 			if w.fromWAN(s) > 0 {
 				busy = true
@@ -196,7 +209,15 @@ func (w *worker) idle() {
 		poll = holdPoll
 	}
 	w.ts = unix.NsecToTimespec(int64(poll))
-	if _, err := unix.Ppoll(w.pfd, &w.ts, nil); err != nil {
+	// Parts offered meanwhile are work (see offer for the order).
+	w.asleep.Store(true)
+	if w.offered.Load() > 0 {
+		w.asleep.Store(false)
+		return
+	}
+	_, err := unix.Ppoll(w.pfd, &w.ts, nil)
+	w.asleep.Store(false)
+	if err != nil {
 		return
 	}
 	if w.pfd[len(w.pfd)-1].Revents&unix.POLLIN != 0 {
@@ -225,7 +246,7 @@ func (w *worker) fromWAN(port *wanPort) int {
 		w.pkts[m] = esp.Packet{Buf: f, Off: ethLen, Len: len(f) - ethLen}
 		m++
 	}
-	w.eng.DecryptBatch(w.dp.sadb, w.pkts[:m], w.res[:m])
+	w.decryptBatch(w.pkts[:m], w.res[:m])
 
 	k := w.lanTx.Alloc(w.tx[:m])
 	j, nUp := 0, 0

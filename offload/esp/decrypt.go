@@ -78,42 +78,97 @@ func (w *Worker) Decrypt(sa *SA, p *Packet) Verdict {
 	if binary.BigEndian.Uint32(p.Buf[p.Off+espOff:]) != sa.spi {
 		return sa.drop(DropUnknownSPI)
 	}
-	return w.decrypt(sa, p, espOff, ipLen, n)
+	r := Result{SA: sa}
+	if r.Verdict = sa.check(p, &r, espOff, ipLen, n); r.Verdict != Accept {
+		return r.Verdict
+	}
+	w.openResult(p, &r)
+	return sa.finish(p, &r)
 }
 
 // Result is the outcome of one packet of DecryptBatch: the verdict and the
-// SA that judged it, nil when none did (malformed or unknown SPI).
+// SA that judged it, nil when none did (malformed or unknown SPI). Between
+// the stages of a batch (CheckBatch, OpenBatch, FinishBatch) it carries
+// what one stage found for the next, and Verdict Accept means "so far".
 type Result struct {
 	SA      *SA
 	Verdict Verdict
+
+	// Found by check: the full sequence number, the outer source (for
+	// an SA that learns NAT rebindings), the offsets of the ESP header
+	// and behind the outer IP header, the packet's length and that of
+	// its ciphertext.
+	seq                     uint64
+	src                     netip.AddrPort
+	espOff, ipLen, n, ctLen int
+	// opened is open's outcome: the ICV verified, the payload decrypted.
+	opened bool
 }
 
 // DecryptBatch looks up each packet's SA in db and decrypts it as Decrypt
-// does, writing the outcome to the same index of res, which must be at least
-// as long as pkts.
+// does, writing the outcome to the same index of res, which must be at
+// least as long as pkts. It is CheckBatch, OpenBatch and FinishBatch in
+// turn.
 func (w *Worker) DecryptBatch(db *SADB, pkts []Packet, res []Result) {
+	w.CheckBatch(db, pkts, res)
+	w.OpenBatch(pkts, res)
+	w.FinishBatch(pkts, res)
+}
+
+// CheckBatch is DecryptBatch's first stage: it finds each packet's SA in
+// db and checks what costs little (the packet's form, how it arrived, the
+// replay window), counting what it drops.
+func (w *Worker) CheckBatch(db *SADB, pkts []Packet, res []Result) {
 	res = res[:len(pkts)]
 	for i := range pkts {
-		res[i] = w.decryptLookup(db, &pkts[i])
+		p, r := &pkts[i], &res[i]
+		*r = Result{}
+		if p.Off < 0 || p.Len < 0 || p.Off+p.Len > len(p.Buf) {
+			r.Verdict = db.drop(DropMalformed)
+			continue
+		}
+		espOff, ipLen, n, ok := locate(p.Bytes())
+		if !ok {
+			r.Verdict = db.drop(DropMalformed)
+			continue
+		}
+		sa := db.Lookup(binary.BigEndian.Uint32(p.Buf[p.Off+espOff:]))
+		if sa == nil {
+			r.Verdict = db.drop(DropUnknownSPI)
+			continue
+		}
+		r.SA = sa
+		r.Verdict = sa.check(p, r, espOff, ipLen, n)
 	}
 }
 
-func (w *Worker) decryptLookup(db *SADB, p *Packet) Result {
-	if p.Off < 0 || p.Len < 0 || p.Off+p.Len > len(p.Buf) {
-		return Result{Verdict: db.drop(DropMalformed)}
+// OpenBatch is the second stage, where the cost is: it verifies the ICV
+// of each packet that CheckBatch passed and decrypts it in place. It
+// touches nothing but the packets, their results and w, never an SA's
+// counters or replay window, so several workers may open parts of one
+// batch at once, each with its own Worker, while one runs the stages
+// around it.
+func (w *Worker) OpenBatch(pkts []Packet, res []Result) {
+	for i := range pkts {
+		w.openResult(&pkts[i], &res[i])
 	}
-	espOff, ipLen, n, ok := locate(p.Bytes())
-	if !ok {
-		return Result{Verdict: db.drop(DropMalformed)}
-	}
-	sa := db.Lookup(binary.BigEndian.Uint32(p.Buf[p.Off+espOff:]))
-	if sa == nil {
-		return Result{Verdict: db.drop(DropUnknownSPI)}
-	}
-	return Result{SA: sa, Verdict: w.decrypt(sa, p, espOff, ipLen, n)}
 }
 
-func (w *Worker) decrypt(sa *SA, p *Packet, espOff, ipLen, n int) Verdict {
+// FinishBatch is the last stage: for each opened packet it moves the
+// replay window, checks the padding, the inner packet and the selectors,
+// counts the packet and learns a NAT rebinding, and for each that failed
+// to open counts the drop.
+func (w *Worker) FinishBatch(pkts []Packet, res []Result) {
+	for i := range pkts {
+		if r := &res[i]; r.Verdict == Accept && r.SA != nil {
+			r.Verdict = r.SA.finish(&pkts[i], r)
+		}
+	}
+}
+
+// check is the first stage for one packet of sa: the ESP header at
+// espOff, the outer IP header ipLen long, the packet n bytes.
+func (sa *SA) check(p *Packet, r *Result, espOff, ipLen, n int) Verdict {
 	if sa.dead.Load() {
 		return sa.drop(DropExpired)
 	}
@@ -122,34 +177,50 @@ func (w *Worker) decrypt(sa *SA, p *Packet, espOff, ipLen, n int) Verdict {
 	if v := sa.checkArrival(pkt, espOff != ipLen); v != Accept {
 		return sa.drop(v)
 	}
-	var src netip.AddrPort
 	if sa.learns {
 		// Read now: transport mode rebuilds the IP header over the UDP one.
-		src = outerSource(pkt, ipLen)
+		r.src = outerSource(pkt, ipLen)
 	}
 	t := sa.t
-	esp := pkt[espOff:]
-	ctLen := len(esp) - espHeaderLen - t.ivLen - t.icvLen
+	ctLen := n - espOff - espHeaderLen - t.ivLen - t.icvLen
 	if ctLen < 2 || ctLen%t.align != 0 {
 		return sa.drop(DropMalformed)
 	}
-	seq, ok := sa.replay.check(binary.BigEndian.Uint32(esp[4:8]), sa.esn)
+	seq, ok := sa.replay.check(binary.BigEndian.Uint32(pkt[espOff+4:espOff+8]), sa.esn)
 	if !ok {
 		return sa.drop(DropReplay)
 	}
-	ctOff := espHeaderLen + t.ivLen
-	pt := esp[ctOff : ctOff+ctLen]
-	if !w.open(sa, esp, pt, seq) {
+	r.seq, r.espOff, r.ipLen, r.n, r.ctLen = seq, espOff, ipLen, n, ctLen
+	return Accept
+}
+
+// openResult is the second stage for one packet.
+func (w *Worker) openResult(p *Packet, r *Result) {
+	if r.Verdict != Accept || r.SA == nil {
+		return
+	}
+	esp := p.Buf[p.Off+r.espOff : p.Off+r.n]
+	ctOff := espHeaderLen + r.SA.t.ivLen
+	r.opened = w.open(r.SA, esp, esp[ctOff:ctOff+r.ctLen], r.seq)
+}
+
+// finish is the last stage for one packet that passed check.
+func (sa *SA) finish(p *Packet, r *Result) Verdict {
+	if !r.opened {
 		return sa.drop(DropAuth)
 	}
 	// The window moves only for authentic packets (RFC 4303 3.4.3).
-	if !sa.replay.update(seq) {
+	if !sa.replay.update(r.seq) {
 		return sa.drop(DropReplay)
 	}
 	// Only the newest packet may move the peer, so that one delayed from
 	// before a rebinding does not move it back.
-	newest := sa.learns && sa.replay.top.Load() == seq
+	newest := sa.learns && sa.replay.top.Load() == r.seq
 
+	pkt := p.Buf[p.Off : p.Off+r.n]
+	ctOff := espHeaderLen + sa.t.ivLen
+	ctLen := r.ctLen
+	pt := pkt[r.espOff+ctOff : r.espOff+ctOff+ctLen]
 	padLen := int(pt[ctLen-2])
 	nh := pt[ctLen-1]
 	if padLen+2 > ctLen {
@@ -164,7 +235,7 @@ func (w *Worker) decrypt(sa *SA, p *Packet, espOff, ipLen, n int) Verdict {
 	if nh == protoNoNext {
 		return sa.drop(DropDummy)
 	}
-	dataOff := p.Off + espOff + ctOff // of data in p.Buf
+	dataOff := p.Off + r.espOff + ctOff // of data in p.Buf
 	var out []byte
 	if sa.mode == Tunnel {
 		var v Verdict
@@ -173,7 +244,7 @@ func (w *Worker) decrypt(sa *SA, p *Packet, espOff, ipLen, n int) Verdict {
 		}
 		p.Off, p.Len = dataOff, len(out)
 	} else {
-		out = transportPacket(p, pkt[:ipLen], dataOff, len(data), nh)
+		out = transportPacket(p, pkt[:r.ipLen], dataOff, len(data), nh)
 	}
 	if !sa.selected(out) {
 		return sa.drop(DropSelector)
@@ -181,8 +252,8 @@ func (w *Worker) decrypt(sa *SA, p *Packet, espOff, ipLen, n int) Verdict {
 	sa.account(&sa.packetsIn, &sa.bytesIn, len(out))
 	// A NAT rebinding is learnt from accepted packets only: the outer
 	// header is not covered by the ICV, anyone can send a forged one.
-	if newest && *sa.peer.Load() != src {
-		sa.learnPeer(src)
+	if newest && *sa.peer.Load() != r.src {
+		sa.learnPeer(r.src)
 	}
 	return Accept
 }

@@ -476,9 +476,9 @@ func TestSADB(t *testing.T) {
 	pkts[3].Bytes()[0] = 0                                   // malformed
 	res := make([]Result, 4)
 	w.DecryptBatch(db, pkts, res)
-	want := []Result{{in, Accept}, {in, Accept}, {nil, DropUnknownSPI}, {nil, DropMalformed}}
+	want := []Result{{SA: in, Verdict: Accept}, {SA: in, Verdict: Accept}, {Verdict: DropUnknownSPI}, {Verdict: DropMalformed}}
 	for i := range res {
-		if res[i] != want[i] {
+		if res[i].SA != want[i].SA || res[i].Verdict != want[i].Verdict {
 			t.Errorf("packet %d: %+v, want %+v", i, res[i], want[i])
 		}
 	}
