@@ -520,6 +520,12 @@ type xdpReporter interface {
 	SocketCounters() (map[string]uint64, error)
 }
 
+// pathReporter is implemented by data planes that choose among paths
+// for their packets (afxdp: AF_XDP or the TUN port for the LAN side).
+type pathReporter interface {
+	Paths() map[string]string
+}
+
 // initRateLimiter is implemented by data planes with an XDP front door,
 // which can rate-limit IKE_SA_INIT per source before the daemon sees it.
 type initRateLimiter interface {
@@ -549,6 +555,9 @@ func (d *Daemon) Stats(ctx context.Context) (api.Stats, error) {
 	}
 	if out.Drops == nil {
 		out.Drops = map[string]uint64{}
+	}
+	if p, ok := d.dp.(pathReporter); ok {
+		out.Paths = p.Paths()
 	}
 	if x, ok := d.dp.(xdpReporter); ok {
 		out.Workers = x.WorkerPackets()

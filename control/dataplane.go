@@ -40,6 +40,7 @@ func openDataplane(ctx context.Context, cfg *config.Config, configPath string, l
 			XDPMode:        dp.XDPMode,
 			TUN:            dp.TUN,
 			DecryptSharing: afxdp.Sharing(dp.DecryptSharing),
+			LANOutput:      afxdp.LANOutput(dp.LANOutput),
 			Instance:       instanceName(configPath),
 			Logger:         log.Named("afxdp"),
 		})

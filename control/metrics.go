@@ -151,7 +151,7 @@ type dataplaneCollector struct {
 
 // workerEventer is implemented by data planes whose workers count what
 // they did to packets besides moving or dropping them (afxdp:
-// csum_completed, decrypt_shared).
+// csum_completed, decrypt_shared, lan_merged).
 type workerEventer interface {
 	WorkerEvents() map[string]uint64
 }
@@ -167,7 +167,7 @@ func newDataplaneCollector(dp offload.Dataplane) *dataplaneCollector {
 		xdpEv:   prometheus.NewDesc("xdpsec_xdp_events_total", "Things the XDP programs did besides their verdicts, by interface side and event: mss_clamped (TCP SYNs whose MSS was lowered), event_* (notifications to the daemon sent, suppressed or lost).", []string{"interface", "event"}, nil),
 		workers: prometheus.NewDesc("xdpsec_worker_packets_total", "Packets handled per data-plane worker.", []string{"worker"}, nil),
 		sockets: prometheus.NewDesc("xdpsec_afxdp_socket_events_total", "Kernel AF_XDP socket statistics summed over all sockets. Packets lost before a worker saw them: rx_dropped, rx_ring_full, rx_fill_ring_empty_descs; refused descriptors: rx_invalid_descs, tx_invalid_descs; tx_ring_empty_descs is not loss: it counts kernel polls that found nothing to send, and rises while idle.", []string{"event"}, nil),
-		workEv:  prometheus.NewDesc("xdpsec_afxdp_worker_events_total", "What the data-plane workers did to packets besides moving or dropping them: csum_completed (LAN packets whose partial TCP/UDP checksum, left by a sender with TX checksum offload, they completed), decrypt_shared (WAN packets a worker decrypted for another worker's batch, which spreads one busy SA's decryption over the cores).", []string{"event"}, nil),
+		workEv:  prometheus.NewDesc("xdpsec_afxdp_worker_events_total", "What the data-plane workers did to packets besides moving or dropping them: csum_completed (LAN packets whose partial TCP/UDP checksum, left by a sender with TX checksum offload, they completed), decrypt_shared (WAN packets a worker decrypted for another worker's batch, which spreads one busy SA's decryption over the cores), lan_merged (decrypted TCP segments that left through the TUN port merged into super-packets, lan_output tun).", []string{"event"}, nil),
 		offload: prometheus.NewDesc("xdpsec_sa_offload", "Installed SAs by direction and the offload in force for them (none = software ESP).", []string{"direction", "offload"}, nil),
 	}
 }

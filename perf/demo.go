@@ -168,6 +168,10 @@ dataplane:
   mode: afxdp
   wan: %[11]s
   lan: %[12]s
+  # The gateway's own traffic goes through the tunnel by this port, and
+  # decrypted TCP for the LAN leaves by it merged into super-packets
+  # (lan_output auto: the LAN is a veth).
+  tun: xdpsec0
 connections:
   - name: peer
     local_addr: %[3]s

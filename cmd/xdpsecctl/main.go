@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -292,6 +293,14 @@ func printStats(w io.Writer, st api.Stats) error {
 	tw := newTable(w)
 	fmt.Fprintf(tw, "data plane:\t%s\n", st.Dataplane)
 	fmt.Fprintf(tw, "drops:\t%s\n", counterList(st.Drops))
+	if len(st.Paths) > 0 {
+		keys := slices.Sorted(maps.Keys(st.Paths))
+		parts := make([]string, 0, len(keys))
+		for _, k := range keys {
+			parts = append(parts, k+" "+st.Paths[k])
+		}
+		fmt.Fprintf(tw, "paths:\t%s\n", strings.Join(parts, ", "))
+	}
 	if len(st.Workers) > 0 {
 		parts := make([]string, 0, len(st.Workers))
 		for i, n := range st.Workers {

@@ -212,3 +212,15 @@ func TestPrintInitiations(t *testing.T) {
 		t.Errorf("status line: %q", got)
 	}
 }
+
+// TestStatsPaths: `xdpsecctl stats` names the data plane's paths, sorted.
+func TestStatsPaths(t *testing.T) {
+	var b strings.Builder
+	st := api.Stats{Dataplane: "afxdp", Paths: map[string]string{"wan": "af_xdp copy", "lan_out": "tun (gro)", "lan_in": "af_xdp copy"}}
+	if err := printStats(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "lan_in af_xdp copy, lan_out tun (gro), wan af_xdp copy") {
+		t.Errorf("stats without the paths in order:\n%s", b.String())
+	}
+}

@@ -168,6 +168,9 @@ type Stats struct {
 	Drops     map[string]uint64 `json:"drops"`
 	// Workers counts the packets each data-plane worker handled (afxdp).
 	Workers []uint64 `json:"workers,omitempty"`
+	// Paths names the path packets take per port and direction (afxdp:
+	// "wan", "lan_in", "lan_out"; "af_xdp copy", "tun (gro)" ...).
+	Paths map[string]string `json:"paths,omitempty"`
 	// XDP maps "wan"/"lan" to the program's verdict counters (afxdp).
 	XDP map[string]map[string]uint64 `json:"xdp,omitempty"`
 	// AFXDP sums the kernel's AF_XDP socket statistics (afxdp): drops

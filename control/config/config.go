@@ -100,6 +100,11 @@ type Dataplane struct {
 	// of its big WAN batches with the other workers: "on", "off", or
 	// "auto", on with 4 workers or more.
 	DecryptSharing string `yaml:"decrypt_sharing"`
+	// LANOutput is where afxdp writes decrypted packets for the LAN:
+	// "af_xdp" (the LAN socket), "tun" (the TUN port, TCP merged into
+	// super-packets, forwarded by the stack) or "auto" (tun where there
+	// is a TUN port, forwarding and a virtual LAN NIC).
+	LANOutput string `yaml:"lan_output"`
 	// FailClosed says when the kill switch holds protected traffic
 	// without a daemon: "crash" while no daemon runs after one died,
 	// "always" also after a clean stop, until the next daemon or
@@ -255,6 +260,7 @@ func defaultConfig() Config {
 			Offload:        Offload{Type: "crypto"},
 			CPUSteering:    "sa",
 			DecryptSharing: "auto",
+			LANOutput:      "auto",
 			FailClosed:     "crash",
 		},
 	}

@@ -93,7 +93,7 @@ func TestDesignExample(t *testing.T) {
 		Metrics: Metrics{Listen: "127.0.0.1:9469"},
 		IKE: IKE{CookieThreshold: 1000, HalfOpenLimit: 10000, HalfOpenPerSource: 10, InitRateLimit: 10, SocketBuffer: 4 << 20, FragmentSize: 1280, NATKeepalive: 20 * time.Second,
 			RetransmitTimeout: 4 * time.Second, RetransmitTries: 5, RetransmitBase: 1.8, RekeyGrace: 2 * time.Second},
-		Dataplane: Dataplane{Mode: "afxdp", WAN: "eth0", LAN: "eth1", XDPMode: "auto", CPUSteering: "sa", DecryptSharing: "auto", FailClosed: "crash",
+		Dataplane: Dataplane{Mode: "afxdp", WAN: "eth0", LAN: "eth1", XDPMode: "auto", CPUSteering: "sa", DecryptSharing: "auto", LANOutput: "auto", FailClosed: "crash",
 			Offload: Offload{Type: "crypto"}},
 		Connections: []Connection{{
 			Name:               "site-b",
@@ -381,6 +381,8 @@ func TestInvalid(t *testing.T) {
 		{"xdp mode", doc("dataplane: {mode: none, xdp_mode: fast}\n"), "dataplane.xdp_mode", "must be one of auto, native, generic", 1},
 		{"cpu steering", doc("dataplane: {mode: none, cpu_steering: rss}\n"), "dataplane.cpu_steering", "must be one of sa, packet, off", 1},
 		{"decrypt sharing", doc("dataplane: {mode: none, decrypt_sharing: yes}\n"), "dataplane.decrypt_sharing", "must be one of auto, on, off", 1},
+		{"lan output", doc("dataplane: {mode: none, lan_output: xsk}\n"), "dataplane.lan_output", "must be one of auto, af_xdp, tun", 1},
+		{"lan output tun without tun", doc("dataplane: {mode: afxdp, wan: eth0, lan: eth1, lan_output: tun}\n"), "dataplane.lan_output", "tun needs mode afxdp and a tun port", 1},
 		{"fail closed", doc("dataplane: {mode: none, fail_closed: never}\n"), "dataplane.fail_closed", "must be one of crash, always", 1},
 		{"fail closed always without kill switch", doc("dataplane: {mode: xfrm, wan: eth0, fail_closed: always}\n"), "dataplane.fail_closed", "always needs mode afxdp", 1},
 		{"offload required not a bool", doc("dataplane: {mode: none, offload: {required: yes}}\n"), "dataplane.offload.required", "must be true or false", 1},

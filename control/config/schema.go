@@ -191,6 +191,7 @@ func (d *decoder) dataplane(n *yaml.Node, path string, dp *Dataplane) {
 		"decrypt_sharing": func(v *yaml.Node, p string) {
 			d.enum(v, p, &dp.DecryptSharing, "auto", "on", "off")
 		},
+		"lan_output":  func(v *yaml.Node, p string) { d.enum(v, p, &dp.LANOutput, "auto", "af_xdp", "tun") },
 		"fail_closed": func(v *yaml.Node, p string) { d.enum(v, p, &dp.FailClosed, "crash", "always") },
 		"offload": func(v *yaml.Node, p string) {
 			offloadNode = v
@@ -239,6 +240,9 @@ func (d *decoder) checkDataplane(dp *Dataplane, n *yaml.Node, path string, at fu
 	}
 	if dp.TUN != "" && (dp.TUN == dp.WAN || dp.TUN == dp.LAN) {
 		d.add(at("tun"), join(path, "tun"), "must differ from wan and lan")
+	}
+	if dp.LANOutput == "tun" && (dp.Mode != "afxdp" || dp.TUN == "") {
+		d.add(at("lan_output"), join(path, "lan_output"), "tun needs mode afxdp and a tun port (dataplane.tun) to write the decrypted packets to")
 	}
 }
 

@@ -110,17 +110,10 @@ type Options struct {
 	// DecryptSharing says whether workers share the decryption of big
 	// WAN batches (spread.go); "" means SharingAuto.
 	DecryptSharing Sharing
+	// LANOutput is where decrypted packets for the LAN leave (lanout.go);
+	// "" means LANOutputAuto.
+	LANOutput LANOutput
 }
-
-// Sharing is a setting of Options.DecryptSharing.
-type Sharing string
-
-const (
-	// SharingAuto shares with 4 workers or more (sharingMinWorkers).
-	SharingAuto Sharing = "auto"
-	SharingOn   Sharing = "on"
-	SharingOff  Sharing = "off"
-)
 
 // eventQueue is how many events wait for the control plane before new
 // ones are counted as lost.
@@ -148,8 +141,12 @@ type Dataplane struct {
 	// decrypted packets go to it. hostRoutes are the TUN routes per
 	// outbound protect policy in the main table, fenceRoutes their twins
 	// in the kill switch's table (under mu).
-	tun         *tun.Device
-	tunName     string
+	tun     *tun.Device
+	tunName string
+	// lanOut is where decrypted packets for the LAN leave; tunV6, with
+	// LANOutputTUN, whether IPv6 ones do too (the stack forwards IPv6).
+	lanOut      LANOutput
+	tunV6       bool
 	locals      atomic.Pointer[localAddrs]
 	addrDone    chan struct{}
 	addrWG      sync.WaitGroup
@@ -278,6 +275,9 @@ func New(ctx context.Context, opts Options) (_ *Dataplane, err error) {
 		}
 		d.tunName = d.tun.Name()
 	}
+	if d.lanOut, err = d.chooseLANOutput(opts.LANOutput, opts.LAN); err != nil {
+		return nil, err
+	}
 
 	wanSocks, err := xsk.OpenAll(d.wanIf, opts.Socket)
 	if err != nil {
@@ -308,81 +308,9 @@ func New(ctx context.Context, opts Options) (_ *Dataplane, err error) {
 		zap.String("tun", d.tunName),
 		zap.String("lan", opts.LAN), zap.Int("lan_queues", len(lanSocks)),
 		zap.Int("workers", len(d.workers)), zap.Bool("decrypt_sharing", len(d.workers) > 0 && d.workers[0].peers != nil),
+		zap.String("lan_output", string(d.lanOut)),
 		zap.Stringer("xsk_mode", wanSocks[0].Mode()))
 	return d, nil
-}
-
-// startWorkers spreads the sockets over the workers: queue q of each port
-// goes to worker q mod n, so every worker has at least one LAN socket to
-// send on; all of them may send on every WAN socket (see wanPort).
-func (d *Dataplane) startWorkers(want int, sharingSetting Sharing, wanSocks, lanSocks []*xsk.Socket) error {
-	if want == 0 {
-		want = runtime.NumCPU()
-	}
-	n := min(want, len(wanSocks), len(lanSocks))
-	cpus := allowedCPUs()
-	for _, s := range wanSocks {
-		d.wanPorts = append(d.wanPorts, &wanPort{s: s})
-	}
-	for i := range n {
-		tunMTU := 0
-		if d.tun != nil {
-			tunMTU = d.tun.MTU()
-		}
-		w := newWorker(d, cpus[i%len(cpus)], holdSlotSize(wanSocks[0], tunMTU))
-		for q := i; q < len(wanSocks); q += n {
-			w.wan = append(w.wan, d.wanPorts[q])
-		}
-		for q := i; q < len(lanSocks); q += n {
-			w.lan = append(w.lan, lanSocks[q])
-		}
-		w.lanTx = w.lan[0]
-		fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-		if err != nil {
-			return fmt.Errorf("afxdp: worker eventfd: %w", err)
-		}
-		w.wakeFD = fd
-		d.workers = append(d.workers, w)
-		for _, p := range w.wan {
-			w.pfd = append(w.pfd, unix.PollFd{Fd: int32(p.s.FD()), Events: unix.POLLIN})
-		}
-		for _, s := range w.lan {
-			w.pfd = append(w.pfd, unix.PollFd{Fd: int32(s.FD()), Events: unix.POLLIN})
-		}
-		if i == 0 && d.tun != nil {
-			w.tun = d.tun
-			for b := range w.tunBufs {
-				w.tunBufs[b] = make([]byte, d.tun.MTU())
-			}
-			w.pfd = append(w.pfd, unix.PollFd{Fd: int32(d.tun.FD()), Events: unix.POLLIN})
-		}
-		// The wake eventfd comes last: idle looks for it there.
-		w.pfd = append(w.pfd, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
-	}
-	if sharing(sharingSetting, len(d.workers)) {
-		for _, w := range d.workers {
-			w.inbox = make(chan *share, inboxLen)
-			for _, p := range d.workers {
-				if p != w {
-					w.peers = append(w.peers, p)
-				}
-			}
-		}
-	}
-	for _, w := range d.workers {
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			w.run(&d.stop)
-		}()
-	}
-	return nil
-}
-
-// newWorker returns a worker of d for cpu, without sockets yet, whose
-// neighbour queue holds packets of up to holdSlot bytes.
-func newWorker(d *Dataplane, cpu, holdSlot int) *worker {
-	return &worker{dp: d, cpu: cpu, eng: esp.NewWorker(), wakeFD: -1, holdQ: newHoldQueue(holdSlot)}
 }
 
 // Pins returns the bpffs directory of the data plane's maps and links and
@@ -527,19 +455,24 @@ func (d *Dataplane) WorkerPackets() []uint64 {
 // dropping them, for metrics: csum_completed counts LAN packets whose
 // partial TCP or UDP checksum (a sender with TX checksum offload) they
 // completed before encrypting, decrypt_shared the WAN packets a worker
-// decrypted for another worker's batch (see spread.go).
+// decrypted for another worker's batch (see spread.go), lan_merged the
+// decrypted TCP segments that left through the TUN port merged into
+// super-packets (see lanout.go).
 func (d *Dataplane) WorkerEvents() map[string]uint64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return nil
 	}
-	var done, shared uint64
+	var done, shared, merged uint64
 	for _, w := range d.workers {
 		done += w.csumDone.Load()
 		shared += w.helped.Load()
+		if w.gro != nil {
+			merged += w.gro.Merged()
+		}
 	}
-	return map[string]uint64{"csum_completed": done, "decrypt_shared": shared}
+	return map[string]uint64{"csum_completed": done, "decrypt_shared": shared, "lan_merged": merged}
 }
 
 // SetIKERateLimit rate-limits IKE_SA_INIT per source at the WAN program

@@ -28,6 +28,16 @@ import (
 // the SA's lock and counters bounce between the cores on every packet,
 // which cost more than the second core gained (0.84x of one worker).
 
+// Sharing is a setting of Options.DecryptSharing.
+type Sharing string
+
+const (
+	// SharingAuto shares with 4 workers or more (sharingMinWorkers).
+	SharingAuto Sharing = "auto"
+	SharingOn   Sharing = "on"
+	SharingOff  Sharing = "off"
+)
+
 // sharingMinWorkers is the fewest workers with which SharingAuto
 // shares. Below it the CPUs that the workers would share with also carry
 // the kernel's per-packet work (softirq, the sockets' copies): in the

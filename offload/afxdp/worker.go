@@ -1,6 +1,7 @@
 package afxdp
 
 import (
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -136,6 +137,9 @@ type worker struct {
 	up [batchSize][]byte
 	// upOne carries one ICMP error for the host to the TUN port.
 	upOne [1][]byte
+	// gro, with LANOutputTUN, takes the decrypted packets for the LAN to
+	// the TUN port, TCP segments merged (nil: the LAN socket).
+	gro *tun.Coalescer
 
 	// holdQ holds packets whose next hop the FIB is still resolving (see
 	// neigh.go); flushing is set while flushHeld sends them, resumed
@@ -148,6 +152,84 @@ type worker struct {
 }
 
 func (w *worker) count(r reason) { w.drops[r].Add(1) }
+
+// startWorkers spreads the sockets over the workers: queue q of each port
+// goes to worker q mod n, so every worker has at least one LAN socket to
+// send on; all of them may send on every WAN socket (see wanPort).
+func (d *Dataplane) startWorkers(want int, sharingSetting Sharing, wanSocks, lanSocks []*xsk.Socket) error {
+	if want == 0 {
+		want = runtime.NumCPU()
+	}
+	n := min(want, len(wanSocks), len(lanSocks))
+	cpus := allowedCPUs()
+	for _, s := range wanSocks {
+		d.wanPorts = append(d.wanPorts, &wanPort{s: s})
+	}
+	for i := range n {
+		tunMTU := 0
+		if d.tun != nil {
+			tunMTU = d.tun.MTU()
+		}
+		w := newWorker(d, cpus[i%len(cpus)], holdSlotSize(wanSocks[0], tunMTU))
+		for q := i; q < len(wanSocks); q += n {
+			w.wan = append(w.wan, d.wanPorts[q])
+		}
+		for q := i; q < len(lanSocks); q += n {
+			w.lan = append(w.lan, lanSocks[q])
+		}
+		w.lanTx = w.lan[0]
+		gro, err := d.newCoalescer()
+		if err != nil {
+			return fmt.Errorf("afxdp: %w", err)
+		}
+		w.gro = gro
+		fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("afxdp: worker eventfd: %w", err)
+		}
+		w.wakeFD = fd
+		d.workers = append(d.workers, w)
+		for _, p := range w.wan {
+			w.pfd = append(w.pfd, unix.PollFd{Fd: int32(p.s.FD()), Events: unix.POLLIN})
+		}
+		for _, s := range w.lan {
+			w.pfd = append(w.pfd, unix.PollFd{Fd: int32(s.FD()), Events: unix.POLLIN})
+		}
+		if i == 0 && d.tun != nil {
+			w.tun = d.tun
+			for b := range w.tunBufs {
+				w.tunBufs[b] = make([]byte, d.tun.MTU())
+			}
+			w.pfd = append(w.pfd, unix.PollFd{Fd: int32(d.tun.FD()), Events: unix.POLLIN})
+		}
+		// The wake eventfd comes last: idle looks for it there.
+		w.pfd = append(w.pfd, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+	}
+	if sharing(sharingSetting, len(d.workers)) {
+		for _, w := range d.workers {
+			w.inbox = make(chan *share, inboxLen)
+			for _, p := range d.workers {
+				if p != w {
+					w.peers = append(w.peers, p)
+				}
+			}
+		}
+	}
+	for _, w := range d.workers {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			w.run(&d.stop)
+		}()
+	}
+	return nil
+}
+
+// newWorker returns a worker of d for cpu, without sockets yet, whose
+// neighbour queue holds packets of up to holdSlot bytes.
+func newWorker(d *Dataplane, cpu, holdSlot int) *worker {
+	return &worker{dp: d, cpu: cpu, eng: esp.NewWorker(), wakeFD: -1, holdQ: newHoldQueue(holdSlot)}
+}
 
 // run is the worker's loop. It ends when stop is set (and wakeFD written).
 func (w *worker) run(stop *atomic.Bool) {
@@ -248,8 +330,11 @@ func (w *worker) fromWAN(port *wanPort) int {
 	}
 	w.decryptBatch(w.pkts[:m], w.res[:m])
 
-	k := w.lanTx.Alloc(w.tx[:m])
-	j, nUp := 0, 0
+	k := 0
+	if w.gro == nil || !w.dp.tunV6 {
+		k = w.lanTx.Alloc(w.tx[:m])
+	}
+	j, nUp, nGro := 0, 0, 0
 	host := w.dp.tun != nil
 	var locals *localAddrs
 	if host {
@@ -280,6 +365,12 @@ func (w *worker) fromWAN(port *wanPort) int {
 			nUp++
 			continue
 		}
+		if w.gro != nil && (!ip.v6 || w.dp.tunV6) {
+			// The stack forwards it: next hop, TTL and MTU are its.
+			w.gro.Add(p)
+			nGro++
+			continue
+		}
 		nh, ok := w.dp.fib.Lookup(ip.dst)
 		if !ok || w.holdQ.waiting(ip.dst) {
 			w.hold(ip.dst, p, holdLAN)
@@ -300,6 +391,12 @@ func (w *worker) fromWAN(port *wanPort) int {
 			w.drops[rTUN].Add(uint64(nUp - wrote))
 		}
 		clear(w.up[:nUp])
+	}
+	if nGro > 0 {
+		// Also before the release: the segments are written from there.
+		if wrote, _ := w.gro.Flush(); wrote < nGro {
+			w.drops[rTUN].Add(uint64(nGro - wrote))
+		}
 	}
 	port.mu.Lock()
 	s.Release(w.rx[:n])
