@@ -93,45 +93,8 @@ func (sa *ikeSA) processAuthRequest(pk packet) {
 	// its (possibly NAT-mapped) address.
 	sa.local, sa.remote, sa.natt = pk.local, pk.from, pk.natt
 	a := collect(ps)
-	// The peer has not authenticated yet: its failures go through the
-	// log limiter like IKE_SA_INIT's.
-	if a.idi == nil || a.auth == nil {
-		if !e.rateLimited("auth syntax " + sa.remote.Addr().String()) {
-			e.log.Warn("IKE_AUTH request without IDi or AUTH (EAP is not supported); sending INVALID_SYNTAX",
-				sa.fields(zap.String("exchange", exch))...)
-		}
-		sa.respondError(pk, message.NotifyInvalidSyntax, ResultError)
-		sa.remove(errors.New("invalid IKE_AUTH request"))
-		return
-	}
-	sa.peerID = idOf(a.idi)
-	conn := sa.pickConn(a)
-	if conn == nil {
-		if !e.rateLimited("auth identity " + sa.remote.Addr().String()) {
-			e.log.Warn(sa.whyNoConn(a), sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
-		}
-		sa.respondError(pk, message.NotifyAuthenticationFailed, ResultAuthFailed)
-		sa.remove(errors.New("no matching connection"))
-		return
-	}
-	sa.conn = conn
-	sa.localID = conn.LocalID
-	if sa.localID.IsZero() {
-		id := message.IDFromAddr(sa.local.Addr(), true)
-		sa.localID = Identity{Type: id.IDType, Data: id.Data}
-	}
-	authn := authenticatorFor(conn)
-	if err := authn.verify(sa.prf, a.auth, signedOctets{sa.initReq, sa.nr, sa.keys.SKpi, a.idi}); err != nil {
-		reason := fmt.Sprintf(authFailedMsg, sa.remote)
-		var me *methodError
-		if errors.As(err, &me) {
-			reason = fmt.Sprintf("authentication failed for peer %s: %v", sa.remote, me)
-		}
-		if !e.rateLimited("auth failed " + sa.remote.Addr().String()) {
-			e.log.Warn(reason, sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
-		}
-		sa.respondError(pk, message.NotifyAuthenticationFailed, ResultAuthFailed)
-		sa.remove(errors.New("authentication failed"))
+	authn, ok := sa.authenticatePeer(pk, a)
+	if !ok {
 		return
 	}
 	if a.initialContact {
@@ -164,6 +127,56 @@ func (sa *ikeSA) processAuthRequest(pk packet) {
 			zap.String("spis", fmt.Sprintf("%08x_i %08x_o", child.sa.SPIIn, child.sa.SPIOut)),
 			zap.Any("local_ts", child.sa.LocalTS), zap.Any("remote_ts", child.sa.RemoteTS))...)
 	}
+}
+
+// authenticatePeer chooses the connection for the initiator's IDi and
+// IDr and verifies its AUTH with that connection's authenticator, which
+// it returns. On failure it has answered the request and removed sa.
+// The peer is not authenticated until it returns: its failures go
+// through the log limiter like IKE_SA_INIT's.
+func (sa *ikeSA) authenticatePeer(pk packet, a payloads) (authenticator, bool) {
+	e := sa.e
+	exch := message.ExchangeIKEAuth.String()
+	if a.idi == nil || a.auth == nil {
+		if !e.rateLimited("auth syntax " + sa.remote.Addr().String()) {
+			e.log.Warn("IKE_AUTH request without IDi or AUTH (EAP is not supported); sending INVALID_SYNTAX",
+				sa.fields(zap.String("exchange", exch))...)
+		}
+		sa.respondError(pk, message.NotifyInvalidSyntax, ResultError)
+		sa.remove(errors.New("invalid IKE_AUTH request"))
+		return nil, false
+	}
+	sa.peerID = idOf(a.idi)
+	conn := sa.pickConn(a)
+	if conn == nil {
+		if !e.rateLimited("auth identity " + sa.remote.Addr().String()) {
+			e.log.Warn(sa.whyNoConn(a), sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
+		}
+		sa.respondError(pk, message.NotifyAuthenticationFailed, ResultAuthFailed)
+		sa.remove(errors.New("no matching connection"))
+		return nil, false
+	}
+	sa.conn = conn
+	sa.localID = conn.LocalID
+	if sa.localID.IsZero() {
+		id := message.IDFromAddr(sa.local.Addr(), true)
+		sa.localID = Identity{Type: id.IDType, Data: id.Data}
+	}
+	authn := authenticatorFor(conn)
+	if err := authn.verify(sa.prf, a.auth, signedOctets{sa.initReq, sa.nr, sa.keys.SKpi, a.idi}); err != nil {
+		reason := fmt.Sprintf(authFailedMsg, sa.remote)
+		var me *methodError
+		if errors.As(err, &me) {
+			reason = fmt.Sprintf("authentication failed for peer %s: %v", sa.remote, me)
+		}
+		if !e.rateLimited("auth failed " + sa.remote.Addr().String()) {
+			e.log.Warn(reason, sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
+		}
+		sa.respondError(pk, message.NotifyAuthenticationFailed, ResultAuthFailed)
+		sa.remove(errors.New("authentication failed"))
+		return nil, false
+	}
+	return authn, true
 }
 
 // pickConn chooses, among the connections matching the addresses, the one

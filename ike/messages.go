@@ -241,7 +241,9 @@ func (sa *ikeSA) openRequest(pk packet) ([]message.Payload, bool) {
 	return nil, false
 }
 
-// handleRequest dispatches a request from the peer (sa.mu held).
+// handleRequest hands a new request from the peer to the responder of its
+// exchange (responders.go), and answers a retransmitted one from the
+// cache (sa.mu held).
 func (sa *ikeSA) handleRequest(pk packet) {
 	id := pk.h.MessageID
 	if sa.resp.answers(pk) {
@@ -254,19 +256,12 @@ func (sa *ikeSA) handleRequest(pk packet) {
 		sa.e.stats.drop(DropUnexpectedMsgID)
 		return
 	}
-	switch {
-	case pk.h.Exchange == message.ExchangeIKEAuth && !sa.initiator && sa.state == stateConnecting:
-		sa.processAuthRequest(pk)
-	case sa.state == stateConnecting:
+	r, ok := responderFor(pk.h.Exchange)
+	if !ok || !r.accepts(sa) {
 		sa.e.stats.drop(DropUnexpected)
-	case pk.h.Exchange == message.ExchangeInformational:
-		sa.lastRecv = time.Now()
-		sa.processInformationalRequest(pk)
-	case pk.h.Exchange == message.ExchangeCreateChildSA:
-		sa.processCreateChildRequest(pk)
-	default:
-		sa.e.stats.drop(DropUnexpected)
+		return
 	}
+	r.process(sa, pk)
 }
 
 // handleResponse matches a response with our outstanding request.

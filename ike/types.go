@@ -21,8 +21,9 @@
 //   - sa.go: an IKE SA's state and its CHILD SAs; messages.go its message
 //     layer (message IDs, SK protection, retransmission, dispatch) over a
 //     transport (transport.go), with respcache.go (the responder's cached
-//     answers); tasks.go the queue of our requests; payloads.go collects
-//     what a message carries.
+//     answers); tasks.go the queue of our requests, responders.go who
+//     answers the peer's by exchange; payloads.go collects what a message
+//     carries.
 //   - auth.go (IKE_AUTH), authenticator.go (how an identity is proved: PSK
 //     today, behind the authenticator interface), child.go (the first CHILD SA), createchild.go,
 //     rekeychild.go, childresponder.go, rekeyike.go (CREATE_CHILD_SA in both

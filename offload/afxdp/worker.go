@@ -330,79 +330,95 @@ func (w *worker) fromWAN(port *wanPort) int {
 	}
 	w.decryptBatch(w.pkts[:m], w.res[:m])
 
-	k := 0
+	var out wanBatch
 	if w.gro == nil || !w.dp.tunV6 {
-		k = w.lanTx.Alloc(w.tx[:m])
+		out.k = w.lanTx.Alloc(w.tx[:m])
 	}
-	j, nUp, nGro := 0, 0, 0
-	host := w.dp.tun != nil
-	var locals *localAddrs
-	if host {
-		locals = w.dp.locals.Load()
+	if w.dp.tun != nil {
+		out.locals = w.dp.locals.Load()
 	}
 	for i := range m {
-		if w.res[i].Verdict != esp.Accept {
-			continue // counted by esp
-		}
-		p := w.pkts[i].Bytes()
-		ip, ok := parseIP(p)
-		if !ok {
-			w.count(rMalformed)
-			continue
-		}
-		p = p[:ip.totalLen]
-		if host && locals.has(ip.dst) {
-			// For the gateway itself: its stack receives the packet as
-			// if it had arrived on the TUN port. Not forwarded, so the
-			// TTL stays. The TUN port's virtio header goes in the
-			// headroom in front of the packet, where ESP's headers were.
-			off := w.pkts[i].Off
-			if off < tun.VnetHdrLen {
-				w.count(rTUN)
-				continue
-			}
-			w.up[nUp] = w.pkts[i].Buf[off-tun.VnetHdrLen : off+ip.totalLen]
-			nUp++
-			continue
-		}
-		if w.gro != nil && (!ip.v6 || w.dp.tunV6) {
-			// The stack forwards it: next hop, TTL and MTU are its.
-			w.gro.Add(p)
-			nGro++
-			continue
-		}
-		nh, ok := w.dp.fib.Lookup(ip.dst)
-		if !ok || w.holdQ.waiting(ip.dst) {
-			w.hold(ip.dst, p, holdLAN)
-			continue
-		}
-		if j >= k {
-			w.count(rTxFull)
-			continue
-		}
-		if n := w.toLAN(w.lanTx.Frame(w.tx[j]), p, ip, nh); n > 0 {
-			w.tx[j].Len = uint32(n)
-			j++
+		if w.res[i].Verdict == esp.Accept { // the others are counted by esp
+			w.deliver(&w.pkts[i], &out)
 		}
 	}
-	if nUp > 0 {
-		// Before the release: the packets are still in the RX frames.
-		if wrote, _ := w.dp.tun.Write(w.up[:nUp], tun.VnetHdrLen); wrote < nUp {
-			w.drops[rTUN].Add(uint64(nUp - wrote))
-		}
-		clear(w.up[:nUp])
-	}
-	if nGro > 0 {
-		// Also before the release: the segments are written from there.
-		if wrote, _ := w.gro.Flush(); wrote < nGro {
-			w.drops[rTUN].Add(uint64(nGro - wrote))
-		}
-	}
+	// Before the release: the packets are still in the RX frames.
+	w.flushTUN(&out)
 	port.mu.Lock()
 	s.Release(w.rx[:n])
 	port.mu.Unlock()
-	w.send(w.lanTx, j, k)
+	w.send(w.lanTx, out.j, out.k)
 	return n
+}
+
+// wanBatch is where a WAN batch's decrypted packets go: LAN frames
+// w.tx[:k] of which the first j are filled, w.up[:nUp] for the gateway
+// itself (locals its addresses, nil without a TUN port), and nGro packets
+// queued in w.gro.
+type wanBatch struct {
+	j, k, nUp, nGro int
+	locals          *localAddrs
+}
+
+// deliver sends the decrypted packet pk on its way: to the gateway's
+// stack, to the TUN port for forwarding (LANOutputTUN), or into a LAN
+// frame for its next hop.
+func (w *worker) deliver(pk *esp.Packet, out *wanBatch) {
+	p := pk.Bytes()
+	ip, ok := parseIP(p)
+	if !ok {
+		w.count(rMalformed)
+		return
+	}
+	p = p[:ip.totalLen]
+	if out.locals != nil && out.locals.has(ip.dst) {
+		// For the gateway itself: its stack receives the packet as if
+		// it had arrived on the TUN port. Not forwarded, so the TTL
+		// stays. The TUN port's virtio header goes in the headroom in
+		// front of the packet, where ESP's headers were.
+		if pk.Off < tun.VnetHdrLen {
+			w.count(rTUN)
+			return
+		}
+		w.up[out.nUp] = pk.Buf[pk.Off-tun.VnetHdrLen : pk.Off+ip.totalLen]
+		out.nUp++
+		return
+	}
+	if w.gro != nil && (!ip.v6 || w.dp.tunV6) {
+		// The stack forwards it: next hop, TTL and MTU are its.
+		w.gro.Add(p)
+		out.nGro++
+		return
+	}
+	nh, ok := w.dp.fib.Lookup(ip.dst)
+	if !ok || w.holdQ.waiting(ip.dst) {
+		w.hold(ip.dst, p, holdLAN)
+		return
+	}
+	if out.j >= out.k {
+		w.count(rTxFull)
+		return
+	}
+	if n := w.toLAN(w.lanTx.Frame(w.tx[out.j]), p, ip, nh); n > 0 {
+		w.tx[out.j].Len = uint32(n)
+		out.j++
+	}
+}
+
+// flushTUN writes a WAN batch's packets for the TUN port: the gateway's
+// own and, with LANOutputTUN, the merged ones for the LAN.
+func (w *worker) flushTUN(out *wanBatch) {
+	if out.nUp > 0 {
+		if wrote, _ := w.dp.tun.Write(w.up[:out.nUp], tun.VnetHdrLen); wrote < out.nUp {
+			w.drops[rTUN].Add(uint64(out.nUp - wrote))
+		}
+		clear(w.up[:out.nUp])
+	}
+	if out.nGro > 0 {
+		if wrote, _ := w.gro.Flush(); wrote < out.nGro {
+			w.drops[rTUN].Add(uint64(out.nGro - wrote))
+		}
+	}
 }
 
 // toLAN writes the decrypted IP packet p (parsed as ip) into the LAN
