@@ -18,14 +18,16 @@ import (
 // virtual NIC) the kernel then builds one skb per packet for it, and the
 // host behind the LAN coalesces them again with GRO.
 //
-// With LANOutputTUN it writes them to the TUN port instead, consecutive
-// TCP segments of one flow merged into one super-packet of up to 64 KiB
-// (tun.Coalescer, GRO's rules), and the gateway's stack forwards it to
-// the LAN as the one skb a NIC driver's GRO would have made: one skb and
-// one forwarding decision per 64 KiB instead of per packet. The stack
-// does the next hop, the TTL and the MTU then (it must forward: the
-// gateway's ip_forward; IPv6 packets take the LAN socket where IPv6 is
-// not forwarded).
+// With LANOutputTUN it writes TCP data (tun.ForCoalescer) to the TUN
+// port instead, consecutive segments of one flow merged into one
+// super-packet of up to 64 KiB (tun.Coalescer, GRO's rules), and the
+// gateway's stack forwards it to the LAN as the one skb a NIC driver's
+// GRO would have made: one skb and one forwarding decision per 64 KiB
+// instead of per packet. The stack does the next hop, the TTL and the MTU
+// then (it must forward: the gateway's ip_forward; IPv6 packets take the
+// LAN socket where IPv6 is not forwarded). Everything else (UDP, ICMP,
+// pure ACKs) still takes the LAN socket: written one by one to the TUN
+// port it cost a system call each, 0.6x-0.8x the UDP rates.
 type LANOutput string
 
 const (

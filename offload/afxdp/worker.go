@@ -331,9 +331,7 @@ func (w *worker) fromWAN(port *wanPort) int {
 	w.decryptBatch(w.pkts[:m], w.res[:m])
 
 	var out wanBatch
-	if w.gro == nil || !w.dp.tunV6 {
-		out.k = w.lanTx.Alloc(w.tx[:m])
-	}
+	out.k = w.lanTx.Alloc(w.tx[:m])
 	if w.dp.tun != nil {
 		out.locals = w.dp.locals.Load()
 	}
@@ -384,7 +382,7 @@ func (w *worker) deliver(pk *esp.Packet, out *wanBatch) {
 		out.nUp++
 		return
 	}
-	if w.gro != nil && (!ip.v6 || w.dp.tunV6) {
+	if w.gro != nil && (!ip.v6 || w.dp.tunV6) && tun.ForCoalescer(p) {
 		// The stack forwards it: next hop, TTL and MTU are its.
 		w.gro.Add(p)
 		out.nGro++

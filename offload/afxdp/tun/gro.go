@@ -223,6 +223,16 @@ func (it *groItem) fixHeaders() {
 	binary.BigEndian.PutUint16(p[it.l4+16:], pseudo)
 }
 
+// ForCoalescer reports whether pkt belongs in a Coalescer: a TCP segment
+// that carries data, or FIN or RST, which must not overtake the data
+// before it. Other packets (UDP, ICMP, pure ACKs, SYNs) are never merged,
+// and one write per packet costs a system call each: a caller with a
+// batched path for them should send them there.
+func ForCoalescer(pkt []byte) bool {
+	seg, ok := tcpSegment(pkt)
+	return ok && (len(pkt) > seg.hdrLen || seg.flags&(tcpFlagFIN|tcpFlagRST) != 0)
+}
+
 // tcpInfo is what tcpSegment found in a TCP packet.
 type tcpInfo struct {
 	l4, hdrLen int

@@ -235,3 +235,25 @@ func FuzzCoalesce(f *testing.F) {
 		}
 	})
 }
+
+// TestForCoalescer: TCP data, FIN and RST go to the coalescer; pure ACKs,
+// UDP and anything unparsable do not.
+func TestForCoalescer(t *testing.T) {
+	data := segments(t, false, 1000, 1000, 0x10)[0]
+	pureACK := superPacket(false, protoTCP, 0, 0x10)
+	fin := superPacket(true, protoTCP, 0, 0x10|tcpFlagFIN)
+	rst := superPacket(false, protoTCP, 0, tcpFlagRST)
+	udp := superPacket(false, protoUDP, 100, 0)
+	for _, c := range []struct {
+		name string
+		pkt  []byte
+		want bool
+	}{
+		{"data", data, true}, {"pure ack", pureACK, false}, {"fin", fin, true}, {"rst", rst, true},
+		{"udp", udp, false}, {"truncated", data[:30], false}, {"empty", nil, false},
+	} {
+		if got := ForCoalescer(c.pkt); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -28,6 +28,7 @@ const (
 	protoUDP = 17
 
 	tcpFlagFIN = 0x01
+	tcpFlagRST = 0x04
 	tcpFlagPSH = 0x08
 	tcpFlagCWR = 0x80
 )
