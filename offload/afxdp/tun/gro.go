@@ -179,6 +179,7 @@ func (it *groItem) extend(pkt []byte, seg tcpInfo) bool {
 	first := it.pkt
 	payload := len(pkt) - seg.hdrLen
 	if !seg.mergeable || seg.hdrLen != it.hdrLen || payload == 0 || payload > it.mss ||
+		!sameIPFields(first, pkt, seg.v6) ||
 		it.total+payload > 65535 || len(it.more)+1 >= maxGroSegments {
 		return false
 	}
@@ -293,15 +294,22 @@ func tcpChecksumOK(pkt []byte, l4 int, v6 bool) bool {
 }
 
 // sameFlow reports whether the TCP packets a and b (IPv6 when v6) belong
-// to one flow with the same IP header fields that GRO compares.
+// to one flow: addresses and ports.
 func sameFlow(a, b []byte, v6 bool) bool {
 	if v6 {
-		// Version, traffic class and flow label; next header and hop
-		// limit; addresses; ports.
-		return a[0]>>4 == 6 && [4]byte(a[0:4]) == [4]byte(b[0:4]) && a[6] == b[6] && a[7] == b[7] &&
-			string(a[8:40]) == string(b[8:40]) && [4]byte(a[40:44]) == [4]byte(b[40:44])
+		return a[0]>>4 == 6 && string(a[8:40]) == string(b[8:40]) && [4]byte(a[40:44]) == [4]byte(b[40:44])
 	}
-	// TOS, DF, TTL, protocol, addresses, ports.
-	return a[0]>>4 == 4 && a[1] == b[1] && a[6] == b[6] && a[8] == b[8] && a[9] == b[9] &&
-		[8]byte(a[12:20]) == [8]byte(b[12:20]) && [4]byte(a[20:24]) == [4]byte(b[20:24])
+	return a[0]>>4 == 4 && [8]byte(a[12:20]) == [8]byte(b[12:20]) && [4]byte(a[20:24]) == [4]byte(b[20:24])
+}
+
+// sameIPFields reports whether the packets a and b of one flow agree in
+// the IP header fields that GRO compares: a segment of the flow that
+// differs (an ECN mark, another TTL) ends the super-packet before it.
+func sameIPFields(a, b []byte, v6 bool) bool {
+	if v6 {
+		// Traffic class and flow label; next header and hop limit.
+		return [4]byte(a[0:4]) == [4]byte(b[0:4]) && a[6] == b[6] && a[7] == b[7]
+	}
+	// TOS, DF, TTL, protocol.
+	return a[1] == b[1] && a[6] == b[6] && a[8] == b[8] && a[9] == b[9]
 }

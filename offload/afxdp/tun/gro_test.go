@@ -257,3 +257,41 @@ func TestForCoalescer(t *testing.T) {
 		}
 	}
 }
+
+// TestCoalesceECNMark: a segment of the flow with another TOS (a CE mark)
+// is not merged into its neighbours, which would lose the mark; it goes
+// alone, in its place, and the segments after it merge among themselves.
+func TestCoalesceECNMark(t *testing.T) {
+	in := segments(t, false, 4000, 1000, 0x10)
+	in[1][1] = 0x03 // CE
+	in[1][10], in[1][11] = 0, 0
+	sum := uint32(0)
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(in[1][i])<<8 | uint32(in[1][i+1])
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(in[1][10:], ^uint16(sum))
+	want := clones(in)
+	c := &Coalescer{}
+	writes := capture(c)
+	for _, p := range in {
+		c.Add(p)
+	}
+	if _, err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var got [][]byte
+	for _, w := range *writes {
+		got = append(got, split(t, w)...)
+	}
+	if len(*writes) != 3 || len(got) != len(want) {
+		t.Fatalf("%d writes for %d packets, want 3 writes (1, the marked one, 2-3)", len(*writes), len(got))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("packet %d out of order or changed", i)
+		}
+	}
+}
