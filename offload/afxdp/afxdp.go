@@ -202,6 +202,11 @@ func New(ctx context.Context, opts Options) (_ *Dataplane, err error) {
 	if opts.Workers < 0 {
 		return nil, fmt.Errorf("afxdp: negative worker count %d", opts.Workers)
 	}
+	switch opts.DecryptSharing {
+	case "", SharingAuto, SharingOn, SharingOff:
+	default:
+		return nil, fmt.Errorf("afxdp: decrypt sharing %q: want auto, on or off", opts.DecryptSharing)
+	}
 	if opts.TUNMTU != 0 && opts.TUN == "" {
 		return nil, fmt.Errorf("afxdp: tun mtu %d without a tun port", opts.TUNMTU)
 	}

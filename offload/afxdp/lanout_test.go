@@ -41,7 +41,7 @@ func TestLANOutputTUN(t *testing.T) {
 }
 
 // TestLANOutputChoice: af_xdp when asked or when there is no TUN port to
-// write to, and tun refused without a TUN port.
+// write to; tun without a TUN port and unknown settings refused.
 func TestLANOutputChoice(t *testing.T) {
 	lab := netlab.NewTestLab(t, netlab.LabOptions{NoGatewayRoutes: true})
 	a := startSite(t, lab.GwA, lab.Prefix+"-gwA")
@@ -52,16 +52,17 @@ func TestLANOutputChoice(t *testing.T) {
 	if got := b.dp.LANOutput(); got != LANOutputAFXDP {
 		t.Errorf("asked for af_xdp: lan output %s", got)
 	}
-	for _, want := range []LANOutput{LANOutputTUN, "bogus"} {
+	for _, o := range []Options{{LANOutput: LANOutputTUN}, {LANOutput: "bogus"}, {DecryptSharing: "bogus"}} {
+		o.WAN, o.LAN = netlab.HostIf, "lo"
 		err := lab.HostA.Do(func() error {
-			d, err := New(t.Context(), Options{WAN: netlab.HostIf, LAN: "lo", LANOutput: want})
+			d, err := New(t.Context(), o)
 			if err == nil {
 				d.Close()
 			}
 			return err
 		})
 		if err == nil {
-			t.Errorf("lan output %q without a tun port accepted", want)
+			t.Errorf("options %+v accepted", o)
 		}
 	}
 }

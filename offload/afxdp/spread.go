@@ -42,8 +42,10 @@ const (
 // shares. Below it the CPUs that the workers would share with also carry
 // the kernel's per-packet work (softirq, the sockets' copies): in the
 // two-CPU lab, two workers that shared carried 0.91x the TCP of two that
-// did not, while in memory, with nothing else on the CPUs, sharing was
-// 1.1x-1.4x faster (BenchmarkSharedDecrypt).
+// did not; in memory, with nothing else on the CPUs, sharing was
+// 1.02x-1.07x faster (BenchmarkSharedDecrypt), the plaintext's trip back
+// across the cores eating most of the second core's AES. Not measured
+// with more cores (docs/benchmarks.md).
 const sharingMinWorkers = 4
 
 // sharing reports whether workers share decryption under setting s.
