@@ -190,25 +190,33 @@ type Dataplane struct {
 
 var _ offload.Dataplane = (*Dataplane)(nil)
 
+// check refuses options that New cannot build from.
+func (opts Options) check() error {
+	if opts.WAN == "" || opts.LAN == "" || opts.WAN == opts.LAN {
+		return fmt.Errorf("afxdp: need two distinct ports, got wan %q lan %q", opts.WAN, opts.LAN)
+	}
+	if opts.Workers < 0 {
+		return fmt.Errorf("afxdp: negative worker count %d", opts.Workers)
+	}
+	switch opts.DecryptSharing {
+	case "", SharingAuto, SharingOn, SharingOff:
+	default:
+		return fmt.Errorf("afxdp: decrypt sharing %q: want auto, on or off", opts.DecryptSharing)
+	}
+	if opts.TUNMTU != 0 && opts.TUN == "" {
+		return fmt.Errorf("afxdp: tun mtu %d without a tun port", opts.TUNMTU)
+	}
+	return nil
+}
+
 // New builds the data plane on opts.WAN and opts.LAN. It must run on a
 // thread locked inside the gateway's network namespace (the daemon runs in
 // it; tests call New inside netlab's NS.Do): interfaces, sockets and the
 // FIB's netlink subscriptions are bound to the caller's namespace. ctx
 // bounds the FIB's background resolution; Close is the clean stop.
 func New(ctx context.Context, opts Options) (_ *Dataplane, err error) {
-	if opts.WAN == "" || opts.LAN == "" || opts.WAN == opts.LAN {
-		return nil, fmt.Errorf("afxdp: need two distinct ports, got wan %q lan %q", opts.WAN, opts.LAN)
-	}
-	if opts.Workers < 0 {
-		return nil, fmt.Errorf("afxdp: negative worker count %d", opts.Workers)
-	}
-	switch opts.DecryptSharing {
-	case "", SharingAuto, SharingOn, SharingOff:
-	default:
-		return nil, fmt.Errorf("afxdp: decrypt sharing %q: want auto, on or off", opts.DecryptSharing)
-	}
-	if opts.TUNMTU != 0 && opts.TUN == "" {
-		return nil, fmt.Errorf("afxdp: tun mtu %d without a tun port", opts.TUNMTU)
+	if err := opts.check(); err != nil {
+		return nil, err
 	}
 	log := opts.Logger
 	if log == nil {
