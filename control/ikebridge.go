@@ -300,21 +300,11 @@ func (in *installer) DeleteChild(ctx context.Context, sa ike.ChildSA) error {
 	return errors.Join(errs...)
 }
 
-var (
-	_ ike.TrafficReporter = (*installer)(nil)
-	_ ike.PacketCounter   = (*installer)(nil)
-)
-
-// InboundPackets sums the data plane's packet counters of the inbound SAs
-// spis, for DPD: a peer whose ESP arrives needs no liveness check.
-func (in *installer) InboundPackets(ctx context.Context, spis []uint32) (uint64, error) {
-	received, _, err := in.Packets(ctx, spis, nil)
-	return received, err
-}
+var _ ike.PacketCounter = (*installer)(nil)
 
 // Packets sums the packet counters of the inbound SAs spisIn and the
-// outbound SAs spisOut, for the quiet-peer check: ESP sent into silence
-// asks for a liveness check.
+// outbound SAs spisOut, for DPD, the quiet-peer check and a rekey
+// responder's switch to the new SA (ike.PacketCounter).
 func (in *installer) Packets(ctx context.Context, spisIn, spisOut []uint32) (received, sent uint64, err error) {
 	st, err := in.dp.Stats(ctx)
 	if err != nil {

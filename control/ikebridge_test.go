@@ -361,7 +361,7 @@ func (c countingDP) Stats(context.Context) (offload.Stats, error) {
 	return offload.Stats{SAs: c.sas}, nil
 }
 
-func TestInboundPackets(t *testing.T) {
+func TestPackets(t *testing.T) {
 	dp := countingDP{Dataplane: none.New(), sas: []offload.SACounters{
 		{SPI: 0x1000, Dir: offload.In, Packets: 5},
 		{SPI: 0x1000, Dir: offload.Out, Packets: 100}, // same SPI, other direction
@@ -369,7 +369,7 @@ func TestInboundPackets(t *testing.T) {
 		{SPI: 0x1002, Dir: offload.In, Packets: 1000}, // another IKE SA's
 	}}
 	in := newInstaller(dp, zap.NewNop())
-	if n, err := in.InboundPackets(context.Background(), []uint32{0x1000, 0x1001}); err != nil || n != 12 {
-		t.Errorf("InboundPackets = %d, %v; want 12", n, err)
+	if n, _, err := in.Packets(context.Background(), []uint32{0x1000, 0x1001}, nil); err != nil || n != 12 {
+		t.Errorf("Packets received = %d, %v; want 12", n, err)
 	}
 }

@@ -40,14 +40,14 @@ func (sa *ikeSA) armDPD(wait time.Duration) {
 // espArrived reports whether the IKE SA's CHILD SAs received packets
 // since the last DPD round, where the data plane can tell.
 func (sa *ikeSA) espArrived() bool {
-	r, ok := sa.e.opts.Installer.(TrafficReporter)
+	pc, ok := sa.e.opts.Installer.(PacketCounter)
 	if !ok || len(sa.children) == 0 {
 		return false
 	}
 	spis, _ := sa.childSPIs()
 	ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
 	defer cancel()
-	n, err := r.InboundPackets(ctx, spis)
+	n, _, err := pc.Packets(ctx, spis, nil)
 	if err != nil || n == sa.dpdInbound {
 		return false
 	}

@@ -635,11 +635,11 @@ type trafficPlane struct {
 	packets atomic.Uint64
 }
 
-func (p *trafficPlane) InboundPackets(context.Context, []uint32) (uint64, error) {
+func (p *trafficPlane) Packets(context.Context, []uint32, []uint32) (uint64, uint64, error) {
 	if p.flowing.Load() {
-		return p.packets.Add(10), nil
+		return p.packets.Add(10), 0, nil
 	}
-	return p.packets.Load(), nil
+	return p.packets.Load(), 0, nil
 }
 
 // TestDPDQuietWhileESPArrives: inbound ESP is a sign of life, so no

@@ -30,7 +30,7 @@ const (
 // watchPeerSwitch switches sending from old to n, the SA the peer created
 // by rekeying old, on the first packet that n decrypts (sa.mu held).
 func (sa *ikeSA) watchPeerSwitch(old, n *childSA) {
-	r, ok := sa.e.opts.Installer.(TrafficReporter)
+	pc, ok := sa.e.opts.Installer.(PacketCounter)
 	if !ok {
 		return
 	}
@@ -43,7 +43,7 @@ func (sa *ikeSA) watchPeerSwitch(old, n *childSA) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
-		pkts, err := r.InboundPackets(ctx, []uint32{n.sa.SPIIn})
+		pkts, _, err := pc.Packets(ctx, []uint32{n.sa.SPIIn}, nil)
 		cancel()
 		if err == nil && pkts > 0 {
 			sa.takeOver(old, n, "traffic")

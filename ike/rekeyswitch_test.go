@@ -14,7 +14,7 @@ import (
 // whenever the peer's model sends with it.
 type sendingPlane struct{ *modelPlane }
 
-func (p sendingPlane) InboundPackets(_ context.Context, spis []uint32) (uint64, error) {
+func (p sendingPlane) Packets(_ context.Context, spis, _ []uint32) (uint64, uint64, error) {
 	p.w.mu.Lock()
 	defer p.w.mu.Unlock()
 	var n uint64
@@ -25,7 +25,7 @@ func (p sendingPlane) InboundPackets(_ context.Context, spis []uint32) (uint64, 
 			}
 		}
 	}
-	return n, nil
+	return n, 0, nil
 }
 
 // TestRekeyResponderSwitchesOnTraffic: gwB rekeys the CHILD SA and its

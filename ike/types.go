@@ -303,18 +303,13 @@ type Installer interface {
 	Untrap(ctx context.Context, conn string, child Child) error
 }
 
-// TrafficReporter is implemented by Installers whose data plane counts
-// packets per SA. DPD then checks liveness only when nothing arrived on
-// the IKE SA's CHILD SAs either: a peer whose ESP keeps coming is alive
-// (RFC 7296 2.4 asks for liveness checks only when nothing is heard).
-type TrafficReporter interface {
-	// InboundPackets sums the packets received on the inbound SAs spis.
-	InboundPackets(ctx context.Context, spis []uint32) (uint64, error)
-}
-
 // PacketCounter is implemented by Installers whose data plane counts the
-// packets of each SA both ways: ESP sent with nothing coming back is what
-// makes a gateway without dpd_delay ask whether its peer is still there.
+// packets of each SA both ways. DPD then checks liveness only when
+// nothing arrived on the IKE SA's CHILD SAs either: a peer whose ESP keeps
+// coming is alive (RFC 7296 2.4 asks for liveness checks only when
+// nothing is heard); ESP sent with nothing coming back is what makes a
+// gateway without dpd_delay ask whether its peer is still there; and a
+// rekey responder switches to the new SA on its first inbound packet.
 type PacketCounter interface {
 	// Packets sums the packets received on the inbound SAs in and sent
 	// on the outbound SAs out, from one reading of the counters.
