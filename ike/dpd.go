@@ -40,19 +40,27 @@ func (sa *ikeSA) armDPD(wait time.Duration) {
 // espArrived reports whether the IKE SA's CHILD SAs received packets
 // since the last DPD round, where the data plane can tell.
 func (sa *ikeSA) espArrived() bool {
-	pc, ok := sa.e.opts.Installer.(PacketCounter)
-	if !ok || len(sa.children) == 0 {
-		return false
-	}
-	spis, _ := sa.childSPIs()
-	ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
-	defer cancel()
-	n, _, err := pc.Packets(ctx, spis, nil)
-	if err != nil || n == sa.dpdInbound {
+	n, _, ok := sa.childPackets()
+	if !ok || n == sa.dpdInbound {
 		return false
 	}
 	sa.dpdInbound = n
 	return true
+}
+
+// childPackets reads the packets received and sent on the IKE SA's CHILD
+// SAs from the data plane; ok is false where it cannot tell or there are
+// no children (sa.mu held).
+func (sa *ikeSA) childPackets() (received, sent uint64, ok bool) {
+	pc, ok := sa.e.opts.Installer.(PacketCounter)
+	if !ok || len(sa.children) == 0 {
+		return 0, 0, false
+	}
+	spisIn, spisOut := sa.childSPIs()
+	ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
+	defer cancel()
+	received, sent, err := pc.Packets(ctx, spisIn, spisOut)
+	return received, sent, err == nil
 }
 
 // peerDead ends an established IKE SA whose peer stopped answering and

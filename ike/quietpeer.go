@@ -1,7 +1,6 @@
 package ike
 
 import (
-	"context"
 	"time"
 
 	"go.uber.org/zap"
@@ -43,15 +42,8 @@ func (sa *ikeSA) armQuietPeerCheck() {
 // CHILD SAs sent packets and received none while the peer sent no IKE
 // message either, where the data plane can tell (sa.mu held).
 func (sa *ikeSA) sentIntoSilence(round time.Duration) bool {
-	pc, ok := sa.e.opts.Installer.(PacketCounter)
-	if !ok || len(sa.children) == 0 {
-		return false
-	}
-	spisIn, spisOut := sa.childSPIs()
-	ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
-	defer cancel()
-	nIn, nOut, err := pc.Packets(ctx, spisIn, spisOut)
-	if err != nil {
+	nIn, nOut, ok := sa.childPackets()
+	if !ok {
 		return false
 	}
 	// Counters of a new SA set (after a rekey) start lower: no verdict
