@@ -18,7 +18,7 @@ import (
 // virtual NIC) the kernel then builds one skb per packet for it, and the
 // host behind the LAN coalesces them again with GRO.
 //
-// With LANOutputTUN it writes TCP data (tun.ForCoalescer) to the TUN
+// With LANOutputTUN it writes TCP data (tun.Coalescer.AddTCP) to the TUN
 // port instead, consecutive segments of one flow merged into one
 // super-packet of up to 64 KiB (tun.Coalescer, GRO's rules), and the
 // gateway's stack forwards it to the LAN as the one skb a NIC driver's

@@ -382,9 +382,8 @@ func (w *worker) deliver(pk *esp.Packet, out *wanBatch) {
 		out.nUp++
 		return
 	}
-	if w.gro != nil && (!ip.v6 || w.dp.tunV6) && tun.ForCoalescer(p) {
+	if w.gro != nil && (!ip.v6 || w.dp.tunV6) && w.gro.AddTCP(p) {
 		// The stack forwards it: next hop, TTL and MTU are its.
-		w.gro.Add(p)
 		out.nGro++
 		return
 	}

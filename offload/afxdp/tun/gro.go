@@ -76,6 +76,26 @@ func NewCoalescer(dev *Device) (*Coalescer, error) {
 // its flow where it continues it.
 func (c *Coalescer) Add(pkt []byte) {
 	seg, ok := tcpSegment(pkt)
+	c.add(pkt, seg, ok)
+}
+
+// AddTCP is Add for the packets that belong in a Coalescer: a TCP
+// segment that carries data, or FIN or RST, which must not overtake the
+// data before it. It reports whether it took pkt. Other packets (UDP,
+// ICMP, pure ACKs, SYNs) are never merged, and one write per packet costs
+// a system call each: a caller with a batched path for them sends them
+// there. The packet is parsed once for both.
+func (c *Coalescer) AddTCP(pkt []byte) bool {
+	seg, ok := tcpSegment(pkt)
+	if !ok || (len(pkt) == seg.hdrLen && seg.flags&(tcpFlagFIN|tcpFlagRST) == 0) {
+		return false
+	}
+	c.add(pkt, seg, true)
+	return true
+}
+
+// add queues pkt, parsed as seg when it is a TCP segment (ok).
+func (c *Coalescer) add(pkt []byte, seg tcpInfo, ok bool) {
 	if ok {
 		for i := len(c.items) - 1; i >= 0; i-- {
 			it := &c.items[i]
@@ -222,16 +242,6 @@ func (it *groItem) fixHeaders() {
 	}
 	pseudo := ipcsum.Fold(ipcsum.Sum(srcDst, uint64(protoTCP)+uint64(it.total-it.l4)))
 	binary.BigEndian.PutUint16(p[it.l4+16:], pseudo)
-}
-
-// ForCoalescer reports whether pkt belongs in a Coalescer: a TCP segment
-// that carries data, or FIN or RST, which must not overtake the data
-// before it. Other packets (UDP, ICMP, pure ACKs, SYNs) are never merged,
-// and one write per packet costs a system call each: a caller with a
-// batched path for them should send them there.
-func ForCoalescer(pkt []byte) bool {
-	seg, ok := tcpSegment(pkt)
-	return ok && (len(pkt) > seg.hdrLen || seg.flags&(tcpFlagFIN|tcpFlagRST) != 0)
 }
 
 // tcpInfo is what tcpSegment found in a TCP packet.

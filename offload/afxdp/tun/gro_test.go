@@ -236,9 +236,9 @@ func FuzzCoalesce(f *testing.F) {
 	})
 }
 
-// TestForCoalescer: TCP data, FIN and RST go to the coalescer; pure ACKs,
-// UDP and anything unparsable do not.
-func TestForCoalescer(t *testing.T) {
+// TestAddTCP: TCP data, FIN and RST go to the coalescer; pure ACKs, UDP
+// and anything unparsable do not.
+func TestAddTCP(t *testing.T) {
 	data := segments(t, false, 1000, 1000, 0x10)[0]
 	pureACK := superPacket(false, protoTCP, 0, 0x10)
 	fin := superPacket(true, protoTCP, 0, 0x10|tcpFlagFIN)
@@ -252,8 +252,9 @@ func TestForCoalescer(t *testing.T) {
 		{"data", data, true}, {"pure ack", pureACK, false}, {"fin", fin, true}, {"rst", rst, true},
 		{"udp", udp, false}, {"truncated", data[:30], false}, {"empty", nil, false},
 	} {
-		if got := ForCoalescer(c.pkt); got != c.want {
-			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		co := &Coalescer{}
+		if got := co.AddTCP(c.pkt); got != c.want || len(co.items) != btoi(got) {
+			t.Errorf("%s: %v with %d queued, want %v", c.name, got, len(co.items), c.want)
 		}
 	}
 }
@@ -294,4 +295,11 @@ func TestCoalesceECNMark(t *testing.T) {
 			t.Fatalf("packet %d out of order or changed", i)
 		}
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
