@@ -96,6 +96,13 @@ type ethtoolDrvInfo struct {
 	rest   [160]byte
 }
 
+// ifreqData is struct ifreq with ifr_data set, for SIOCETHTOOL.
+type ifreqData struct {
+	name [unix.IFNAMSIZ]byte
+	data unsafe.Pointer
+	_    [24 - unsafe.Sizeof(uintptr(0))]byte
+}
+
 // driverName asks ethtool (ETHTOOL_GDRVINFO) for the driver of ifname.
 func driverName(ifname string) (string, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
@@ -104,13 +111,8 @@ func driverName(ifname string) (string, error) {
 	}
 	defer unix.Close(fd)
 	info := ethtoolDrvInfo{cmd: unix.ETHTOOL_GDRVINFO}
-	var req struct {
-		name [unix.IFNAMSIZ]byte
-		data unsafe.Pointer
-		_    [24 - unsafe.Sizeof(uintptr(0))]byte
-	}
+	req := ifreqData{data: unsafe.Pointer(&info)}
 	copy(req.name[:], ifname)
-	req.data = unsafe.Pointer(&info)
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&req))); e != 0 {
 		return "", fmt.Errorf("%s: driver info: %w", ifname, e)
 	}

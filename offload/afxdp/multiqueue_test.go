@@ -18,13 +18,6 @@ type ethtoolChannels struct {
 	rxCount, txCount, otherCount, combinedCount uint32
 }
 
-// ifreqData is struct ifreq with ifr_data set.
-type ifreqData struct {
-	name [unix.IFNAMSIZ]byte
-	data unsafe.Pointer
-	_    [24 - unsafe.Sizeof(uintptr(0))]byte
-}
-
 // setQueues gives the named veth n RX and TX queues (ethtool -L), through
 // the ioctl rather than the ethtool binary, which the lab may lack.
 func setQueues(ns *netlab.NS, ifname string, n uint32) error {
