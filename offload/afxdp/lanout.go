@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpsec/xdpsec/offload/afxdp/tun"
+	"github.com/xdpsec/xdpsec/offload/afxdp/xsk"
 )
 
 // LANOutput is where decrypted packets for the LAN leave (Options.LANOutput).
@@ -96,25 +97,11 @@ type ethtoolDrvInfo struct {
 	rest   [160]byte
 }
 
-// ifreqData is struct ifreq with ifr_data set, for SIOCETHTOOL.
-type ifreqData struct {
-	name [unix.IFNAMSIZ]byte
-	data unsafe.Pointer
-	_    [24 - unsafe.Sizeof(uintptr(0))]byte
-}
-
 // driverName asks ethtool (ETHTOOL_GDRVINFO) for the driver of ifname.
 func driverName(ifname string) (string, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return "", err
-	}
-	defer unix.Close(fd)
 	info := ethtoolDrvInfo{cmd: unix.ETHTOOL_GDRVINFO}
-	req := ifreqData{data: unsafe.Pointer(&info)}
-	copy(req.name[:], ifname)
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&req))); e != 0 {
-		return "", fmt.Errorf("%s: driver info: %w", ifname, e)
+	if err := xsk.Ethtool(ifname, unsafe.Pointer(&info)); err != nil {
+		return "", fmt.Errorf("%s: driver info: %w", ifname, err)
 	}
 	return unix.ByteSliceToString(info.driver[:]), nil
 }

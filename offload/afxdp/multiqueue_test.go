@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpsec/xdpsec/internal/netlab"
+	"github.com/xdpsec/xdpsec/offload/afxdp/xsk"
 )
 
 // ethtoolChannels is struct ethtool_channels.
@@ -22,21 +23,14 @@ type ethtoolChannels struct {
 // the ioctl rather than the ethtool binary, which the lab may lack.
 func setQueues(ns *netlab.NS, ifname string, n uint32) error {
 	return ns.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
 		ch := ethtoolChannels{cmd: unix.ETHTOOL_GCHANNELS}
-		req := ifreqData{data: unsafe.Pointer(&ch)}
-		copy(req.name[:], ifname)
-		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&req))); e != 0 {
-			return fmt.Errorf("%s: get channels: %w", ifname, e)
+		if err := xsk.Ethtool(ifname, unsafe.Pointer(&ch)); err != nil {
+			return fmt.Errorf("%s: get channels: %w", ifname, err)
 		}
 		ch.cmd = unix.ETHTOOL_SCHANNELS
 		ch.rxCount, ch.txCount, ch.combinedCount = n, n, 0
-		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&req))); e != 0 {
-			return fmt.Errorf("%s: set channels to %d (max rx %d tx %d): %w", ifname, n, ch.maxRx, ch.maxTx, e)
+		if err := xsk.Ethtool(ifname, unsafe.Pointer(&ch)); err != nil {
+			return fmt.Errorf("%s: set channels to %d (max rx %d tx %d): %w", ifname, n, ch.maxRx, ch.maxTx, err)
 		}
 		return nil
 	})

@@ -29,6 +29,23 @@ type ifreqData struct {
 	_    [24 - unsafe.Sizeof(uintptr(0))]byte
 }
 
+// Ethtool runs one SIOCETHTOOL request on the interface ifname in the
+// calling thread's network namespace: data points to the ethtool
+// structure, its cmd field set. It returns the ioctl's errno as is.
+func Ethtool(ifname string, data unsafe.Pointer) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("ethtool: socket: %w", err)
+	}
+	defer unix.Close(fd)
+	req := ifreqData{data: data}
+	copy(req.name[:], ifname)
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&req))); e != 0 {
+		return e
+	}
+	return nil
+}
+
 // RXQueues returns the number of RX queues of the interface with index
 // ifindex that can receive packets, looked up in the calling thread's
 // network namespace: the rx plus combined channel counts from ethtool
@@ -57,14 +74,12 @@ func RXQueues(ifindex int) (int, error) {
 		return 0, fmt.Errorf("rx queues of ifindex %d: name: %w", ifindex, err)
 	}
 	ch := ethtoolChannels{Cmd: unix.ETHTOOL_GCHANNELS}
-	req := ifreqData{data: unsafe.Pointer(&ch)}
-	copy(req.name[:], ifr.Name())
-	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&req)))
+	err = Ethtool(ifr.Name(), unsafe.Pointer(&ch))
 	switch {
-	case e == 0 && ch.RxCount+ch.CombinedCount > 0:
+	case err == nil && ch.RxCount+ch.CombinedCount > 0:
 		return int(ch.RxCount + ch.CombinedCount), nil
-	case e != 0 && e != unix.EOPNOTSUPP:
-		return 0, fmt.Errorf("rx queues of %s: ethtool channels: %w", ifr.Name(), e)
+	case err != nil && !errors.Is(err, unix.EOPNOTSUPP):
+		return 0, fmt.Errorf("rx queues of %s: ethtool channels: %w", ifr.Name(), err)
 	}
 	l, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
