@@ -169,7 +169,7 @@ func (w *worker) hostTooBig(i int, ip ipInfo, mtu int) {
 // its TTL is decremented; the host's own packets are not. When pkt is too
 // big for the tunnel it returns the largest packet that fits, else 0.
 func (w *worker) seal(spd *spdTable, pkt []byte, ip ipInfo, forward bool, left int) int {
-	e := spd.lookup(ip.src, ip.dst, ip.proto)
+	e := spd.lookupMemo(&w.spdHit, ip.src, ip.dst, ip.proto)
 	if e == nil {
 		// xdp_lan steered it (or the host routed it into the TUN), so a
 		// policy existed; it or its SA went away since, or it never
@@ -181,7 +181,7 @@ func (w *worker) seal(spd *spdTable, pkt []byte, ip ipInfo, forward bool, left i
 		w.count(rExpired)
 		return 0
 	}
-	nh, ok := w.dp.fib.Lookup(e.out.remote)
+	nh, ok := w.dp.fib.LookupMemo(&w.wanHop, e.out.remote)
 	if !ok || w.holdQ.waiting(e.out.remote) {
 		// Held as plaintext, before the TTL changes and before any
 		// sequence number is taken: resume seals it anew, in order.

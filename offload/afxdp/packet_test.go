@@ -115,6 +115,7 @@ func TestSPDLookup(t *testing.T) {
 		{src: mp("2001:db8:1::/48"), dst: mp("2001:db8:2::/48"), out: c},
 	})
 	ma := netip.MustParseAddr
+	var memo spdMemo
 	for _, tc := range []struct {
 		src, dst string
 		proto    uint8
@@ -129,14 +130,27 @@ func TestSPDLookup(t *testing.T) {
 		{"2001:db8:1::10", "2001:db8:2::10", 58, c},
 		{"2001:db8:9::10", "2001:db8:2::10", 58, nil},
 	} {
-		e := tbl.lookup(ma(tc.src), ma(tc.dst), tc.proto)
-		var got *outSA
-		if e != nil {
-			got = e.out
+		// The memo runs through the cases in order and twice each: the
+		// second answer comes from it, the first replaces the previous
+		// case's (same destination, other source or protocol included).
+		for i, e := range []*spdEntry{
+			tbl.lookup(ma(tc.src), ma(tc.dst), tc.proto),
+			tbl.lookupMemo(&memo, ma(tc.src), ma(tc.dst), tc.proto),
+			tbl.lookupMemo(&memo, ma(tc.src), ma(tc.dst), tc.proto),
+		} {
+			if got := outOf(e); got != tc.want {
+				t.Errorf("lookup %d %s -> %s proto %d = %v, want %v", i, tc.src, tc.dst, tc.proto, got, tc.want)
+			}
 		}
-		if got != tc.want {
-			t.Errorf("lookup %s -> %s proto %d = %v, want %v", tc.src, tc.dst, tc.proto, got, tc.want)
-		}
+	}
+	// A new table (policies changed) is looked up again, not answered
+	// from the memo of the old one.
+	moved := buildSPD([]*spdEntry{{src: mp("2001:db8:1::/48"), dst: mp("2001:db8:2::/48"), out: a}})
+	if got := outOf(moved.lookupMemo(&memo, ma("2001:db8:9::10"), ma("2001:db8:2::10"), 58)); got != nil {
+		t.Errorf("new table, unselected source: %v, want none", got)
+	}
+	if got := outOf(moved.lookupMemo(&memo, ma("2001:db8:1::10"), ma("2001:db8:2::10"), 58)); got != a {
+		t.Errorf("new table: %v, want the moved policy's SA", got)
 	}
 	allocs := testing.AllocsPerRun(100, func() {
 		tbl.lookup(ma("10.1.0.10"), ma("10.2.3.10"), 6)
@@ -144,6 +158,13 @@ func TestSPDLookup(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("lookup allocates %v times", allocs)
 	}
+}
+
+func outOf(e *spdEntry) *outSA {
+	if e == nil {
+		return nil
+	}
+	return e.out
 }
 
 func validSA(dir offload.Direction) offload.SA {

@@ -111,6 +111,31 @@ func buildSPD(entries []*spdEntry) *spdTable {
 // xdp_lan, only the longest matching destination prefix is considered: a
 // packet it does not select is not protected by a shorter one either.
 func (t *spdTable) lookup(src, dst netip.Addr, proto uint8) *spdEntry {
+	return selects(t.longest(dst), src, proto)
+}
+
+// spdMemo is one worker's memory of the packet it looked up last and the
+// answer: a run of packets of one flow skips the per-level maps and the
+// selector check while the table is unchanged.
+type spdMemo struct {
+	t        *spdTable
+	src, dst netip.Addr
+	proto    uint8
+	e        *spdEntry
+}
+
+// lookupMemo is lookup, answered from m when m holds the same packet
+// header fields for this table, and remembered in m otherwise.
+func (t *spdTable) lookupMemo(m *spdMemo, src, dst netip.Addr, proto uint8) *spdEntry {
+	if m.t != t || m.dst != dst || m.src != src || m.proto != proto {
+		*m = spdMemo{t: t, src: src, dst: dst, proto: proto, e: t.lookup(src, dst, proto)}
+	}
+	return m.e
+}
+
+// longest returns the entry of dst's longest matching prefix, nil when
+// no prefix matches.
+func (t *spdTable) longest(dst netip.Addr) *spdEntry {
 	levels := t.v4
 	if dst.Is6() {
 		levels = t.v6
@@ -120,14 +145,18 @@ func (t *spdTable) lookup(src, dst netip.Addr, proto uint8) *spdEntry {
 		if err != nil {
 			return nil
 		}
-		e := levels[i].m[p]
-		if e == nil {
-			continue
+		if e := levels[i].m[p]; e != nil {
+			return e
 		}
-		if !e.src.Contains(src) || (e.proto != 0 && e.proto != proto) {
-			return nil
-		}
-		return e
 	}
 	return nil
+}
+
+// selects returns e when it applies to a packet from src with protocol
+// proto, nil otherwise (and for a nil e).
+func selects(e *spdEntry, src netip.Addr, proto uint8) *spdEntry {
+	if e == nil || !e.src.Contains(src) || (e.proto != 0 && e.proto != proto) {
+		return nil
+	}
+	return e
 }

@@ -100,6 +100,11 @@ type worker struct {
 	// packets counts what the worker received from both ports, one
 	// atomic add per batch.
 	packets atomic.Uint64
+	// wanHop and lanHop remember the last next hop looked up for each
+	// direction: a run of packets to one peer or host skips the FIB's map.
+	wanHop, lanHop fib.Memo
+	// spdHit remembers the last outbound policy match the same way.
+	spdHit spdMemo
 
 	// Shared decryption (spread.go): peers are the other workers, which
 	// get parts of big WAN batches (shares, offered round robin from
@@ -387,7 +392,7 @@ func (w *worker) deliver(pk *esp.Packet, out *wanBatch) {
 		out.nGro++
 		return
 	}
-	nh, ok := w.dp.fib.Lookup(ip.dst)
+	nh, ok := w.dp.fib.LookupMemo(&w.lanHop, ip.dst)
 	if !ok || w.holdQ.waiting(ip.dst) {
 		w.hold(ip.dst, p, holdLAN)
 		return

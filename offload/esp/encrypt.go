@@ -242,21 +242,23 @@ func (w *Worker) aadFor(sa *SA, esp []byte, seq uint64) []byte {
 // the inner packet (RFC 4301 5.1.2.1) and the ECN field too (RFC 6040 normal
 // mode), DF copied from an IPv4 inner packet.
 func (sa *SA) writeOuterV4(h []byte, total int, proto uint8, seq uint64, tos uint8, df bool) {
-	h[0] = 0x45
-	h[1] = tos
-	binary.BigEndian.PutUint16(h[2:4], uint16(total))
+	_ = h[ipv4HeaderLen-1]
 	// The ID only matters if the packet is fragmented; the low bits of the
 	// sequence number do not repeat within any reassembly timeout.
-	binary.BigEndian.PutUint16(h[4:6], uint16(seq))
-	h[6], h[7] = 0, 0
+	w0 := 0x45<<24 | uint32(tos)<<16 | uint32(uint16(total))
+	w1 := uint32(uint16(seq)) << 16
 	if df {
-		h[6] = 0x40
+		w1 |= 0x4000
 	}
-	h[8] = sa.ttl
-	h[9] = proto
+	w2 := uint32(sa.ttl)<<24 | uint32(proto)<<16
+	binary.BigEndian.PutUint32(h[0:4], w0)
+	binary.BigEndian.PutUint32(h[4:8], w1)
 	copy(h[12:16], sa.local[:4])
 	copy(h[16:20], sa.remote[:4])
-	setIPv4Checksum(h[:ipv4HeaderLen])
+	// The sum comes from the words just written, not from reading the
+	// header back, and the addresses' share is the SA's constant.
+	sum := uint64(w0) + uint64(w1) + uint64(w2) + sa.addrSumV4
+	binary.BigEndian.PutUint32(h[8:12], w2|uint32(checksumFold(sum)))
 }
 
 func (sa *SA) writeOuterV6(h []byte, total int, proto uint8, tc uint8) {

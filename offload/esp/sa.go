@@ -4,6 +4,7 @@ import (
 	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
@@ -129,7 +130,10 @@ type SA struct {
 	v6     bool // their family
 	local  [16]byte
 	remote [16]byte
-	encap  bool
+	// addrSumV4 is the IPv4 addresses' share of the outer header's
+	// checksum, the same for every packet.
+	addrSumV4 uint64
+	encap     bool
 	// learns is set for a UDP-encapsulated SA with addresses: it follows
 	// the peer through NAT rebinding.
 	learns     bool
@@ -237,6 +241,7 @@ func (sa *SA) setAddrs(c Config) error {
 		l, r := c.Local.As4(), c.Remote.As4()
 		copy(sa.local[:], l[:])
 		copy(sa.remote[:], r[:])
+		sa.addrSumV4 = uint64(binary.BigEndian.Uint32(l[:])) + uint64(binary.BigEndian.Uint32(r[:]))
 	}
 	// Built from the stored bytes, without a zone, so that it compares
 	// equal to the source addresses Decrypt reads.

@@ -216,24 +216,48 @@ func (f *FIB) Close() error {
 // on a miss it queues dst for resolution (at most once while queued) and
 // returns false, and the caller holds or drops the packet.
 func (f *FIB) Lookup(dst netip.Addr) (NextHop, bool) {
+	return f.LookupMemo(nil, dst)
+}
+
+// Memo is one reader's memory of the destination it looked up last. Runs
+// of packets to one destination are the common case (every ESP packet of
+// an SA goes to the same peer, a TCP burst to one host), and while the
+// published snapshot is unchanged such a run skips the hash map. A Memo
+// belongs to one goroutine; its zero value is empty.
+type Memo struct {
+	snap *snapshot
+	dst  netip.Addr
+	e    *entry
+}
+
+// LookupMemo is Lookup, answered from m when m holds dst in the current
+// snapshot, and remembering dst in m when it is found. A nil m is Lookup.
+func (f *FIB) LookupMemo(m *Memo, dst netip.Addr) (NextHop, bool) {
 	if !dst.IsValid() {
 		return NextHop{}, false
 	}
 	dst = dst.Unmap()
-	if e, found := f.snap.Load().m[dst]; found {
-		// Load first: an unconditional Store would bounce the cache line
-		// between workers on every packet.
-		if !e.st.used.Load() {
-			e.st.used.Store(true)
-		}
-		if e.ok {
-			return e.nh, true
-		}
-		// Known but unresolved: the background goroutine retries on its
-		// own while the entry is being used.
+	s := f.snap.Load()
+	var e *entry
+	if m != nil && m.snap == s && m.dst == dst {
+		e = m.e
+	} else if e = s.m[dst]; e == nil {
+		f.request(dst)
 		return NextHop{}, false
+	} else if m != nil {
+		*m = Memo{snap: s, dst: dst, e: e}
 	}
-	f.request(dst)
+	// Load first: an unconditional Store would bounce the cache line
+	// between workers on every packet. Marking the entry on every hit,
+	// memoized or not, keeps the sweep from evicting it while in use.
+	if !e.st.used.Load() {
+		e.st.used.Store(true)
+	}
+	if e.ok {
+		return e.nh, true
+	}
+	// Known but unresolved: the background goroutine retries on its own
+	// while the entry is being used.
 	return NextHop{}, false
 }
 

@@ -163,3 +163,54 @@ func TestStatic(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLookupMemo checks that a memoized answer lasts exactly as long as the
+// snapshot it came from, that each memoized hit still marks the entry used
+// (or the sweep would evict a destination in use), and that a miss is not
+// remembered, so the next packet asks again.
+func TestLookupMemo(t *testing.T) {
+	f := newBare()
+	var m Memo
+	a := netip.MustParseAddr("192.0.2.1")
+	b := netip.MustParseAddr("192.0.2.2")
+	first := NextHop{IfIndex: 2, MTU: 1500, DstMAC: [6]byte{2, 0, 0, 0, 0, 1}}
+	stA := &dstState{}
+	f.snap.Store(&snapshot{m: map[netip.Addr]*entry{a: {nh: first, ok: true, st: stA}}})
+
+	if _, ok := f.LookupMemo(&m, b); ok || len(f.reqs) != 1 {
+		t.Fatalf("miss on b: ok %v, %d queued; want false, 1", ok, len(f.reqs))
+	}
+	<-f.reqs
+	f.clearPending(b)
+	if _, ok := f.LookupMemo(&m, b); ok || len(f.reqs) != 1 {
+		t.Fatalf("second miss on b was answered from the memo (%d queued)", len(f.reqs))
+	}
+
+	for range 3 {
+		if got, ok := f.LookupMemo(&m, a); !ok || got != first {
+			t.Fatalf("LookupMemo(a) = %+v, %v; want %+v", got, ok, first)
+		}
+		if !stA.used.Swap(false) {
+			t.Fatal("a memoized hit did not mark the entry used")
+		}
+	}
+	if got, ok := f.LookupMemo(&m, netip.MustParseAddr("::ffff:192.0.2.1")); !ok || got != first {
+		t.Fatalf("mapped address: %+v, %v; want the IPv4 entry", got, ok)
+	}
+
+	// A new snapshot (the route or neighbour changed) replaces the answer.
+	second := first
+	second.DstMAC[5] = 9
+	f.snap.Store(&snapshot{m: map[netip.Addr]*entry{a: {nh: second, ok: true, st: stA}}})
+	if got, _ := f.LookupMemo(&m, a); got != second {
+		t.Fatalf("after a new snapshot: %+v, want %+v", got, second)
+	}
+	// And one without the destination makes it a miss again.
+	f.snap.Store(&snapshot{m: map[netip.Addr]*entry{}})
+	if _, ok := f.LookupMemo(&m, a); ok {
+		t.Fatal("memo outlived its snapshot")
+	}
+	if n := testing.AllocsPerRun(1000, func() { f.LookupMemo(&m, b) }); n != 0 {
+		t.Fatalf("memoized lookup allocates %v times", n)
+	}
+}
