@@ -14,46 +14,6 @@ func idOf(p *message.ID) Identity {
 	return Identity{Type: p.IDType, Data: append([]byte(nil), p.Data...)}
 }
 
-// sendAuth builds and sends the initiator's IKE_AUTH request.
-func (sa *ikeSA) sendAuth() error {
-	c := sa.conn
-	idi := sa.localID.payload(false)
-	auth, err := authenticatorFor(c).build(sa.prf, signedOctets{sa.initReq, sa.nr, sa.keys.SKpi, idi})
-	if err != nil {
-		return err
-	}
-	ps := []message.Payload{idi}
-	if !c.RemoteID.IsZero() {
-		ps = append(ps, c.RemoteID.payload(true))
-	}
-	ps = append(ps, auth)
-	if !sa.e.claimContact(sa, newContact(sa.localID, c.RemoteID, sa.remote.Addr())) {
-		ps = append(ps, &message.Notify{NotifyType: message.NotifyInitialContact})
-	}
-	if len(c.Children) > 0 {
-		ch := &c.Children[0]
-		spi, err := sa.allocSPI(ch.Name)
-		if err != nil {
-			return err
-		}
-		sa.pendingChild, sa.pendingSPI = ch, spi
-		if ch.Mode == ModeTransport {
-			ps = append(ps, &message.Notify{NotifyType: message.NotifyUseTransportMode})
-		}
-		ps = append(ps,
-			&message.SA{Proposals: toWire(ch.ESPProposals, message.ProtocolESP, spiBytes(spi))},
-			&message.TS{Selectors: selectors(ch.LocalTS)},
-			&message.TS{Responder: true, Selectors: selectors(ch.RemoteTS)},
-		)
-	}
-	pkt, err := sa.protect(message.ExchangeIKEAuth, sa.nextReqID, false, ps)
-	if err != nil {
-		return err
-	}
-	sa.sendRequest(message.ExchangeIKEAuth, pkt)
-	return nil
-}
-
 func (sa *ikeSA) allocSPI(child string) (uint32, error) {
 	if inst := sa.e.opts.Installer; inst != nil {
 		ctx, cancel := context.WithTimeout(sa.e.ctx, installTimeout)
@@ -81,60 +41,51 @@ func spiBytes(spi uint32) []byte {
 // authFailedMsg is the operator's hint for a PSK authentication failure.
 const authFailedMsg = "authentication failed for peer %s: pre-shared key mismatch?"
 
-// processAuthRequest is the responder's IKE_AUTH.
-func (sa *ikeSA) processAuthRequest(pk packet) {
-	e := sa.e
-	exch := message.ExchangeIKEAuth.String()
-	ps, ok := sa.openRequest(pk)
-	if !ok {
-		return
+// authPhase is IKE_AUTH's identities and AUTH payloads, built and checked
+// by the connection's authenticator (authenticator.go): IDi, the IDr the
+// initiator asks for and its AUTH in the request, IDr and AUTH in the
+// response.
+type authPhase struct {
+	authn authenticator // the responder's, chosen with the connection
+}
+
+func (p *authPhase) build(sa *ikeSA, out []message.Payload) ([]message.Payload, error) {
+	if !sa.initiator {
+		idr := sa.localID.payload(true)
+		auth, err := p.authn.build(sa.prf, signedOctets{sa.initResp, sa.ni, sa.keys.SKpr, idr})
+		if err != nil {
+			return nil, err
+		}
+		return append(out, idr, auth), nil
 	}
-	// The request is authentic: follow the peer to the NAT-T port and to
-	// its (possibly NAT-mapped) address.
-	sa.local, sa.remote, sa.natt = pk.local, pk.from, pk.natt
-	a := collect(ps)
-	authn, ok := sa.authenticatePeer(pk, a)
-	if !ok {
-		return
-	}
-	if a.initialContact {
-		// Checked without our lock held: the other SAs' locks are
-		// taken one by one.
-		go e.initialContact(sa, sa.localID, sa.peerID, sa.created)
-	}
-	idr := sa.localID.payload(true)
-	ourAuth, err := authn.build(sa.prf, signedOctets{sa.initResp, sa.ni, sa.keys.SKpr, idr})
+	c := sa.conn
+	idi := sa.localID.payload(false)
+	auth, err := authenticatorFor(c).build(sa.prf, signedOctets{sa.initReq, sa.nr, sa.keys.SKpi, idi})
 	if err != nil {
-		sa.respondError(pk, message.NotifyAuthenticationFailed, ResultError)
-		sa.remove(err)
-		return
+		return nil, err
 	}
-	out := []message.Payload{idr, ourAuth}
-	sa.setEstablished()
-	childOut, child, childErr := sa.respondChild(a)
-	out = append(out, childOut...)
-	pkt, err := sa.protect(message.ExchangeIKEAuth, pk.h.MessageID, true, out)
-	if err != nil {
-		sa.remove(err)
-		return
+	out = append(out, idi)
+	if !c.RemoteID.IsZero() {
+		out = append(out, c.RemoteID.payload(true))
 	}
-	sa.respond(pk.h.MessageID, pk, pkt)
-	e.stats.exchange(exch, false, ResultOK)
-	e.log.Info("IKE SA established", sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID),
-		zap.String("proposal", sa.ikeProp.String()), zap.Bool("nat_local", sa.natLocal), zap.Bool("nat_remote", sa.natRemote))...)
-	if childErr == nil && child != nil {
-		e.log.Info("CHILD SA established", sa.fields(zap.String("child", child.sa.Child),
-			zap.String("spis", fmt.Sprintf("%08x_i %08x_o", child.sa.SPIIn, child.sa.SPIOut)),
-			zap.Any("local_ts", child.sa.LocalTS), zap.Any("remote_ts", child.sa.RemoteTS))...)
+	return append(out, auth), nil
+}
+
+func (p *authPhase) process(sa *ikeSA, in *payloads) error {
+	if sa.initiator {
+		return sa.verifyResponder(*in)
 	}
+	authn, err := sa.authenticatePeer(*in)
+	p.authn = authn
+	return err
 }
 
 // authenticatePeer chooses the connection for the initiator's IDi and
 // IDr and verifies its AUTH with that connection's authenticator, which
-// it returns. On failure it has answered the request and removed sa.
-// The peer is not authenticated until it returns: its failures go
-// through the log limiter like IKE_SA_INIT's.
-func (sa *ikeSA) authenticatePeer(pk packet, a payloads) (authenticator, bool) {
+// it returns, or the refusal to answer with. The peer is not
+// authenticated until it returns: its failures go through the log
+// limiter like IKE_SA_INIT's.
+func (sa *ikeSA) authenticatePeer(a payloads) (authenticator, error) {
 	e := sa.e
 	exch := message.ExchangeIKEAuth.String()
 	if a.idi == nil || a.auth == nil {
@@ -142,9 +93,7 @@ func (sa *ikeSA) authenticatePeer(pk packet, a payloads) (authenticator, bool) {
 			e.log.Warn("IKE_AUTH request without IDi or AUTH (EAP is not supported); sending INVALID_SYNTAX",
 				sa.fields(zap.String("exchange", exch))...)
 		}
-		sa.respondError(pk, message.NotifyInvalidSyntax, ResultError)
-		sa.remove(errors.New("invalid IKE_AUTH request"))
-		return nil, false
+		return nil, &refusal{message.NotifyInvalidSyntax, ResultError, errors.New("invalid IKE_AUTH request")}
 	}
 	sa.peerID = idOf(a.idi)
 	conn := sa.pickConn(a)
@@ -152,9 +101,7 @@ func (sa *ikeSA) authenticatePeer(pk packet, a payloads) (authenticator, bool) {
 		if !e.rateLimited("auth identity " + sa.remote.Addr().String()) {
 			e.log.Warn(sa.whyNoConn(a), sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
 		}
-		sa.respondError(pk, message.NotifyAuthenticationFailed, ResultAuthFailed)
-		sa.remove(errors.New("no matching connection"))
-		return nil, false
+		return nil, &refusal{message.NotifyAuthenticationFailed, ResultAuthFailed, errors.New("no matching connection")}
 	}
 	sa.conn = conn
 	sa.localID = conn.LocalID
@@ -172,11 +119,9 @@ func (sa *ikeSA) authenticatePeer(pk packet, a payloads) (authenticator, bool) {
 		if !e.rateLimited("auth failed " + sa.remote.Addr().String()) {
 			e.log.Warn(reason, sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
 		}
-		sa.respondError(pk, message.NotifyAuthenticationFailed, ResultAuthFailed)
-		sa.remove(errors.New("authentication failed"))
-		return nil, false
+		return nil, &refusal{message.NotifyAuthenticationFailed, ResultAuthFailed, errors.New("authentication failed")}
 	}
-	return authn, true
+	return authn, nil
 }
 
 // pickConn chooses, among the connections matching the addresses, the one
@@ -255,24 +200,12 @@ func (sa *ikeSA) respondError(pk packet, n message.NotifyType, result string) {
 	sa.respond(pk.h.MessageID, pk, pkt)
 }
 
-// processAuthResponse is the initiator's end of IKE_AUTH.
-func (sa *ikeSA) processAuthResponse(pk packet) {
+// verifyResponder checks the IKE_AUTH response's identity and AUTH, or
+// the error it carries instead. Failures are logged and counted here
+// (authFailure).
+func (sa *ikeSA) verifyResponder(a payloads) error {
 	e := sa.e
 	exch := message.ExchangeIKEAuth.String()
-	ps, err := sa.unprotect(pk.b)
-	if err != nil && !isInner(err) {
-		sa.dropUnopened(err, pk.h.Exchange)
-		return
-	}
-	sa.completeRequest()
-	if err != nil {
-		// Authentic but undecodable: the exchange cannot complete.
-		e.log.Warn("undecodable IKE_AUTH response", sa.fields(zap.String("exchange", exch), zap.Error(err))...)
-		e.stats.exchange(exch, true, ResultError)
-		sa.fail(fmt.Errorf("IKE_AUTH: undecodable response: %w", err))
-		return
-	}
-	a := collect(ps)
 	if a.auth == nil || a.idr == nil {
 		n := message.NotifyInvalidSyntax
 		if a.errN != nil {
@@ -285,8 +218,7 @@ func (sa *ikeSA) processAuthResponse(pk packet) {
 			e.log.Warn("IKE_AUTH failed: peer sent an error", sa.fields(zap.String("exchange", exch), zap.Stringer("notify", n))...)
 			e.stats.exchange(exch, true, ResultError)
 		}
-		sa.fail(notifyFailure(n, fmt.Errorf("IKE_AUTH: peer %s sent %s", sa.remote, n)))
-		return
+		return &authFailure{notifyFailure(n, fmt.Errorf("IKE_AUTH: peer %s sent %s", sa.remote, n))}
 	}
 	sa.peerID = idOf(a.idr)
 	var authErr error
@@ -295,31 +227,16 @@ func (sa *ikeSA) processAuthResponse(pk packet) {
 	} else {
 		authErr = authenticatorFor(sa.conn).verify(sa.prf, a.auth, signedOctets{sa.initResp, sa.ni, sa.keys.SKpr, a.idr})
 	}
-	if authErr != nil {
-		msg := fmt.Sprintf("authentication failed for peer %s: %v", sa.remote, authErr)
-		e.log.Warn(msg, sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
-		e.stats.exchange(exch, true, ResultAuthFailed)
-		// RFC 7296 2.21.2: tell the responder in an INFORMATIONAL.
-		if pkt, err := sa.protect(message.ExchangeInformational, sa.nextReqID, false,
-			[]message.Payload{&message.Notify{NotifyType: message.NotifyAuthenticationFailed}}); err == nil {
-			sa.send(sa.local, sa.remote, pkt)
-		}
-		sa.fail(failure(FailAuth, fmt.Errorf("IKE_AUTH: AUTHENTICATION_FAILED: %w", authErr)))
-		return
+	if authErr == nil {
+		return nil
 	}
-	sa.setEstablished()
-	e.stats.exchange(exch, true, ResultOK)
-	e.log.Info("IKE SA established", sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID),
-		zap.String("proposal", sa.ikeProp.String()), zap.Bool("nat_local", sa.natLocal), zap.Bool("nat_remote", sa.natRemote))...)
-	if sa.pendingChild == nil {
-		sa.finish(nil)
-	} else {
-		sa.finish(sa.acceptChild(a))
+	msg := fmt.Sprintf("authentication failed for peer %s: %v", sa.remote, authErr)
+	e.log.Warn(msg, sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
+	e.stats.exchange(exch, true, ResultAuthFailed)
+	// RFC 7296 2.21.2: tell the responder in an INFORMATIONAL.
+	if pkt, err := sa.protect(message.ExchangeInformational, sa.nextReqID, false,
+		[]message.Payload{&message.Notify{NotifyType: message.NotifyAuthenticationFailed}}); err == nil {
+		sa.send(sa.local, sa.remote, pkt)
 	}
-	// The other configured children follow with CREATE_CHILD_SA.
-	for i := 1; i < len(sa.conn.Children); i++ {
-		ch := &sa.conn.Children[i]
-		sa.pendingCreate[ch.Name] = true
-		sa.enqueue(&createChildTask{cfg: ch})
-	}
+	return &authFailure{failure(FailAuth, fmt.Errorf("IKE_AUTH: AUTHENTICATION_FAILED: %w", authErr))}
 }

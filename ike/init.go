@@ -58,31 +58,16 @@ func (e *Engine) newInitiatorSA(c *Conn) (*ikeSA, error) {
 func (sa *ikeSA) startInit() error { return sa.sendInit(0) }
 
 func (sa *ikeSA) sendInit(group uint16) error {
-	c := sa.conn
 	if group == 0 {
-		group = uint16(c.IKEProposals[0].KE[0])
+		group = uint16(sa.conn.IKEProposals[0].KE[0])
 	}
-	if sa.kex == nil || sa.kex.Group() != group {
-		kex, err := crypto.NewKeyExchange(group)
-		if err != nil {
-			return fmt.Errorf("key exchange %s: %w", message.KEGroup(group), err)
-		}
-		sa.kex = kex
-		sa.ni = randomBytes(nonceLen)
+	if err := sa.newKeyExchange(group); err != nil {
+		return err
 	}
-	var ps []message.Payload
-	if sa.cookie != nil {
-		// The COOKIE goes first (RFC 7296 2.6).
-		ps = append(ps, &message.Notify{NotifyType: message.NotifyCookie, Data: sa.cookie})
+	ps, err := buildPhases(sa, initPhases(packet{}))
+	if err != nil {
+		return err
 	}
-	ps = append(ps,
-		&message.SA{Proposals: toWire(c.IKEProposals, message.ProtocolIKE, nil)},
-		&message.KE{Group: message.KEGroup(group), Data: sa.kex.PublicKey()},
-		&message.Nonce{Data: sa.ni},
-	)
-	ps = append(ps, sa.natdPayloads(0)...)
-	// We reassemble what the peer fragments (RFC 7383).
-	ps = append(ps, &message.Notify{NotifyType: message.NotifyIKEv2FragmentationSupported})
 	m := &message.Message{
 		Header:   message.Header{SPIi: sa.spii, Exchange: message.ExchangeIKESAInit, Flags: message.FlagInitiator},
 		Payloads: ps,
@@ -97,7 +82,8 @@ func (sa *ikeSA) sendInit(group uint16) error {
 	return nil
 }
 
-// processInitResponse handles the responder's IKE_SA_INIT answer.
+// processInitResponse handles the responder's IKE_SA_INIT answer: a retry
+// it asks for, or the phases' processing and then IKE_AUTH.
 func (sa *ikeSA) processInitResponse(pk packet) {
 	e := sa.e
 	m, err := message.Decode(pk.b)
@@ -106,53 +92,19 @@ func (sa *ikeSA) processInitResponse(pk packet) {
 		return
 	}
 	ip := collect(m.Payloads)
-	sa.fragOK = ip.fragmentation
 	if sa.initRetried(ip) {
 		return
 	}
-	exch := message.ExchangeIKESAInit.String()
-	if ip.sa == nil || ip.ke == nil || ip.nonce == nil || pk.h.SPIr == 0 {
-		e.stats.drop(DropMalformed)
+	switch err := processPhases(sa, initPhases(pk), &ip); {
+	case err == errDropped:
 		return
-	}
-	prop, err := acceptAnswer(ip.sa, sa.conn.IKEProposals, message.ProtocolIKE)
-	if err == nil && prop.ke != uint16(ip.ke.Group) {
-		err = fmt.Errorf("responder chose %s but sent a %s key exchange", message.KEGroup(prop.ke), ip.ke.Group)
-	}
-	if err == nil && prop.ke != sa.kex.Group() {
-		err = fmt.Errorf("responder chose %s, our key exchange is %s", message.KEGroup(prop.ke), message.KEGroup(sa.kex.Group()))
-	}
-	if err != nil {
-		e.log.Warn("invalid IKE_SA_INIT response", sa.fields(zap.String("exchange", exch), zap.Error(err))...)
-		sa.failInit(fmt.Errorf("IKE_SA_INIT: %w", err), ResultError)
-		return
-	}
-	gir, err := sa.kex.SharedSecret(ip.ke.Data)
-	if err != nil {
-		e.stats.drop(DropInvalidKE)
-		return
-	}
-	sa.spir = pk.h.SPIr
-	sa.nr = append([]byte(nil), ip.nonce.Data...)
-	sa.initResp = append([]byte(nil), pk.b...)
-	if err := sa.deriveKeys(prop, gir); err != nil {
+	case err != nil:
 		sa.failInit(err, ResultError)
 		return
-	}
-	if nl, nr, ok := detectNAT(ip.natd, sa.spii, sa.spir, pk.from, pk.local); ok {
-		sa.natLocal, sa.natRemote = nl, nr
-		if nl || nr || sa.conn.ForceEncap {
-			// Float to the NAT-T port (RFC 7296 2.23).
-			sa.natt = true
-			sa.local = netip.AddrPortFrom(sa.local.Addr(), uint16(e.opts.NATPort))
-			sa.remote = netip.AddrPortFrom(sa.remote.Addr(), uint16(e.opts.NATPort))
-		}
 	}
 	sa.completeRequest()
-	e.stats.exchange(exch, true, ResultOK)
-	if err := sa.sendAuth(); err != nil {
-		sa.failInit(err, ResultError)
-	}
+	e.stats.exchange(message.ExchangeIKESAInit.String(), true, ResultOK)
+	sa.enqueue(sa.authTask())
 }
 
 // initRetried handles an IKE_SA_INIT answer that is no SA: a COOKIE or
@@ -478,26 +430,22 @@ func (sa *ikeSA) answerInit(pk packet, ip payloads, prop chosen, gir []byte) {
 		sa.remove(err)
 		return
 	}
-	var natd []message.Payload
-	if nl, nr, ok := detectNAT(ip.natd, sa.spii, 0, pk.from, pk.local); ok {
-		sa.natLocal, sa.natRemote = nl, nr
-		natd = sa.natdPayloads(sa.spir)
+	// The phases process the request (NAT detection, fragmentation
+	// support), then build the response.
+	phases := initPhases(pk)
+	var ps []message.Payload
+	err := processPhases(sa, phases, &ip)
+	if err == nil {
+		ps, err = buildPhases(sa, phases)
 	}
-	ps := []message.Payload{
-		&message.SA{Proposals: []message.Proposal{prop.wire(message.ProtocolIKE)}},
-		&message.KE{Group: message.KEGroup(prop.ke), Data: sa.kex.PublicKey()},
-		&message.Nonce{Data: sa.nr},
+	var rb []byte
+	if err == nil {
+		resp := &message.Message{
+			Header:   message.Header{SPIi: sa.spii, SPIr: sa.spir, Exchange: message.ExchangeIKESAInit, Flags: message.FlagResponse},
+			Payloads: ps,
+		}
+		rb, err = resp.Encode()
 	}
-	ps = append(ps, natd...)
-	if ip.fragmentation {
-		sa.fragOK = true
-		ps = append(ps, &message.Notify{NotifyType: message.NotifyIKEv2FragmentationSupported})
-	}
-	resp := &message.Message{
-		Header:   message.Header{SPIi: sa.spii, SPIr: sa.spir, Exchange: message.ExchangeIKESAInit, Flags: message.FlagResponse},
-		Payloads: ps,
-	}
-	rb, err := resp.Encode()
 	if err != nil {
 		sa.remove(err)
 		return

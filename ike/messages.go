@@ -273,9 +273,7 @@ func (sa *ikeSA) handleResponse(pk packet) {
 	switch pk.h.Exchange {
 	case message.ExchangeIKESAInit:
 		sa.processInitResponse(pk)
-	case message.ExchangeIKEAuth:
-		sa.processAuthResponse(pk)
-	case message.ExchangeInformational, message.ExchangeCreateChildSA:
+	case message.ExchangeIKEAuth, message.ExchangeInformational, message.ExchangeCreateChildSA:
 		ps, err := sa.unprotect(pk.b)
 		if err != nil && !isInner(err) {
 			sa.dropUnopened(err, pk.h.Exchange)

@@ -29,7 +29,7 @@ type responder struct {
 func responderFor(exch message.ExchangeType) (responder, bool) {
 	switch exch {
 	case message.ExchangeIKEAuth:
-		return responder{setup: true, process: (*ikeSA).processAuthRequest}, true
+		return responder{setup: true, process: (*ikeSA).respondAuth}, true
 	case message.ExchangeInformational:
 		return responder{process: func(sa *ikeSA, pk packet) {
 			sa.lastRecv = time.Now()

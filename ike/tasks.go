@@ -9,8 +9,9 @@ import (
 // errAborted ends the tasks of an IKE SA that goes away.
 var errAborted = errors.New("IKE SA gone")
 
-// task is one request of ours on an established IKE SA. The engine sends
-// one at a time (window size 1, RFC 7296 2.3), in the order queued.
+// task is one request of ours. The engine sends one at a time (window size
+// 1, RFC 7296 2.3), in the order queued, once the IKE SA is established;
+// only the set-up's own exchange (setupTask) goes before.
 type task interface {
 	// request builds the request; ok false drops a task that has become
 	// moot while it waited (the child it was for is gone).
@@ -32,8 +33,11 @@ func (sa *ikeSA) enqueue(t task) {
 
 // kick sends the next queued request if none is in flight.
 func (sa *ikeSA) kick() {
-	for sa.out == nil && !sa.gone && sa.state == stateEstablished && len(sa.queue) > 0 {
+	for sa.out == nil && !sa.gone && len(sa.queue) > 0 {
 		t := sa.queue[0]
+		if sa.state != stateEstablished && (sa.state != stateConnecting || !setupTask(t)) {
+			return
+		}
 		sa.queue = sa.queue[1:]
 		exch, ps, ok := t.request(sa)
 		if !ok {

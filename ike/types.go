@@ -8,24 +8,29 @@
 // deletes and liveness checks (DPD with its actions), INITIAL_CONTACT and
 // on-demand CHILD SAs for trap policies.
 //
-// The design follows strongSwan's libcharon: every exchange is built and
-// processed by the initiator and the responder in turn, our requests are
-// tasks in one queue per IKE SA (window size 1), and whatever the data
-// plane must do is behind the Installer interface. The package knows
-// nothing of netlink, XDP or ESP packet processing.
+// The design follows strongSwan's libcharon: IKE_SA_INIT and IKE_AUTH are
+// each a list of phases (libcharon's tasks: key exchange, NAT detection,
+// fragmentation support; authentication, INITIAL_CONTACT, the first CHILD
+// SA) that build and process their payloads in both roles (phase.go); our
+// requests are tasks in one queue per IKE SA (window size 1), and whatever
+// the data plane must do is behind the Installer interface. The package
+// knows nothing of netlink, XDP or ESP packet processing.
 //
 // Who owns what:
 //   - engine.go, socket.go: the Engine, its sockets and its maps of IKE SAs;
-//     init.go, cookie.go, halfopen.go: IKE_SA_INIT and what guards it;
-//     natd.go: NAT detection; fragments.go: RFC 7383 fragmentation.
+//     init.go, cookie.go, halfopen.go: IKE_SA_INIT and what guards it, with
+//     its phases in initphases.go; natd.go: NAT detection; fragments.go:
+//     RFC 7383 fragmentation.
 //   - sa.go: an IKE SA's state and its CHILD SAs; messages.go its message
 //     layer (message IDs, SK protection, retransmission, dispatch) over a
 //     transport (transport.go), with respcache.go (the responder's cached
 //     answers); tasks.go the queue of our requests, responders.go who
 //     answers the peer's by exchange; payloads.go collects what a message
 //     carries.
-//   - auth.go (IKE_AUTH), authenticator.go (how an identity is proved: PSK
-//     today, behind the authenticator interface), child.go (the first CHILD SA), createchild.go,
+//   - authphases.go (IKE_AUTH's phases in both roles), auth.go (its
+//     identities and AUTH), authenticator.go (how an identity is proved:
+//     PSK today, behind the authenticator interface), child.go (the first
+//     CHILD SA), createchild.go,
 //     rekeychild.go, childresponder.go, rekeyike.go (CREATE_CHILD_SA in both
 //     roles), rekeyswitch.go (when a rekey responder moves to the new SA),
 //     informational.go (Delete, liveness checks).
