@@ -46,11 +46,12 @@ const authFailedMsg = "authentication failed for peer %s: pre-shared key mismatc
 // initiator asks for and its AUTH in the request, IDr and AUTH in the
 // response.
 type authPhase struct {
+	r     role
 	authn authenticator // the responder's, chosen with the connection
 }
 
 func (p *authPhase) build(sa *ikeSA, out []message.Payload) ([]message.Payload, error) {
-	if !sa.initiator {
+	if p.r == roleResponder {
 		idr := sa.localID.payload(true)
 		auth, err := p.authn.build(sa.prf, signedOctets{sa.initResp, sa.ni, sa.keys.SKpr, idr})
 		if err != nil {
@@ -72,7 +73,7 @@ func (p *authPhase) build(sa *ikeSA, out []message.Payload) ([]message.Payload, 
 }
 
 func (p *authPhase) process(sa *ikeSA, in *payloads) error {
-	if sa.initiator {
+	if p.r == roleRequester {
 		return sa.verifyResponder(*in)
 	}
 	authn, err := sa.authenticatePeer(*in)

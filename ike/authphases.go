@@ -14,14 +14,14 @@ import (
 // (contactPhase), the IKE SA becoming established (establishPhase) and the
 // first CHILD SA (childPhase). Both roles run the same list.
 
-func authPhases() []phase {
-	return []phase{&authPhase{}, contactPhase{}, establishPhase{}, &childPhase{}}
+func authPhases(r role) []phase {
+	return []phase{&authPhase{r: r}, contactPhase{r: r}, establishPhase{r: r}, &childPhase{r: r}}
 }
 
 // authTask is the initiator's IKE_AUTH request, sent right after
 // IKE_SA_INIT.
 func (sa *ikeSA) authTask() task {
-	return &exchangeTask{exch: message.ExchangeIKEAuth, phases: authPhases(), setup: true, done: (*ikeSA).authDone}
+	return &exchangeTask{exch: message.ExchangeIKEAuth, phases: authPhases(roleRequester), setup: true, done: (*ikeSA).authDone}
 }
 
 // respondAuth is the responder's IKE_AUTH (sa.mu held).
@@ -34,7 +34,7 @@ func (sa *ikeSA) respondAuth(pk packet) {
 	// its (possibly NAT-mapped) address.
 	sa.local, sa.remote, sa.natt = pk.local, pk.from, pk.natt
 	in := collect(ps)
-	phases := authPhases()
+	phases := authPhases(roleResponder)
 	if !sa.respondWith(pk, &in, phases) {
 		return
 	}
@@ -102,17 +102,17 @@ func (c *childOutcome) Error() string { return c.err.Error() }
 // contactPhase is INITIAL_CONTACT (RFC 7296 2.4): the initiator sends it
 // when it has no other IKE SA with the peer; the responder, on receiving
 // it, deletes the older SAs of the same pair of identities.
-type contactPhase struct{}
+type contactPhase struct{ r role }
 
-func (contactPhase) build(sa *ikeSA, out []message.Payload) ([]message.Payload, error) {
-	if sa.initiator && !sa.e.claimContact(sa, newContact(sa.localID, sa.conn.RemoteID, sa.remote.Addr())) {
+func (p contactPhase) build(sa *ikeSA, out []message.Payload) ([]message.Payload, error) {
+	if p.r == roleRequester && !sa.e.claimContact(sa, newContact(sa.localID, sa.conn.RemoteID, sa.remote.Addr())) {
 		out = append(out, &message.Notify{NotifyType: message.NotifyInitialContact})
 	}
 	return out, nil
 }
 
-func (contactPhase) process(sa *ikeSA, in *payloads) error {
-	if !sa.initiator && in.initialContact {
+func (p contactPhase) process(sa *ikeSA, in *payloads) error {
+	if p.r == roleResponder && in.initialContact {
 		// Checked without our lock held: the other SAs' locks are taken
 		// one by one.
 		go sa.e.initialContact(sa, sa.localID, sa.peerID, sa.created)
@@ -123,17 +123,17 @@ func (contactPhase) process(sa *ikeSA, in *payloads) error {
 // establishPhase marks the IKE SA established once the peer is
 // authenticated: for the responder before its CHILD SA is installed, for
 // the initiator before it installs the one the response carries.
-type establishPhase struct{}
+type establishPhase struct{ r role }
 
-func (establishPhase) build(sa *ikeSA, out []message.Payload) ([]message.Payload, error) {
-	if !sa.initiator {
+func (p establishPhase) build(sa *ikeSA, out []message.Payload) ([]message.Payload, error) {
+	if p.r == roleResponder {
 		sa.setEstablished()
 	}
 	return out, nil
 }
 
-func (establishPhase) process(sa *ikeSA, _ *payloads) error {
-	if sa.initiator {
+func (p establishPhase) process(sa *ikeSA, _ *payloads) error {
+	if p.r == roleRequester {
 		sa.setEstablished()
 	}
 	return nil
@@ -144,12 +144,13 @@ func (establishPhase) process(sa *ikeSA, _ *payloads) error {
 // child that accepts the offer, installs it and answers, or answers why
 // not and keeps the IKE SA (RFC 7296 2.21.3).
 type childPhase struct {
+	r     role
 	offer *payloads // the responder's: the request's CHILD SA payloads
 	child *childSA  // the responder's: the child it installed, if any
 }
 
 func (p *childPhase) build(sa *ikeSA, out []message.Payload) ([]message.Payload, error) {
-	if !sa.initiator {
+	if p.r == roleResponder {
 		ps, child, _ := sa.respondChild(*p.offer)
 		p.child = child
 		return append(out, ps...), nil
@@ -174,7 +175,7 @@ func (p *childPhase) build(sa *ikeSA, out []message.Payload) ([]message.Payload,
 }
 
 func (p *childPhase) process(sa *ikeSA, in *payloads) error {
-	if !sa.initiator {
+	if p.r == roleResponder {
 		p.offer = in
 		return nil
 	}

@@ -304,7 +304,7 @@ func (t *createChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 		e.log.Warn("CHILD SA not created", sa.fields(zap.String("exchange", exch), zap.String("child", t.cfg.Name), zap.Error(err))...)
 		sa.lostAttemptFailed(t.cfg.Name, err.Error())
 		// The peer installed its side: tell it to remove it again.
-		sa.enqueue(&deleteChildTask{c: &childSA{sa: ChildSA{Conn: sa.connName(), Child: t.cfg.Name, SPIIn: t.req.spi}, cfg: t.cfg}, reason: "not installed"})
+		sa.enqueue(deleteChildTask(&childSA{sa: ChildSA{Conn: sa.connName(), Child: t.cfg.Name, SPIIn: t.req.spi}, cfg: t.cfg}, "not installed", ""))
 		return
 	}
 	sa.addChild(c)

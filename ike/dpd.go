@@ -31,7 +31,7 @@ func (sa *ikeSA) armDPD(wait time.Duration) {
 		}
 		if sa.out == nil && len(sa.queue) == 0 {
 			sa.e.log.Debug("peer silent, checking liveness", sa.fields(zap.Duration("idle", idle))...)
-			sa.enqueue(&dpdTask{})
+			sa.enqueue(dpdTask())
 		}
 		sa.armDPD(delay)
 	}))

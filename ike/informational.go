@@ -3,62 +3,108 @@ package ike
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/xdpsec/xdpsec/ike/message"
 )
 
-// processInformationalRequest answers INFORMATIONAL requests: deletes of the
-// IKE SA or of CHILD SAs, AUTHENTICATION_FAILED from an initiator that
-// rejected our AUTH (RFC 7296 2.21.2), and liveness checks (empty).
-func (sa *ikeSA) processInformationalRequest(pk packet) {
+// The phases of INFORMATIONAL (RFC 7296 1.4, 2.21.2): Delete of the IKE SA
+// or of CHILD SAs (deletePhase) and AUTHENTICATION_FAILED from an
+// initiator that rejected our AUTH (rejectedPhase). A liveness check is an
+// empty request (dpdTask): no phase has anything to do, the answer is
+// empty.
+
+// respondInformational answers the peer's INFORMATIONAL request (sa.mu
+// held).
+func (sa *ikeSA) respondInformational(pk packet) {
 	e := sa.e
 	ps, ok := sa.openRequest(pk)
 	if !ok {
 		return
 	}
-	var (
-		out       []message.Payload
-		deleteIKE bool
-		authFail  bool
-	)
-	for _, p := range ps {
-		switch p := p.(type) {
-		case *message.Delete:
-			switch p.Protocol {
-			case message.ProtocolIKE:
-				deleteIKE = true
-			case message.ProtocolESP:
-				if ours := sa.deleteChildren(p.SPIs); len(ours) > 0 {
-					out = append(out, &message.Delete{Protocol: message.ProtocolESP, SPIs: ours})
-				}
-			}
-		case *message.Notify:
-			if p.NotifyType == message.NotifyAuthenticationFailed {
-				authFail = true
-			}
-		}
-	}
-	if deleteIKE {
-		out = nil
-	}
-	pkt, err := sa.protect(message.ExchangeInformational, pk.h.MessageID, true, out)
-	if err != nil {
+	sa.lastRecv = time.Now()
+	in := collect(ps)
+	del, rej := &deletePhase{r: roleResponder}, &rejectedPhase{}
+	if !sa.respondWith(pk, &in, []phase{del, rej}) {
 		return
 	}
-	sa.respond(pk.h.MessageID, pk, pkt)
 	e.stats.exchange(message.ExchangeInformational.String(), false, ResultOK)
 	switch {
-	case authFail:
+	case rej.rejected:
 		e.log.Warn(fmt.Sprintf("peer %s rejected our authentication (AUTHENTICATION_FAILED) without saying why: "+
 			"check that the pre-shared keys match and that its remote_id accepts %s (our local_id)", sa.remote, sa.localID),
 			sa.fields(zap.String("exchange", message.ExchangeInformational.String()))...)
 		sa.remove(errors.New("peer sent AUTHENTICATION_FAILED"))
-	case deleteIKE:
+	case del.ike:
 		e.log.Info("peer deleted the IKE SA", sa.fields()...)
 		sa.remove(errors.New("deleted by peer"))
 	}
+}
+
+// deletePhase is the Delete payload (RFC 7296 1.4.1, 3.11). As requester
+// it deletes one of our CHILD SAs at the peer; as responder it handles the
+// peer's Deletes of CHILD SAs, answered with our SPIs of them, and of the
+// IKE SA, answered empty (the SA goes once the answer is out).
+type deletePhase struct {
+	r      role
+	child  *childSA // the requester's
+	reason string   // the requester's, for the log
+	ike    bool     // the responder's: the peer deleted the IKE SA
+	answer []message.Payload
+}
+
+func (p *deletePhase) build(sa *ikeSA, out []message.Payload) ([]message.Payload, error) {
+	if p.r == roleResponder {
+		if p.ike {
+			return out, nil
+		}
+		return append(out, p.answer...), nil
+	}
+	if p.child.removed {
+		return nil, errMoot
+	}
+	sa.e.log.Debug("deleting CHILD SA", sa.fields(zap.String("child", p.child.sa.Child), zap.String("reason", p.reason),
+		zap.String("spi", fmt.Sprintf("%08x", p.child.sa.SPIIn)))...)
+	return append(out, &message.Delete{Protocol: message.ProtocolESP, SPIs: []uint32{p.child.sa.SPIIn}}), nil
+}
+
+// process, as responder, acts on the peer's Deletes; the requester's
+// answer (our SA's SPIs at the peer) needs nothing: deleteChildDone acts
+// on the exchange's outcome.
+func (p *deletePhase) process(sa *ikeSA, in *payloads) error {
+	if p.r == roleRequester {
+		return nil
+	}
+	for _, d := range in.deletes {
+		switch d.Protocol {
+		case message.ProtocolIKE:
+			p.ike = true
+		case message.ProtocolESP:
+			if ours := sa.deleteChildren(d.SPIs); len(ours) > 0 {
+				p.answer = append(p.answer, &message.Delete{Protocol: message.ProtocolESP, SPIs: ours})
+			}
+		}
+	}
+	return nil
+}
+
+// rejectedPhase notices AUTHENTICATION_FAILED in an INFORMATIONAL request:
+// the initiator did not accept our AUTH (RFC 7296 2.21.2).
+type rejectedPhase struct{ rejected bool }
+
+func (p *rejectedPhase) build(_ *ikeSA, out []message.Payload) ([]message.Payload, error) {
+	return out, nil
+}
+
+func (p *rejectedPhase) process(_ *ikeSA, in *payloads) error {
+	for _, n := range in.notifies {
+		if n.NotifyType == message.NotifyAuthenticationFailed {
+			p.rejected = true
+		}
+	}
+	return nil
 }
 
 // deleteChildren handles the peer's Delete of CHILD SAs by their outbound
@@ -95,26 +141,20 @@ func (sa *ikeSA) deleteChildren(spis []uint32) []uint32 {
 
 // deleteChildTask deletes one of our CHILD SAs at the peer: a rekeyed one
 // (which then stays for the grace period), an expired one, or a redundant
-// one of a rekey collision that was never installed here.
-type deleteChildTask struct {
-	c      *childSA
-	reason string
-	// lost, when set, says why the child goes without a successor, for
-	// its connection to bring it back (childLost).
-	lost string
-}
-
-func (t *deleteChildTask) request(sa *ikeSA) (message.ExchangeType, []message.Payload, bool) {
-	if t.c.removed {
-		return 0, nil, false
+// one of a rekey collision that was never installed here. lost, when set,
+// says why the child goes without a successor, for its connection to bring
+// it back (childLost).
+func deleteChildTask(c *childSA, reason, lost string) task {
+	return &exchangeTask{
+		exch:   message.ExchangeInformational,
+		phases: []phase{&deletePhase{r: roleRequester, child: c, reason: reason}},
+		done:   func(sa *ikeSA, err error) { sa.deleteChildDone(c, lost, err) },
 	}
-	sa.e.log.Debug("deleting CHILD SA", sa.fields(zap.String("child", t.c.sa.Child), zap.String("reason", t.reason),
-		zap.String("spi", fmt.Sprintf("%08x", t.c.sa.SPIIn)))...)
-	return message.ExchangeInformational, []message.Payload{&message.Delete{Protocol: message.ProtocolESP, SPIs: []uint32{t.c.sa.SPIIn}}}, true
 }
 
-func (t *deleteChildTask) response(sa *ikeSA, _ []message.Payload, err error) {
-	c := t.c
+// deleteChildDone ends the Delete of c: answered or not, c goes (an
+// unanswered Delete leaves the peer's half to its own lifetime).
+func (sa *ikeSA) deleteChildDone(c *childSA, lost string, err error) {
 	if err == nil {
 		sa.e.stats.exchange(message.ExchangeInformational.String(), true, ResultOK)
 	}
@@ -125,8 +165,8 @@ func (t *deleteChildTask) response(sa *ikeSA, _ []message.Payload, err error) {
 		sa.retire(c)
 	case slicesContains(sa.children, c):
 		sa.dropChild(c)
-		if t.lost != "" {
-			sa.childLost(c, t.lost)
+		if lost != "" {
+			sa.childLost(c, lost)
 		}
 	default:
 		// Never installed here: only its SPI reservation goes.
@@ -145,16 +185,12 @@ func slicesContains(cs []*childSA, c *childSA) bool {
 
 // dpdTask is a liveness check: an empty INFORMATIONAL request. Its answer
 // needs no processing; no answer makes the SA's peer dead.
-type dpdTask struct{}
-
-func (dpdTask) request(*ikeSA) (message.ExchangeType, []message.Payload, bool) {
-	return message.ExchangeInformational, nil, true
-}
-
-func (dpdTask) response(sa *ikeSA, _ []message.Payload, err error) {
-	if err == nil {
-		sa.e.stats.exchange(message.ExchangeInformational.String(), true, ResultOK)
-	}
+func dpdTask() task {
+	return &exchangeTask{exch: message.ExchangeInformational, done: func(sa *ikeSA, err error) {
+		if err == nil {
+			sa.e.stats.exchange(message.ExchangeInformational.String(), true, ResultOK)
+		}
+	}}
 }
 
 // startDelete deletes an established IKE SA: CHILD SAs leave the data plane

@@ -64,7 +64,7 @@ func (sa *ikeSA) sendInit(group uint16) error {
 	if err := sa.newKeyExchange(group); err != nil {
 		return err
 	}
-	ps, err := buildPhases(sa, initPhases(packet{}))
+	ps, err := buildPhases(sa, initPhases(packet{}, roleRequester))
 	if err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ func (sa *ikeSA) processInitResponse(pk packet) {
 	if sa.initRetried(ip) {
 		return
 	}
-	switch err := processPhases(sa, initPhases(pk), &ip); {
+	switch err := processPhases(sa, initPhases(pk, roleRequester), &ip); {
 	case err == errDropped:
 		return
 	case err != nil:
@@ -432,7 +432,7 @@ func (sa *ikeSA) answerInit(pk packet, ip payloads, prop chosen, gir []byte) {
 	}
 	// The phases process the request (NAT detection, fragmentation
 	// support), then build the response.
-	phases := initPhases(pk)
+	phases := initPhases(pk, roleResponder)
 	var ps []message.Payload
 	err := processPhases(sa, phases, &ip)
 	if err == nil {

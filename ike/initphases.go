@@ -16,17 +16,20 @@ import (
 // connection and a proposal, and its KE check, happen before there is an
 // IKE SA (Engine.handleInitRequest), so its kePhase only answers.
 
-// initPhases returns the phases of one IKE_SA_INIT run. pk is the message
-// received (the responder's request, the initiator's response).
-func initPhases(pk packet) []phase {
-	return []phase{kePhase{pk: pk}, &natdPhase{pk: pk}, fragPhase{}}
+// initPhases returns the phases of one IKE_SA_INIT run in role r. pk is
+// the message received (the request, or the response to ours).
+func initPhases(pk packet, r role) []phase {
+	return []phase{kePhase{r: r, pk: pk}, &natdPhase{r: r, pk: pk}, fragPhase{r: r}}
 }
 
 // kePhase is SA, KE and Nonce.
-type kePhase struct{ pk packet }
+type kePhase struct {
+	r  role
+	pk packet
+}
 
 func (p kePhase) build(sa *ikeSA, out []message.Payload) ([]message.Payload, error) {
-	if !sa.initiator {
+	if p.r == roleResponder {
 		return append(out,
 			&message.SA{Proposals: []message.Proposal{sa.ikeProp.wire(message.ProtocolIKE)}},
 			&message.KE{Group: message.KEGroup(sa.ikeProp.ke), Data: sa.kex.PublicKey()},
@@ -47,7 +50,7 @@ func (p kePhase) build(sa *ikeSA, out []message.Payload) ([]message.Payload, err
 // process checks the responder's choice against our proposals and our key
 // exchange and derives the IKE SA's keys.
 func (p kePhase) process(sa *ikeSA, in *payloads) error {
-	if !sa.initiator {
+	if p.r == roleResponder {
 		return nil
 	}
 	e := sa.e
@@ -82,13 +85,14 @@ func (p kePhase) process(sa *ikeSA, in *payloads) error {
 // initiator then floats to the NAT-T port. The responder answers with
 // hashes only when the initiator sent some.
 type natdPhase struct {
+	r        role
 	pk       packet
 	peerSent bool
 }
 
 func (p *natdPhase) build(sa *ikeSA, out []message.Payload) ([]message.Payload, error) {
 	switch {
-	case sa.initiator:
+	case p.r == roleRequester:
 		return append(out, sa.natdPayloads(0)...), nil
 	case p.peerSent:
 		return append(out, sa.natdPayloads(sa.spir)...), nil
@@ -98,7 +102,7 @@ func (p *natdPhase) build(sa *ikeSA, out []message.Payload) ([]message.Payload, 
 
 func (p *natdPhase) process(sa *ikeSA, in *payloads) error {
 	spir := uint64(0) // the request's hashes were made before there was one
-	if sa.initiator {
+	if p.r == roleRequester {
 		spir = sa.spir
 	}
 	nl, nr, ok := detectNAT(in.natd, sa.spii, spir, p.pk.from, p.pk.local)
@@ -107,7 +111,7 @@ func (p *natdPhase) process(sa *ikeSA, in *payloads) error {
 	}
 	p.peerSent = true
 	sa.natLocal, sa.natRemote = nl, nr
-	if sa.initiator && (nl || nr || sa.conn.ForceEncap) {
+	if p.r == roleRequester && (nl || nr || sa.conn.ForceEncap) {
 		// Float to the NAT-T port (RFC 7296 2.23).
 		port := uint16(sa.e.opts.NATPort)
 		sa.natt = true
@@ -120,16 +124,16 @@ func (p *natdPhase) process(sa *ikeSA, in *payloads) error {
 // fragPhase announces IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383 2.3): the
 // initiator always (we reassemble what the peer fragments), the responder
 // when the initiator did. Either end fragments only when both announced.
-type fragPhase struct{}
+type fragPhase struct{ r role }
 
-func (fragPhase) build(sa *ikeSA, out []message.Payload) ([]message.Payload, error) {
-	if sa.initiator || sa.fragOK {
+func (p fragPhase) build(sa *ikeSA, out []message.Payload) ([]message.Payload, error) {
+	if p.r == roleRequester || sa.fragOK {
 		out = append(out, &message.Notify{NotifyType: message.NotifyIKEv2FragmentationSupported})
 	}
 	return out, nil
 }
 
-func (fragPhase) process(sa *ikeSA, in *payloads) error {
+func (p fragPhase) process(sa *ikeSA, in *payloads) error {
 	sa.fragOK = in.fragmentation
 	return nil
 }

@@ -97,7 +97,7 @@ func (sa *ikeSA) hardExpire(c *childSA) {
 	c.expiring = true
 	sa.e.log.Warn("CHILD SA lifetime expired before it could be rekeyed; deleting it", sa.fields(zap.String("child", c.sa.Child),
 		zap.String("spi", fmt.Sprintf("%08x", c.sa.SPIIn)), zap.String("last_rekey", orNone(c.lastRefusal)))...)
-	sa.enqueue(&deleteChildTask{c: c, reason: "expired", lost: "lifetime expired before a rekey succeeded"})
+	sa.enqueue(deleteChildTask(c, "expired", "lifetime expired before a rekey succeeded"))
 }
 
 func orNone(s string) string {

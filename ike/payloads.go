@@ -11,6 +11,7 @@ type payloads struct {
 	idi, idr *message.ID
 	auth     *message.Auth
 	tsi, tsr *message.TS
+	deletes  []*message.Delete
 	// notifies are all notifications in order; natd the NAT detection
 	// ones, cookie a COOKIE's data, errN the first error, rekey REKEY_SA.
 	notifies []*message.Notify
@@ -54,6 +55,8 @@ func collect(ps []message.Payload) payloads {
 			} else {
 				r.tsi = p
 			}
+		case *message.Delete:
+			r.deletes = append(r.deletes, p)
 		case *message.Notify:
 			r.notify(p)
 		}

@@ -8,7 +8,7 @@ import (
 
 // A phase is one job of an exchange, what libcharon calls a task (ike_init,
 // ike_natd, ike_auth, child_create): an exchange is a list of phases, and
-// the same phases serve both roles. The initiator builds its request from
+// the same phases serve both roles. The requester builds its request from
 // each phase in order and has each process the response; the responder
 // has each process the request, then builds its response from each. A
 // phase value lives for one run of its exchange, so what process learns
@@ -16,18 +16,31 @@ import (
 //
 // IKE_SA_INIT is kePhase, natdPhase and fragPhase (initphases.go);
 // IKE_AUTH is authPhase, contactPhase, establishPhase and childPhase
-// (authphases.go). A new job of an existing exchange, such as sending
-// CERTREQ or a second key exchange, is one more phase in its list; a new
-// exchange is a list of phases, a responder (responders.go) and, for our
-// requests, an exchangeTask. The message layer (messages.go) sees neither.
+// (authphases.go); INFORMATIONAL is deletePhase and rejectedPhase, or no
+// phase at all for a liveness check (informational.go). A new job of an
+// existing exchange, such as CERTREQ or a second key exchange, is one more
+// phase in its list; a new exchange is a list of phases, a responder
+// (responders.go) and, for our requests, an exchangeTask. The message
+// layer (messages.go) sees neither.
 type phase interface {
 	// build appends this job's payloads to the message this end sends.
 	build(sa *ikeSA, out []message.Payload) ([]message.Payload, error)
 	// process reads this job's payloads from the message received. An
 	// error ends the exchange: the responder refuses the request (see
-	// refusal), the initiator fails the IKE SA.
+	// refusal), the requester's task gets the error.
 	process(sa *ikeSA, in *payloads) error
 }
+
+// role is this end's part in one run of an exchange: it sent the request
+// or it answers it. In IKE_SA_INIT and IKE_AUTH the requester is the IKE
+// SA's initiator; CREATE_CHILD_SA and INFORMATIONAL go either way, so a
+// phase goes by its role, not by sa.initiator.
+type role uint8
+
+const (
+	roleRequester role = iota
+	roleResponder
+)
 
 // refusal is a responder phase's reason to refuse a request: the answer is
 // notify alone, counted as result, and the IKE SA goes away with err. The
@@ -47,6 +60,11 @@ func (r *refusal) Unwrap() error { return r.err }
 // does not compute; the phase counted the drop): unprotected, it may be
 // forged, so the request stays outstanding and is retransmitted.
 var errDropped = errors.New("response dropped")
+
+// errMoot is a requester phase's answer to build when its request has
+// become pointless while it waited in the queue (the CHILD SA it was for
+// is gone); the task is dropped unsent.
+var errMoot = errors.New("request moot")
 
 // buildPhases returns the payloads of a message built by phases in order.
 func buildPhases(sa *ikeSA, phases []phase) ([]message.Payload, error) {
@@ -113,6 +131,9 @@ type exchangeTask struct {
 
 func (t *exchangeTask) request(sa *ikeSA) (message.ExchangeType, []message.Payload, bool) {
 	ps, err := buildPhases(sa, t.phases)
+	if err == errMoot {
+		return t.exch, nil, false
+	}
 	if err != nil {
 		t.done(sa, err)
 		return t.exch, nil, false

@@ -32,7 +32,7 @@ func (sa *ikeSA) armQuietPeerCheck() {
 		if sa.sentIntoSilence(round) && sa.out == nil && len(sa.queue) == 0 {
 			sa.e.log.Info("peer silent while we send it ESP: checking its liveness (dpd_delay is not set)",
 				sa.fields(zap.Duration("round", round))...)
-			sa.enqueue(&dpdTask{})
+			sa.enqueue(dpdTask())
 		}
 		sa.armQuietPeerCheck()
 	}))

@@ -283,7 +283,7 @@ func (sa *ikeSA) reconfigure(next *Conn, changed []string) {
 	}
 	for _, c := range slices.Clone(sa.children) {
 		if slices.Contains(changed, c.sa.Child) && c.state != childRekeyed && !c.retired {
-			sa.enqueue(&deleteChildTask{c: c, reason: "configuration changed"})
+			sa.enqueue(deleteChildTask(c, "configuration changed", ""))
 		}
 	}
 	// The IKE SA's initiator brings changed children back at once. The

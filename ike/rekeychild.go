@@ -104,7 +104,7 @@ func (t *rekeyChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 			// The winner's Delete of the old SA moves us to its SA.
 			old.state = childRekeyed
 		}
-		sa.enqueue(&deleteChildTask{c: c, reason: "redundant after a rekey collision"})
+		sa.enqueue(deleteChildTask(c, "redundant after a rekey collision", ""))
 		t.finish(nil)
 		return
 	}
@@ -175,12 +175,12 @@ func (sa *ikeSA) switchToRekeyed(old, c *childSA) error {
 		if !old.removed {
 			old.state = childRekeyed
 			old.timers.stopAll()
-			sa.enqueue(&deleteChildTask{c: old, reason: "rekeyed"})
+			sa.enqueue(deleteChildTask(old, "rekeyed", ""))
 		}
 		return nil
 	}
 	e.stats.exchange(exch, true, ResultError)
-	sa.enqueue(&deleteChildTask{c: c, reason: "not installed"})
+	sa.enqueue(deleteChildTask(c, "not installed", ""))
 	if !old.removed {
 		sa.retryChildRekey(old)
 	}
@@ -230,7 +230,7 @@ func (sa *ikeSA) inboundExpired(old, n *childSA) {
 		sa.e.log.Warn("peer rekeyed a CHILD SA but never deleted the old one; switching anyway",
 			sa.fields(zap.String("child", n.sa.Child))...)
 		sa.takeOver(old, n, "timeout")
-		sa.enqueue(&deleteChildTask{c: old, reason: "rekeyed"})
+		sa.enqueue(deleteChildTask(old, "rekeyed", ""))
 		return
 	}
 	sa.dropChild(n)

@@ -1,10 +1,6 @@
 package ike
 
-import (
-	"time"
-
-	"github.com/xdpsec/xdpsec/ike/message"
-)
+import "github.com/xdpsec/xdpsec/ike/message"
 
 // A responder answers the peer's requests of one exchange type. The
 // message layer (messages.go) checks the message ID and the response
@@ -31,10 +27,7 @@ func responderFor(exch message.ExchangeType) (responder, bool) {
 	case message.ExchangeIKEAuth:
 		return responder{setup: true, process: (*ikeSA).respondAuth}, true
 	case message.ExchangeInformational:
-		return responder{process: func(sa *ikeSA, pk packet) {
-			sa.lastRecv = time.Now()
-			sa.processInformationalRequest(pk)
-		}}, true
+		return responder{process: (*ikeSA).respondInformational}, true
 	case message.ExchangeCreateChildSA:
 		return responder{process: (*ikeSA).processCreateChildRequest}, true
 	}
