@@ -94,7 +94,7 @@ func (sa *ikeSA) authenticatePeer(a payloads) (authenticator, error) {
 			e.log.Warn("IKE_AUTH request without IDi or AUTH (EAP is not supported); sending INVALID_SYNTAX",
 				sa.fields(zap.String("exchange", exch))...)
 		}
-		return nil, &refusal{message.NotifyInvalidSyntax, ResultError, errors.New("invalid IKE_AUTH request")}
+		return nil, &refusal{notify: message.NotifyInvalidSyntax, result: ResultError, err: errors.New("invalid IKE_AUTH request")}
 	}
 	sa.peerID = idOf(a.idi)
 	conn := sa.pickConn(a)
@@ -102,7 +102,7 @@ func (sa *ikeSA) authenticatePeer(a payloads) (authenticator, error) {
 		if !e.rateLimited("auth identity " + sa.remote.Addr().String()) {
 			e.log.Warn(sa.whyNoConn(a), sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
 		}
-		return nil, &refusal{message.NotifyAuthenticationFailed, ResultAuthFailed, errors.New("no matching connection")}
+		return nil, &refusal{notify: message.NotifyAuthenticationFailed, result: ResultAuthFailed, err: errors.New("no matching connection")}
 	}
 	sa.conn = conn
 	sa.localID = conn.LocalID
@@ -120,7 +120,7 @@ func (sa *ikeSA) authenticatePeer(a payloads) (authenticator, error) {
 		if !e.rateLimited("auth failed " + sa.remote.Addr().String()) {
 			e.log.Warn(reason, sa.fields(zap.String("exchange", exch), zap.Stringer("remote_id", sa.peerID))...)
 		}
-		return nil, &refusal{message.NotifyAuthenticationFailed, ResultAuthFailed, errors.New("authentication failed")}
+		return nil, &refusal{notify: message.NotifyAuthenticationFailed, result: ResultAuthFailed, err: errors.New("authentication failed")}
 	}
 	return authn, nil
 }
@@ -193,8 +193,14 @@ func (sa *ikeSA) acceptsIKE(c *Conn) bool {
 
 // respondError answers the current request with an error notification.
 func (sa *ikeSA) respondError(pk packet, n message.NotifyType, result string) {
+	sa.respondNotify(pk, &message.Notify{NotifyType: n}, result)
+}
+
+// respondNotify answers the current request with notification n alone,
+// counted as result.
+func (sa *ikeSA) respondNotify(pk packet, n *message.Notify, result string) {
 	sa.e.stats.exchange(pk.h.Exchange.String(), false, result)
-	pkt, err := sa.protect(pk.h.Exchange, pk.h.MessageID, true, []message.Payload{&message.Notify{NotifyType: n}})
+	pkt, err := sa.protect(pk.h.Exchange, pk.h.MessageID, true, []message.Payload{n})
 	if err != nil {
 		return
 	}

@@ -242,6 +242,7 @@ type createChildTask struct {
 	group uint16
 	tries int
 	req   childRequest
+	offer *childOfferPhase
 }
 
 func (t *createChildTask) request(sa *ikeSA) (message.ExchangeType, []message.Payload, bool) {
@@ -259,7 +260,15 @@ func (t *createChildTask) request(sa *ikeSA) (message.ExchangeType, []message.Pa
 		delete(sa.pendingCreate, t.cfg.Name)
 		return 0, nil, false
 	}
-	return message.ExchangeCreateChildSA, t.req.payloads(t.cfg, t.cfg.Mode, selectors(t.cfg.LocalTS), selectors(t.cfg.RemoteTS)), true
+	t.offer = &childOfferPhase{r: roleRequester, cfg: t.cfg, mode: t.cfg.Mode,
+		localTS: selectors(t.cfg.LocalTS), remoteTS: selectors(t.cfg.RemoteTS), req: &t.req}
+	ps, err := buildPhases(sa, []phase{t.offer})
+	if err != nil {
+		t.req.release(sa, t.cfg)
+		delete(sa.pendingCreate, t.cfg.Name)
+		return 0, nil, false
+	}
+	return message.ExchangeCreateChildSA, ps, true
 }
 
 func (t *createChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
@@ -290,7 +299,8 @@ func (t *createChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 		sa.lostAttemptFailed(t.cfg.Name, fmt.Sprintf("peer sent %s to CREATE_CHILD_SA", a.errN.NotifyType))
 		return
 	}
-	c, err := t.req.accept(sa, t.cfg, a, t.cfg.Mode)
+	err = processPhases(sa, []phase{t.offer}, &a)
+	c := t.offer.child
 	if err == nil {
 		if err = sa.installInbound(c); err == nil {
 			if err = sa.installOutbound(c); err != nil {

@@ -16,7 +16,9 @@ import (
 //
 // IKE_SA_INIT is kePhase, natdPhase and fragPhase (initphases.go);
 // IKE_AUTH is authPhase, contactPhase, establishPhase and childPhase
-// (authphases.go); INFORMATIONAL is deletePhase and rejectedPhase, or no
+// (authphases.go); CREATE_CHILD_SA is childOfferPhase, with
+// rekeyNotifyPhase for a CHILD SA rekey (childphases.go), or ikeRekeyPhase
+// (rekeyike.go); INFORMATIONAL is deletePhase and rejectedPhase, or no
 // phase at all for a liveness check (informational.go). A new job of an
 // existing exchange, such as CERTREQ or a second key exchange, is one more
 // phase in its list; a new exchange is a list of phases, a responder
@@ -43,12 +45,18 @@ const (
 )
 
 // refusal is a responder phase's reason to refuse a request: the answer is
-// notify alone, counted as result, and the IKE SA goes away with err. The
-// phase has logged why.
+// notify alone, counted as result, and the IKE SA goes away with err unless
+// keep is set. The phase has logged why.
 type refusal struct {
 	notify message.NotifyType
 	result string
 	err    error
+	// answer, when set, is the notification to send instead of a bare
+	// notify (INVALID_KE_PAYLOAD carries the group we want).
+	answer *message.Notify
+	// keep leaves the IKE SA up: a refused CHILD SA or rekey is not the
+	// IKE SA's failure (RFC 7296 2.21.3).
+	keep bool
 }
 
 func (r *refusal) Error() string { return r.err.Error() }
@@ -110,11 +118,24 @@ func (sa *ikeSA) respondWith(pk packet, in *payloads, phases []phase) bool {
 		sa.remove(err)
 		return false
 	}
+	sa.refuse(pk, err)
+	return false
+}
+
+// refuse answers the request pk with err's refusal (AUTHENTICATION_FAILED
+// for an error that is none) and removes the IKE SA unless the refusal
+// keeps it.
+func (sa *ikeSA) refuse(pk packet, err error) {
 	r := &refusal{notify: message.NotifyAuthenticationFailed, result: ResultError, err: err}
 	errors.As(err, &r)
-	sa.respondError(pk, r.notify, r.result)
-	sa.remove(r.err)
-	return false
+	n := r.answer
+	if n == nil {
+		n = &message.Notify{NotifyType: r.notify}
+	}
+	sa.respondNotify(pk, n, r.result)
+	if !r.keep {
+		sa.remove(r.err)
+	}
 }
 
 // exchangeTask is one of our requests built from phases; done gets the

@@ -20,6 +20,7 @@ type rekeyChildTask struct {
 	group uint16
 	tries int
 	req   childRequest
+	offer *childOfferPhase
 }
 
 func (t *rekeyChildTask) finish(err error) {
@@ -46,9 +47,16 @@ func (t *rekeyChildTask) request(sa *ikeSA) (message.ExchangeType, []message.Pay
 		t.finish(err)
 		return 0, nil, false
 	}
+	t.offer = &childOfferPhase{r: roleRequester, cfg: old.cfg, mode: old.sa.Mode,
+		localTS: selectors(old.sa.LocalTS), remoteTS: selectors(old.sa.RemoteTS), req: &t.req}
+	ps, err := buildPhases(sa, []phase{&rekeyNotifyPhase{r: roleRequester, old: old}, t.offer})
+	if err != nil {
+		t.req.release(sa, old.cfg)
+		sa.retryChildRekey(old)
+		t.finish(err)
+		return 0, nil, false
+	}
 	old.state, old.ourNi = childRekeying, t.req.ni
-	ps := []message.Payload{&message.Notify{Protocol: message.ProtocolESP, SPI: spiBytes(old.sa.SPIIn), NotifyType: message.NotifyRekeySA}}
-	ps = append(ps, t.req.payloads(old.cfg, old.sa.Mode, selectors(old.sa.LocalTS), selectors(old.sa.RemoteTS))...)
 	return message.ExchangeCreateChildSA, ps, true
 }
 
@@ -76,7 +84,8 @@ func (t *rekeyChildTask) response(sa *ikeSA, ps []message.Payload, err error) {
 		t.refused(sa, a.errN)
 		return
 	}
-	c, err := t.req.accept(sa, old.cfg, a, old.sa.Mode)
+	err = processPhases(sa, []phase{t.offer}, &a)
+	c := t.offer.child
 	if err != nil {
 		t.req.release(sa, old.cfg)
 		e.stats.exchange(exch, true, ResultError)

@@ -18,9 +18,7 @@ type rekeyIKETask struct {
 	done  chan error
 	group uint16
 	tries int
-	spi   uint64
-	ni    []byte
-	kex   crypto.KeyExchange
+	p     *ikeRekeyPhase
 }
 
 func (t *rekeyIKETask) finish(err error) {
@@ -39,24 +37,14 @@ func (t *rekeyIKETask) request(sa *ikeSA) (message.ExchangeType, []message.Paylo
 	if t.group == 0 {
 		t.group = sa.ikeProp.ke
 	}
-	kex, err := crypto.NewKeyExchange(t.group)
+	t.p = &ikeRekeyPhase{r: roleRequester, group: t.group}
+	ps, err := buildPhases(sa, []phase{t.p})
 	if err != nil {
 		sa.ikeRekey = false
 		t.finish(err)
 		return 0, nil, false
 	}
-	e := sa.e
-	e.mu.Lock()
-	t.spi = e.newSPILocked()
-	e.mu.Unlock()
-	t.ni, t.kex = randomBytes(nonceLen), kex
-	var spi [8]byte
-	putSPI(spi[:], t.spi)
-	return message.ExchangeCreateChildSA, []message.Payload{
-		&message.SA{Proposals: toWire(sa.conn.IKEProposals, message.ProtocolIKE, spi[:])},
-		&message.Nonce{Data: t.ni},
-		&message.KE{Group: message.KEGroup(kex.Group()), Data: kex.PublicKey()},
-	}, true
+	return message.ExchangeCreateChildSA, ps, true
 }
 
 func (t *rekeyIKETask) response(sa *ikeSA, ps []message.Payload, err error) {
@@ -102,8 +90,7 @@ func (t *rekeyIKETask) response(sa *ikeSA, ps []message.Payload, err error) {
 		}
 		return
 	}
-	ns, err := t.accept(sa, a)
-	if err != nil {
+	if err := processPhases(sa, []phase{t.p}, &a); err != nil {
 		e.stats.exchange(exch, true, ResultError)
 		e.log.Warn("invalid IKE SA rekey response", sa.fields(zap.Error(err))...)
 		retry()
@@ -111,108 +98,137 @@ func (t *rekeyIKETask) response(sa *ikeSA, ps []message.Payload, err error) {
 		return
 	}
 	e.stats.exchange(exch, true, ResultOK)
-	sa.handOver(ns)
+	sa.handOver(t.p.ns)
 	// The initiator of the rekey deletes the old IKE SA (RFC 7296 2.8).
 	sa.sendIKEDelete("rekeyed")
 	t.finish(nil)
 }
 
-func (t *rekeyIKETask) accept(sa *ikeSA, a payloads) (*ikeSA, error) {
-	if a.sa == nil || a.nonce == nil || a.ke == nil {
-		return nil, errors.New("response lacks SA, nonce or KE")
-	}
-	prop, err := acceptAnswer(a.sa, sa.conn.IKEProposals, message.ProtocolIKE)
-	if err != nil {
-		return nil, err
-	}
-	if prop.ke != t.kex.Group() || uint16(a.ke.Group) != prop.ke {
-		return nil, fmt.Errorf("responder chose %s, our key exchange is %s", message.KEGroup(prop.ke), message.KEGroup(t.kex.Group()))
-	}
-	if len(prop.spi) != 8 {
-		return nil, errors.New("IKE proposal without an 8-byte SPI")
-	}
-	gir, err := t.kex.SharedSecret(a.ke.Data)
-	if err != nil {
-		return nil, fmt.Errorf("key exchange: %w", err)
-	}
-	var spir uint64
-	for _, b := range prop.spi {
-		spir = spir<<8 | uint64(b)
-	}
-	return sa.newRekeyedSA(prop, true, t.spi, spir, gir, t.ni, a.nonce.Data)
+// ikeRekeyPhase is the new IKE SA's proposal (with its SPI), nonce and key
+// exchange in a CREATE_CHILD_SA (RFC 7296 1.3.2). Both roles end with ns,
+// the new IKE SA, registered but not yet holding the CHILD SAs.
+type ikeRekeyPhase struct {
+	r     role
+	group uint16 // the requester's key exchange
+	spi   uint64 // our SPI of the new SA
+	nonce []byte // ours
+	kex   crypto.KeyExchange
+	prop  chosen // the responder's choice
+	ns    *ikeSA
 }
 
-// respondIKERekey answers the peer's IKE SA rekey.
-func (sa *ikeSA) respondIKERekey(pk packet, r payloads, inFlight task) {
-	e := sa.e
-	exch := message.ExchangeCreateChildSA.String()
-	switch inFlight.(type) {
-	case *rekeyChildTask, *createChildTask:
-		// RFC 7296 2.25.2: a CHILD SA exchange of ours is in flight on
-		// this IKE SA; the peer retries later.
-		sa.respondError(pk, message.NotifyTemporaryFailure, ResultTemporaryFailure)
-		return
-	}
-	if r.ke == nil {
-		sa.respondError(pk, message.NotifyInvalidSyntax, ResultError)
-		return
-	}
-	prop, ok := selectProposal(r.sa.Proposals, sa.conn.IKEProposals, message.ProtocolIKE, uint16(r.ke.Group))
-	if !ok {
-		e.log.Warn("IKE SA rekey refused: no common proposal", sa.fields(zap.String("received", offerString(r.sa.Proposals)))...)
-		sa.respondError(pk, message.NotifyNoProposalChosen, ResultNoProposal)
-		return
-	}
-	if prop.ke != uint16(r.ke.Group) {
-		e.stats.exchange(exch, false, ResultInvalidKE)
-		if pkt, err := sa.protect(pk.h.Exchange, pk.h.MessageID, true, []message.Payload{message.NewInvalidKEPayload(message.KEGroup(prop.ke))}); err == nil {
-			sa.respond(pk.h.MessageID, pk, pkt)
+func (p *ikeRekeyPhase) build(sa *ikeSA, out []message.Payload) ([]message.Payload, error) {
+	if p.r == roleRequester {
+		kex, err := crypto.NewKeyExchange(p.group)
+		if err != nil {
+			return nil, err
 		}
-		return
+		p.kex, p.nonce = kex, randomBytes(nonceLen)
+		sa.e.mu.Lock()
+		p.spi = sa.e.newSPILocked()
+		sa.e.mu.Unlock()
+	}
+	var spi [8]byte
+	putSPI(spi[:], p.spi)
+	offer := &message.SA{Proposals: toWire(sa.conn.IKEProposals, message.ProtocolIKE, spi[:])}
+	if p.r == roleResponder {
+		prop := p.prop
+		prop.spi = spi[:]
+		offer = &message.SA{Proposals: []message.Proposal{prop.wire(message.ProtocolIKE)}}
+	}
+	return append(out, offer, &message.Nonce{Data: p.nonce},
+		&message.KE{Group: message.KEGroup(p.kex.Group()), Data: p.kex.PublicKey()}), nil
+}
+
+func (p *ikeRekeyPhase) process(sa *ikeSA, in *payloads) error {
+	if p.r == roleResponder {
+		return p.processRequest(sa, in)
+	}
+	if in.sa == nil || in.nonce == nil || in.ke == nil {
+		return errors.New("response lacks SA, nonce or KE")
+	}
+	prop, err := acceptAnswer(in.sa, sa.conn.IKEProposals, message.ProtocolIKE)
+	if err != nil {
+		return err
+	}
+	if prop.ke != p.kex.Group() || uint16(in.ke.Group) != prop.ke {
+		return fmt.Errorf("responder chose %s, our key exchange is %s", message.KEGroup(prop.ke), message.KEGroup(p.kex.Group()))
 	}
 	if len(prop.spi) != 8 {
-		sa.respondError(pk, message.NotifyInvalidSyntax, ResultError)
-		return
+		return errors.New("IKE proposal without an 8-byte SPI")
+	}
+	gir, err := p.kex.SharedSecret(in.ke.Data)
+	if err != nil {
+		return fmt.Errorf("key exchange: %w", err)
+	}
+	p.ns, err = sa.newRekeyedSA(prop, true, p.spi, spiOf(prop.spi), gir, p.nonce, in.nonce.Data)
+	return err
+}
+
+// processRequest checks the peer's IKE rekey and creates the new SA, or
+// refuses (the IKE SA stays).
+func (p *ikeRekeyPhase) processRequest(sa *ikeSA, in *payloads) error {
+	e := sa.e
+	refused := func(n message.NotifyType, result, why string) error {
+		return &refusal{notify: n, result: result, keep: true, err: errors.New(why)}
+	}
+	if sa.out != nil {
+		switch sa.out.task.(type) {
+		case *rekeyChildTask, *createChildTask:
+			// RFC 7296 2.25.2: a CHILD SA exchange of ours is in
+			// flight on this IKE SA; the peer retries later.
+			return refused(message.NotifyTemporaryFailure, ResultTemporaryFailure, "CHILD SA exchange in flight")
+		}
+	}
+	if in.ke == nil {
+		return refused(message.NotifyInvalidSyntax, ResultError, "no KE")
+	}
+	prop, ok := selectProposal(in.sa.Proposals, sa.conn.IKEProposals, message.ProtocolIKE, uint16(in.ke.Group))
+	if !ok {
+		e.log.Warn("IKE SA rekey refused: no common proposal", sa.fields(zap.String("received", offerString(in.sa.Proposals)))...)
+		return refused(message.NotifyNoProposalChosen, ResultNoProposal, "no common proposal")
+	}
+	if prop.ke != uint16(in.ke.Group) {
+		return &refusal{answer: message.NewInvalidKEPayload(message.KEGroup(prop.ke)), result: ResultInvalidKE, keep: true,
+			err: errors.New("another key exchange wanted")}
+	}
+	if len(prop.spi) != 8 {
+		return refused(message.NotifyInvalidSyntax, ResultError, "IKE proposal without an 8-byte SPI")
 	}
 	kex, err := crypto.NewKeyExchange(prop.ke)
 	var gir []byte
 	if err == nil {
-		gir, err = kex.SharedSecret(r.ke.Data)
+		gir, err = kex.SharedSecret(in.ke.Data)
 	}
 	if err != nil {
-		sa.respondError(pk, message.NotifyInvalidSyntax, ResultError)
-		return
-	}
-	var spii uint64
-	for _, b := range prop.spi {
-		spii = spii<<8 | uint64(b)
+		return refused(message.NotifyInvalidSyntax, ResultError, "key exchange failed")
 	}
 	e.mu.Lock()
-	spir := e.newSPILocked()
+	p.spi = e.newSPILocked()
 	e.mu.Unlock()
-	nr := randomBytes(nonceLen)
-	ns, err := sa.newRekeyedSA(prop, false, spii, spir, gir, r.nonce.Data, nr)
-	if err != nil {
+	p.kex, p.nonce, p.prop = kex, randomBytes(nonceLen), prop
+	if p.ns, err = sa.newRekeyedSA(prop, false, spiOf(prop.spi), p.spi, gir, in.nonce.Data, p.nonce); err != nil {
 		e.log.Warn("IKE SA rekey failed", sa.fields(zap.Error(err))...)
-		sa.respondError(pk, message.NotifyNoProposalChosen, ResultError)
-		return
+		return refused(message.NotifyNoProposalChosen, ResultError, err.Error())
 	}
-	var spi [8]byte
-	putSPI(spi[:], spir)
-	prop.spi = spi[:]
-	pkt, err := sa.protect(pk.h.Exchange, pk.h.MessageID, true, []message.Payload{
-		&message.SA{Proposals: []message.Proposal{prop.wire(message.ProtocolIKE)}},
-		&message.Nonce{Data: nr},
-		&message.KE{Group: message.KEGroup(kex.Group()), Data: kex.PublicKey()},
-	})
-	if err != nil {
-		return
+	return nil
+}
+
+// spiOf reads an 8-byte IKE SPI.
+func spiOf(b []byte) uint64 {
+	var spi uint64
+	for _, x := range b {
+		spi = spi<<8 | uint64(x)
 	}
-	sa.respond(pk.h.MessageID, pk, pkt)
-	e.stats.exchange(exch, false, ResultOK)
+	return spi
+}
+
+// rekeyedByPeer moves everything to ns, the IKE SA the peer's rekey
+// created, once our answer is out. The peer deletes this SA; should it
+// not, it goes anyway.
+func (sa *ikeSA) rekeyedByPeer(ns *ikeSA) {
 	sa.handOver(ns)
-	// The peer deletes the old IKE SA; should it not, it goes anyway.
-	sa.timers.set("rekeyed", sa.afterFunc(e.opts.HalfOpenTimeout, func() {
+	sa.timers.set("rekeyed", sa.afterFunc(sa.e.opts.HalfOpenTimeout, func() {
 		if sa.state == stateRekeyed {
 			sa.remove(errors.New("rekeyed IKE SA never deleted by the peer"))
 		}

@@ -29,7 +29,7 @@ func responderFor(exch message.ExchangeType) (responder, bool) {
 	case message.ExchangeInformational:
 		return responder{process: (*ikeSA).respondInformational}, true
 	case message.ExchangeCreateChildSA:
-		return responder{process: (*ikeSA).processCreateChildRequest}, true
+		return responder{process: (*ikeSA).respondCreateChild}, true
 	}
 	return responder{}, false
 }

@@ -8,12 +8,13 @@
 // deletes and liveness checks (DPD with its actions), INITIAL_CONTACT and
 // on-demand CHILD SAs for trap policies.
 //
-// The design follows strongSwan's libcharon: IKE_SA_INIT and IKE_AUTH are
-// each a list of phases (libcharon's tasks: key exchange, NAT detection,
-// fragmentation support; authentication, INITIAL_CONTACT, the first CHILD
-// SA) that build and process their payloads in both roles (phase.go); our
-// requests are tasks in one queue per IKE SA (window size 1), and whatever
-// the data plane must do is behind the Installer interface. The package
+// The design follows strongSwan's libcharon: every exchange is a list of
+// phases (libcharon's tasks: key exchange, NAT detection, fragmentation
+// support; authentication, INITIAL_CONTACT, the first CHILD SA; a CHILD
+// SA's offer, REKEY_SA, an IKE rekey; Delete) that build and process their
+// payloads in both roles (phase.go); our requests are tasks in one queue
+// per IKE SA (window size 1), and whatever the data plane must do is
+// behind the Installer interface. The package
 // knows nothing of netlink, XDP or ESP packet processing.
 //
 // Who owns what:
@@ -31,7 +32,7 @@
 //     identities and AUTH), authenticator.go (how an identity is proved:
 //     PSK today, behind the authenticator interface), child.go (the first
 //     CHILD SA), createchild.go,
-//     rekeychild.go, childresponder.go, rekeyike.go (CREATE_CHILD_SA in both
+//     rekeychild.go, childphases.go, rekeyike.go (CREATE_CHILD_SA in both
 //     roles), rekeyswitch.go (when a rekey responder moves to the new SA),
 //     informational.go (Delete, liveness checks).
 //   - lifecycle.go: timers, Acquire, Expire, Terminate, Rekey; dpd.go and
