@@ -33,7 +33,7 @@ func (sa *ikeSA) respondCreateChild(pk packet) {
 	}
 	e := sa.e
 	exch := message.ExchangeCreateChildSA.String()
-	if in.sa.Proposals[0].Protocol == message.ProtocolIKE {
+	if len(in.sa.Proposals) > 0 && in.sa.Proposals[0].Protocol == message.ProtocolIKE {
 		p := &ikeRekeyPhase{r: roleResponder}
 		if sa.respondWith(pk, &in, []phase{p}) {
 			e.stats.exchange(exch, false, ResultOK)
@@ -67,7 +67,7 @@ func (sa *ikeSA) admitCreateChild(in *payloads) error {
 	case sa.state != stateEstablished:
 		// Deleting or replaced: nothing new on this IKE SA.
 		return tempFail
-	case in.sa == nil || in.nonce == nil || len(in.sa.Proposals) == 0:
+	case in.sa == nil || in.nonce == nil:
 		return &refusal{notify: message.NotifyInvalidSyntax, result: ResultError, keep: true, err: errors.New("no SA or nonce")}
 	case rekeyingIKE:
 		return tempFail

@@ -264,42 +264,41 @@ func (sa *ikeSA) handleRequest(pk packet) {
 	r.process(sa, pk)
 }
 
-// handleResponse matches a response with our outstanding request.
+// handleResponse matches a response with our outstanding request and hands
+// it, opened, to the request's task: whatever the exchange, only
+// IKE_SA_INIT's unprotected answer has a path of its own.
 func (sa *ikeSA) handleResponse(pk packet) {
 	if sa.out == nil || pk.h.MessageID != sa.out.id || pk.h.Exchange != sa.out.exch {
 		sa.e.stats.drop(DropUnexpectedMsgID)
 		return
 	}
-	switch pk.h.Exchange {
-	case message.ExchangeIKESAInit:
+	if pk.h.Exchange == message.ExchangeIKESAInit {
 		sa.processInitResponse(pk)
-	case message.ExchangeIKEAuth, message.ExchangeInformational, message.ExchangeCreateChildSA:
-		ps, err := sa.unprotect(pk.b)
-		if err != nil && !isInner(err) {
-			sa.dropUnopened(err, pk.h.Exchange)
-			return
-		}
-		sa.lastRecv = time.Now()
-		t := sa.out.task
-		sa.completeRequest()
-		if t == nil {
-			// Only our IKE SA Delete goes without a task.
-			if sa.state == stateDeleting || sa.state == stateRekeyed {
-				sa.e.log.Info("IKE SA deleted", sa.fields()...)
-				sa.remove(errors.New("IKE SA deleted"))
-			}
-			return
-		}
-		if err != nil {
-			sa.e.log.Warn("undecodable response from peer", sa.fields(zap.Stringer("exchange", pk.h.Exchange), zap.Error(err))...)
-			t.response(sa, nil, fmt.Errorf("undecodable %s response: %w", pk.h.Exchange, err))
-		} else {
-			t.response(sa, ps, nil)
-		}
-		sa.kick()
-	default:
-		sa.e.stats.drop(DropUnexpected)
+		return
 	}
+	ps, err := sa.unprotect(pk.b)
+	if err != nil && !isInner(err) {
+		sa.dropUnopened(err, pk.h.Exchange)
+		return
+	}
+	sa.lastRecv = time.Now()
+	t := sa.out.task
+	sa.completeRequest()
+	if t == nil {
+		// Only our IKE SA Delete goes without a task.
+		if sa.state == stateDeleting || sa.state == stateRekeyed {
+			sa.e.log.Info("IKE SA deleted", sa.fields()...)
+			sa.remove(errors.New("IKE SA deleted"))
+		}
+		return
+	}
+	if err != nil {
+		sa.e.log.Warn("undecodable response from peer", sa.fields(zap.Stringer("exchange", pk.h.Exchange), zap.Error(err))...)
+		t.response(sa, nil, fmt.Errorf("undecodable %s response: %w", pk.h.Exchange, err))
+	} else {
+		t.response(sa, ps, nil)
+	}
+	sa.kick()
 }
 
 // completeRequest retires the outstanding request after its response.

@@ -76,3 +76,10 @@ func natHash(spii, spir uint64, ap netip.AddrPort) []byte {
 	h.Write(portBytes(ap.Port()))
 	return h.Sum(nil)
 }
+
+// portBytes is a port in network order, as the NAT detection hash takes it.
+func portBytes(p uint16) []byte {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], p)
+	return b[:]
+}

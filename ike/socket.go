@@ -2,7 +2,6 @@ package ike
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -214,11 +213,4 @@ func (p *routeProbe) close() {
 			*fd = -1
 		}
 	}
-}
-
-// portBytes is a helper for the NAT detection hash.
-func portBytes(p uint16) []byte {
-	var b [2]byte
-	binary.BigEndian.PutUint16(b[:], p)
-	return b[:]
 }
